@@ -1,0 +1,246 @@
+"""Typed, validated run profiles.
+
+A profile is a YAML file (bundled ones live in ``salmon_dag/profiles``). It may name a parent with
+``extends: NAME``; the child's keys are deep-merged over the parent's. Unknown keys and bad values
+raise :class:`ProfileError` with one line naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "tiny"
+
+QuestionType = Literal["general", "reasoning", "red_teaming"]
+QUESTION_TYPES: tuple[str, ...] = ("general", "reasoning", "red_teaming")
+
+
+class ProfileError(ValueError):
+    """A profile could not be found, parsed or validated (message is one line)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- prompt pool
+PromptFormat = Literal[
+    "plain", "oasst1", "dolly", "sharegpt", "openorca", "math", "self_instruct", "gsm8k", "hh_rlhf"
+]
+
+
+class PromptSource(_Strict):
+    """One origin of user prompts.
+
+    ``type`` picks the reader (``bundled`` = the project's default prompts, local ``jsonl`` /
+    ``parquet`` / ``csv`` files, or ``hf`` = ``datasets.load_dataset(path)`` which accepts a Hub id
+    or a local directory); ``format`` picks how a record becomes a prompt.
+    """
+
+    type: Literal["bundled", "jsonl", "parquet", "csv", "hf"]
+    path: str | None = None
+    name: str | None = None
+    format: PromptFormat = "plain"
+    text_field: str = "prompt"
+    type_field: str | None = None
+    question_type: QuestionType | None = None
+    split: str = "train"
+    subset: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+    optional: bool = False
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "PromptSource":
+        if self.type != "bundled" and not self.path:
+            raise ValueError(f"a '{self.type}' source needs 'path'")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.type if self.type == "bundled" else f"{self.type}:{self.path}")
+
+
+class PromptPoolConfig(_Strict):
+    sources: list[PromptSource] = Field(min_length=1)
+    min_chars: int = Field(default=3, ge=1)
+    max_chars: int = Field(default=2000, gt=0)
+    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+    minhash_num_perm: int = Field(default=128, ge=16)
+    allowed_languages: list[str] | None = None
+    eval_fraction: float = Field(default=0.1, ge=0, lt=1)
+
+
+# --------------------------------------------------------------------------- models
+class TinyModelConfig(_Strict):
+    """Shape and pre-training budget of the self-built tiny Llama (head_dim 64 for vLLM CPU)."""
+
+    vocab_size: int = Field(default=4096, ge=300)
+    hidden_size: int = Field(default=256, gt=0)
+    num_layers: int = Field(default=4, gt=0)
+    num_heads: int = Field(default=4, gt=0)
+    num_kv_heads: int = Field(default=4, gt=0)
+    intermediate_size: int = Field(default=688, gt=0)
+    max_position_embeddings: int = Field(default=4096, gt=0)
+    seq_len: int = Field(default=256, gt=8)
+    batch_size: int = Field(default=16, gt=0)
+    steps: int = Field(default=300, gt=0)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    shared_data_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _heads(self) -> "TinyModelConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be divisible by num_kv_heads")
+        return self
+
+
+class BaseModelConfig(_Strict):
+    """``tiny``: build the model here; ``pretrained``: a Hub id or local path, loaded as is."""
+
+    kind: Literal["tiny", "pretrained"]
+    model_id: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    tiny: TinyModelConfig = TinyModelConfig()
+
+    @model_validator(mode="after")
+    def _id_needed(self) -> "BaseModelConfig":
+        if self.kind == "pretrained" and not self.model_id:
+            raise ValueError("kind 'pretrained' needs 'model_id' (Hub id or local path)")
+        return self
+
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class EngineConfig(_Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: DType = "auto"
+    max_batch_size: int = Field(default=16, gt=0)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(default=16, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+
+
+class TrainStageConfig(_Strict):
+    """Shared knobs of the SFT / reward-model / PPO training stages."""
+
+    lora: LoraConfig | None = None
+    per_device_batch_size: int = Field(default=4, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=1, gt=0)
+    max_seq_len: int = Field(default=512, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    launcher: Literal["local", "accelerate", "deepspeed"] = "local"
+    num_processes: int = Field(default=1, gt=0)
+    deepspeed_stage: Literal[0, 1, 2, 3] = 0
+
+
+class Profile(_Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    prompt_pool: PromptPoolConfig
+    base_model: BaseModelConfig
+    engine: EngineConfig = EngineConfig()
+    sft: TrainStageConfig = TrainStageConfig()
+    reward_model: TrainStageConfig = TrainStageConfig()
+    ppo: TrainStageConfig = TrainStageConfig()
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable short hash of the named sections (plus the seed): the config part of lineage."""
+        payload = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        payload["seed"] = self.seed
+        return stable_hash(payload)
+
+
+# --------------------------------------------------------------------------- loading
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON form of ``obj`` (dict order and whitespace do not matter)."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ProfileError(f"profile file not found: {path}")
+        return path
+    bundled = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not bundled.is_file():
+        raise ProfileError(
+            f"unknown profile '{name_or_path}' (known: {', '.join(available_profiles())}; or pass a .yaml path)"
+        )
+    return bundled
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _raw_profile(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    path = _resolve(name_or_path)
+    if str(path) in seen:
+        raise ProfileError(f"{path}: 'extends' forms a cycle")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile must be a mapping")
+    parent = data.pop("extends", None)
+    own_name = data.pop("name", None) or path.stem  # a profile's name is never inherited
+    if parent:
+        parent_dir = path.parent
+        candidate = parent_dir / parent if str(parent).endswith((".yaml", ".yml")) else parent
+        base, _ = _raw_profile(str(candidate), seen + (str(path),))
+        data = _deep_merge(base, data)
+    data["name"] = own_name
+    return data, path
+
+
+def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = None) -> Profile:
+    """Load a bundled profile by name or a YAML file by path; ``overrides`` are deep-merged last."""
+    data, path = _raw_profile(name_or_path)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ProfileError(f"{path}: {key}: {msg}{more}") from None

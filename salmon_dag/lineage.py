@@ -1,0 +1,45 @@
+"""Lineage: where every row and checkpoint came from."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from salmon_dag import __version__
+
+LINEAGE_COLUMNS: tuple[str, ...] = ("run_id", "config_hash", "principle_hash", "model_id", "code_version")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    run_id: str
+    config_hash: str
+    code_version: str
+    principle_hash: str | None = None
+    model_id: str | None = None
+
+    def apply(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Append the lineage columns (string-typed, null where not applicable)."""
+        values = asdict(self)
+        return df.with_columns(pl.lit(values[c], dtype=pl.Utf8).alias(c) for c in LINEAGE_COLUMNS)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {**asdict(self), "salmon_version": __version__}
+
+
+def files_hash(paths: list[Path | str], length: int = 16) -> str:
+    """Content hash of some files (missing ones count by name), for code versions of data inputs."""
+    h = hashlib.sha256()
+    for p in sorted(str(x) for x in paths):
+        h.update(p.encode())
+        path = Path(p)
+        if path.is_file():
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        else:
+            h.update(b"<missing>")
+    return h.hexdigest()[:length]

@@ -1,0 +1,62 @@
+"""Profiles: bundled ones validate; bad keys and values give one-line errors naming the key."""
+
+import pytest
+
+from salmon_dag.config import ProfileError, available_profiles, load_profile
+
+
+def test_bundled_profiles_validate():
+    names = available_profiles()
+    assert {"tiny", "llama2-7b-qlora", "llama2-70b-qlora"} <= set(names)
+    tiny = load_profile("tiny")
+    assert tiny.base_model.kind == "tiny"
+    assert tiny.base_model.tiny.hidden_size // tiny.base_model.tiny.num_heads == 64
+    big = load_profile("llama2-70b-qlora")
+    # extends llama2-7b-qlora: inherited keys stay, overridden ones change
+    assert big.base_model.model_id == "meta-llama/Llama-2-70b-hf"
+    assert big.sft.lora.quantization == "4bit"
+    assert big.sft.launcher == "deepspeed" and big.engine.tensor_parallel_size == 8
+
+
+def test_unknown_key_names_file_and_key():
+    with pytest.raises(ProfileError) as exc:
+        load_profile("tiny", {"engine": {"bakend": "hf"}})
+    msg = str(exc.value)
+    assert "tiny.yaml" in msg and "engine.bakend" in msg and "unknown key" in msg
+    assert "\n" not in msg
+
+
+def test_bad_value_names_key():
+    with pytest.raises(ProfileError, match=r"engine\.backend"):
+        load_profile("tiny", {"engine": {"backend": "tpu"}})
+    with pytest.raises(ProfileError, match=r"prompt_pool\.eval_fraction"):
+        load_profile("tiny", {"prompt_pool": {"eval_fraction": 1.5}})
+    with pytest.raises(ProfileError, match="head"):
+        load_profile("tiny", {"base_model": {"tiny": {"num_heads": 3}}})
+
+
+def test_pretrained_needs_model_id():
+    with pytest.raises(ProfileError, match="model_id"):
+        load_profile("tiny", {"base_model": {"kind": "pretrained"}})
+
+
+def test_unknown_profile_and_yaml_errors(tmp_path):
+    with pytest.raises(ProfileError, match="unknown profile 'nope'"):
+        load_profile("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ProfileError, match=r"bad\.yaml.*invalid YAML"):
+        load_profile(str(bad))
+
+
+def test_extends_from_file_and_section_hash(tmp_path):
+    child = tmp_path / "mine.yaml"
+    child.write_text("extends: tiny\nseed: 7\nbase_model:\n  tiny:\n    steps: 5\n")
+    p = load_profile(str(child))
+    assert p.name == "mine" and p.seed == 7 and p.base_model.tiny.steps == 5
+    assert p.base_model.tiny.hidden_size == 256  # inherited
+    tiny = load_profile("tiny")
+    assert p.section_hash("base_model") != tiny.section_hash("base_model")
+    # a change elsewhere leaves the base_model hash alone (only the seed is shared)
+    other = load_profile("tiny", {"engine": {"max_batch_size": 3}})
+    assert other.section_hash("base_model") == tiny.section_hash("base_model")
