@@ -71,7 +71,7 @@ class PromptPoolConfig(_Strict):
     sources: list[PromptSource] = Field(min_length=1)
     min_chars: int = Field(default=3, ge=1)
     max_chars: int = Field(default=2000, gt=0)
-    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+    near_duplicate_threshold: float = Field(default=0.7, gt=0, le=1)
     minhash_num_perm: int = Field(default=128, ge=16)
     allowed_languages: list[str] | None = None
     eval_fraction: float = Field(default=0.1, ge=0, lt=1)

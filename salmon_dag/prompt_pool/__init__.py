@@ -1,0 +1,91 @@
+"""The prompt pool: user prompts from configured sources, cleaned, deduplicated and tagged.
+
+``build_from_config`` is the one entry point the pipeline needs; the pieces (readers, format
+adapters, cleaning steps, the question-type heuristic) are importable for tests and reuse.
+This package does not import dagster.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import polars as pl
+
+from salmon_dag.config import PromptPoolConfig
+from salmon_dag.prompt_pool.classify import classify_question_type
+from salmon_dag.prompt_pool.cleaning import (
+    POOL_SCHEMA,
+    REJECTS_SCHEMA,
+    assign_split,
+    build_prompt_pool,
+    detect_language,
+    lsh_params,
+    normalize_text,
+    prompt_id,
+    rejects_frame,
+    shingles,
+)
+from salmon_dag.prompt_pool.sources import (
+    ADAPTERS,
+    RawPrompt,
+    RecordError,
+    Reject,
+    load_source,
+    source_missing,
+    source_path,
+)
+
+__all__ = [
+    "ADAPTERS",
+    "POOL_SCHEMA",
+    "REJECTS_SCHEMA",
+    "RawPrompt",
+    "RecordError",
+    "Reject",
+    "assign_split",
+    "build_from_config",
+    "build_prompt_pool",
+    "classify_question_type",
+    "detect_language",
+    "load_source",
+    "lsh_params",
+    "normalize_text",
+    "prompt_id",
+    "rejects_frame",
+    "shingles",
+    "source_missing",
+    "source_path",
+]
+
+
+def build_from_config(
+    cfg: PromptPoolConfig, seed: int, log: Callable[[str], None] = print
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Load every source in ``cfg`` and clean them together into ``(pool, rejects)``.
+
+    Sources are read in config order, which decides which copy of a duplicate is kept. The
+    rejects frame holds both unreadable rows (from loading) and filtered prompts (from cleaning).
+    """
+    raw: list[RawPrompt] = []
+    load_rejects: list[Reject] = []
+    for source in cfg.sources:
+        if source.optional and source_missing(source):
+            log(f"prompt source '{source.label}': skipped (optional, not found: {source_path(source)})")
+            continue
+        prompts, rejects = load_source(source)
+        if source.optional and not prompts and not rejects:
+            log(f"prompt source '{source.label}': skipped (optional, nothing loaded)")
+            continue
+        log(f"prompt source '{source.label}': {len(prompts)} prompts, {len(rejects)} rows rejected on load")
+        raw.extend(prompts)
+        load_rejects.extend(rejects)
+
+    pool, clean_rejects = build_prompt_pool(raw, cfg, seed)
+    rejects = pl.concat([rejects_frame(load_rejects), clean_rejects]).sort(
+        "source", "source_row", maintain_order=True
+    )
+    reasons = Counter(rejects["reason"].to_list())
+    summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "none"
+    log(f"prompt pool: {pool.height} prompts kept, {rejects.height} rejected ({summary})")
+    return pool, rejects
