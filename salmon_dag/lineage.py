@@ -31,11 +31,14 @@ class Lineage:
 
 
 def files_hash(paths: list[Path | str], length: int = 16) -> str:
-    """Content hash of some files (missing ones count by name), for code versions of data inputs."""
+    """Content hash of some files (missing ones count by name), for code versions of data inputs.
+
+    Files count by base name and content, not by absolute path, so the hash is the same on every
+    machine that has the same files.
+    """
     h = hashlib.sha256()
-    for p in sorted(str(x) for x in paths):
-        h.update(p.encode())
-        path = Path(p)
+    for path in sorted((Path(x) for x in paths), key=lambda q: (q.name, str(q))):
+        h.update(path.name.encode())
         if path.is_file():
             with open(path, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):

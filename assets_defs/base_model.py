@@ -1,0 +1,93 @@
+"""Stage 1: the base model: built here (tiny profile) or a configured checkpoint, validated."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets_defs.resources import SalmonResource
+from assets_defs.tables import lineage_metadata
+from salmon_dag.lineage import Lineage, files_hash
+from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
+from salmon_dag.settings import Settings
+
+STAGE_VERSION = "1"
+GROUP = "models"
+KEY = dg.AssetKey("base_model")
+CORPUS_DIR = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "corpus"
+LOSS_POINTS = 20
+
+
+def _code_version(settings: Settings) -> str:
+    from salmon_dag.base_model import corpus_sources
+
+    cfg = settings.profile.base_model
+    inputs: list[Path | str] = []
+    if cfg.kind == "tiny":
+        inputs = sorted(CORPUS_DIR.glob("*")) + list(corpus_sources(cfg.tiny.shared_data_dir))
+    return f"{STAGE_VERSION}.{settings.profile.section_hash('base_model')}.{files_hash(inputs)}"
+
+
+def build_base_model_assets(settings: Settings) -> list:
+    @dg.asset(
+        key=KEY,
+        description="Base LLM: a tiny Llama pre-trained here (tiny profile) or a Hub id / local path (real profiles).",
+        group_name=GROUP,
+        code_version=_code_version(settings),
+        kinds={"pytorch", "huggingface"},
+        pool="accelerator",
+    )
+    def base_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.base_model import build_corpus, pretrain_tiny_llama, validate_pretrained
+
+        profile = salmon.load_profile()
+        cfg = profile.base_model
+        lineage = Lineage(
+            run_id=context.run.run_id,
+            config_hash=profile.section_hash("base_model"),
+            code_version=context.assets_def.code_versions_by_key[KEY] or "",
+        )
+        metadata: dict[str, object] = {}
+        if cfg.kind == "tiny":
+            texts = build_corpus(cfg.tiny.shared_data_dir)
+            out = salmon.warehouse.model_dir("base_model")
+            report = pretrain_tiny_llama(cfg.tiny, texts, out, seed=profile.seed, log=context.log.info)
+            losses = report.pop("losses")
+            stride = max(1, len(losses) // LOSS_POINTS)
+            metadata["loss_curve"] = dg.MetadataValue.md(
+                "| step | loss |\n|---|---|\n"
+                + "\n".join(f"| {i + 1} | {losses[i]:.4f} |" for i in range(0, len(losses), stride))
+            )
+            info = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
+            ref = ModelRef(name="base_model", model_id=str(out), lineage=lineage.as_dict(), info=info)
+        else:
+            info = validate_pretrained(cfg.model_id, cfg.revision, cfg.trust_remote_code)
+            ref = ModelRef(
+                name="base_model", model_id=cfg.model_id, revision=cfg.revision,
+                lineage=lineage.as_dict(), info=info,
+            )
+        path = write_model_ref(salmon.warehouse, ref)
+        metadata.update({f"model/{k}": v for k, v in ref.info.items() if isinstance(v, (int, float, str))})
+        return dg.MaterializeResult(
+            metadata={
+                "model_id": ref.model_id,
+                "manifest": dg.MetadataValue.path(str(path)),
+                **metadata,
+                **lineage_metadata(lineage),
+            }
+        )
+
+    @dg.asset_check(asset=KEY, description="The checkpoint loads with from_pretrained and generates text.")
+    def loads_and_generates(salmon: SalmonResource) -> dg.AssetCheckResult:
+        from salmon_dag.base_model import load_causal_lm, load_tokenizer
+
+        ref = read_model_ref(salmon.warehouse, "base_model")
+        if not Path(ref.model_id).is_dir():
+            return dg.AssetCheckResult(passed=True, metadata={"skipped": "remote model: validated at materialization"})
+        tok = load_tokenizer(ref.model_id)
+        model = load_causal_lm(ref.model_id)
+        ids = tok("### User: Hello", return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+        new = out.shape[1] - ids["input_ids"].shape[1]
+        return dg.AssetCheckResult(passed=new > 0, metadata={"new_tokens": new, "sample": tok.decode(out[0])})
+
+    return [base_model, loads_and_generates]

@@ -1,0 +1,46 @@
+"""The Dagster Definitions of salmon (loaded by workspace.yaml, `dagster dev` and the CLI).
+
+Settings come from the environment (SALMON_PROFILE, SALMON_WAREHOUSE, SALMON_PRINCIPLES), so the
+UI and the CLI started with the same environment share one project and one instance.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets_defs.automation import build_automation
+from assets_defs.base_model import build_base_model_assets
+from assets_defs.principles import build_principle_assets
+from assets_defs.prompt_pool import build_prompt_pool_assets
+from assets_defs.resources import SalmonResource
+from salmon_dag.settings import Settings
+
+MAIN_JOB = "salmon_main"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    automation = dg.AutomationCondition.eager()
+    assets_and_checks = [
+        *build_principle_assets(settings),
+        *build_prompt_pool_assets(settings),
+        *build_base_model_assets(settings),
+    ]
+    assets = [
+        a.with_attributes(automation_condition=automation) if isinstance(a, dg.AssetsDefinition) and a.is_executable and not a.is_observable else a
+        for a in assets_and_checks
+    ]
+    main_job = dg.define_asset_job(
+        MAIN_JOB,
+        selection=dg.AssetSelection.all(),
+        description="The whole SALMON asset graph that exists so far.",
+    )
+    return dg.Definitions(
+        assets=[a for a in assets if not isinstance(a, dg.AssetChecksDefinition)],
+        asset_checks=[a for a in assets if isinstance(a, dg.AssetChecksDefinition)],
+        jobs=[main_job],
+        sensors=build_automation(settings),
+        resources={"salmon": SalmonResource.from_settings(settings)},
+    )
+
+
+defs = build_definitions(Settings.from_env())

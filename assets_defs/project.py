@@ -1,0 +1,132 @@
+"""Project-level operations the CLI needs: observe, status, and in-process runs.
+
+They work on the same Dagster instance (DAGSTER_HOME inside the warehouse) that ``dagster dev``
+uses, so staleness and run history agree between the CLI and the UI.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._time import get_current_datetime
+
+from assets_defs.automation import record_observations
+from assets_defs.principles import observe_versions
+from salmon_dag.settings import Settings
+
+MATERIALIZED, MISSING, STALE = "materialized", "missing", "stale"
+
+
+@dataclass
+class AssetState:
+    asset: str
+    state: str
+    causes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"asset": self.asset, "state": self.state, "causes": self.causes}
+
+
+def observe(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
+    """Record the principle files' current hashes; returns the files whose hash changed."""
+    return [k.to_user_string() for k in record_observations(instance, observe_versions(settings))]
+
+
+def asset_states(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[AssetState]:
+    """materialized / missing / stale for every buildable asset, in topological order.
+
+    Dagster flags only the direct dependents of a change as STALE; an asset downstream of a stale
+    or missing one is reported stale here too, since it will be rebuilt with it.
+    """
+    graph: AssetGraph = defs.resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance,
+        asset_graph=graph,
+    )
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    states: dict[dg.AssetKey, AssetState] = {}
+    for level in graph.toposorted_asset_keys_by_level:
+        for key in sorted(level, key=lambda k: k.to_user_string()):
+            node = graph.get(key)
+            if not node.is_materializable:
+                continue
+            name = key.to_user_string()
+            status = resolver.get_status(key)
+            if status == StaleStatus.MISSING:
+                states[key] = AssetState(name, MISSING)
+                continue
+            causes = [
+                f"{c.key.asset_key.to_user_string()}: {c.reason}" for c in resolver.get_stale_causes(key)
+            ]
+            for parent in node.parent_keys:
+                if parent in states and states[parent].state != MATERIALIZED:
+                    causes.append(f"upstream {parent.to_user_string()} is {states[parent].state}")
+            states[key] = AssetState(name, STALE if (status == StaleStatus.STALE or causes) else MATERIALIZED, causes)
+    return list(states.values())
+
+
+def resolve_selection(defs: dg.Definitions, selection: str) -> list[dg.AssetKey]:
+    """Keys picked by a Dagster selection string (``prompt_pool``, ``key:principles/*+``, ...)."""
+    graph = defs.resolve_asset_graph()
+    try:
+        keys = dg.AssetSelection.from_string(selection).resolve(graph)
+    except Exception as exc:  # dagster raises several types for bad selections
+        raise ValueError(f"bad asset selection {selection!r}: {str(exc).splitlines()[0]}") from None
+    keys = {k for k in keys if graph.get(k).is_materializable}
+    if not keys:
+        raise ValueError(f"asset selection {selection!r} matches no buildable asset")
+    return with_required_neighbors(defs, keys)
+
+
+def with_required_neighbors(defs: dg.Definitions, keys) -> list[dg.AssetKey]:
+    """Add the sibling outputs that a multi-asset cannot be run without (prompt_pool + rejects)."""
+    graph = defs.resolve_asset_graph()
+    full = dg.AssetSelection.assets(*keys).required_multi_asset_neighbors().resolve(graph)
+    return sorted(full, key=lambda k: k.to_user_string())
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    success: bool
+    materialized: list[tuple[str, dict]]
+    checks: list[tuple[str, str, bool]]
+    errors: list[str]
+
+
+def run_assets(
+    defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey], log_level: str = "INFO"
+) -> RunSummary:
+    """Materialize ``keys`` (and their checks) in this process."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=keys,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        tags={"salmon/launched_by": "cli"},
+    )
+    materialized = []
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        meta = {k: v.value for k, v in mat.metadata.items() if k in ("dagster/row_count", "model_id")}
+        materialized.append((mat.asset_key.to_user_string(), meta))
+    checks = [
+        (ev.asset_key.to_user_string(), ev.check_name, ev.passed)
+        for ev in result.get_asset_check_evaluations()
+    ]
+    errors = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            err = event.step_failure_data.error
+            while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError",):
+                err = err.cause
+            message = err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name
+            # Our own errors already name file/field: drop their class prefix.
+            message = re.sub(r"^salmon_dag[\w.]*\.\w+(Error): ", "", message)
+            errors.append(f"{event.step_key}: {message}")
+    return RunSummary(result.run_id, result.success, materialized, checks, errors)

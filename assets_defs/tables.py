@@ -1,0 +1,76 @@
+"""Writing a table asset: lineage columns, atomic Parquet, DuckDB refresh, Dagster metadata."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from salmon_dag.lineage import Lineage
+from salmon_dag.warehouse import Warehouse
+
+PREVIEW_ROWS = 5
+PREVIEW_CELL_CHARS = 60
+
+
+def table_name(key: dg.AssetKey) -> str:
+    return "/".join(key.path)
+
+
+def lineage_for(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    config_hash: str,
+    principle_hash: str | None = None,
+    model_id: str | None = None,
+) -> Lineage:
+    return Lineage(
+        run_id=context.run.run_id,
+        config_hash=config_hash,
+        code_version=context.assets_def.code_versions_by_key.get(key) or "",
+        principle_hash=principle_hash,
+        model_id=model_id,
+    )
+
+
+def preview_markdown(df: pl.DataFrame, rows: int = PREVIEW_ROWS) -> str:
+    def cell(v: object) -> str:
+        s = "" if v is None else str(v).replace("\n", " ").replace("|", "\\|")
+        return s if len(s) <= PREVIEW_CELL_CHARS else s[: PREVIEW_CELL_CHARS - 1] + "…"
+
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.head(rows).iter_rows()]
+    return "\n".join([head, sep, *body])
+
+
+def table_metadata(df: pl.DataFrame, path: str) -> dict[str, object]:
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()])
+    return {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": schema,
+        "preview": dg.MetadataValue.md(preview_markdown(df)),
+        "path": dg.MetadataValue.path(path),
+    }
+
+
+def materialize_table(
+    warehouse: Warehouse,
+    key: dg.AssetKey,
+    df: pl.DataFrame,
+    lineage: Lineage,
+    data_version: str | None = None,
+    extra_metadata: dict[str, object] | None = None,
+) -> dg.MaterializeResult:
+    """Write ``df`` (with lineage columns) as the table of ``key`` and describe it to Dagster."""
+    df = lineage.apply(df)
+    path = warehouse.write_table(table_name(key), df, lineage=lineage.as_dict())
+    metadata = {**table_metadata(df, str(path)), **lineage_metadata(lineage), **(extra_metadata or {})}
+    return dg.MaterializeResult(
+        asset_key=key,
+        metadata=metadata,
+        data_version=dg.DataVersion(data_version) if data_version else None,
+    )
+
+
+def lineage_metadata(lineage: Lineage) -> dict[str, object]:
+    return {f"lineage/{k}": v for k, v in lineage.as_dict().items() if v is not None}

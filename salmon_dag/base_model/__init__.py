@@ -1,0 +1,43 @@
+"""The base model: corpus, tokenizer and pre-training of the tiny Llama, and model loading.
+
+Plain Python (no dagster); ``assets_defs/base_model.py`` wires it into the pipeline.
+"""
+
+from importlib import import_module
+
+# Names are imported on first use: torch/transformers take seconds to import, and the Dagster
+# definitions (loaded by every CLI call) only need the corpus listing.
+_HOME = {
+    "SHARED_FILE_CAP": "corpus",
+    "build_corpus": "corpus",
+    "corpus_sources": "corpus",
+    "hh_to_turns": "corpus",
+    "load_causal_lm": "loading",
+    "load_tokenizer": "loading",
+    "validate_pretrained": "loading",
+    "REQUIRED_HEAD_DIM": "pretrain",
+    "pretrain_tiny_llama": "pretrain",
+    "SPECIAL_TOKENS": "tokenizer",
+    "train_tokenizer": "tokenizer",
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
+__all__ = [
+    "REQUIRED_HEAD_DIM",
+    "SHARED_FILE_CAP",
+    "SPECIAL_TOKENS",
+    "build_corpus",
+    "corpus_sources",
+    "hh_to_turns",
+    "load_causal_lm",
+    "load_tokenizer",
+    "pretrain_tiny_llama",
+    "train_tokenizer",
+    "validate_pretrained",
+]

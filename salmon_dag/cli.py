@@ -1,0 +1,209 @@
+"""The ``salmon`` command line: run the pipeline, inspect its state, query the warehouse.
+
+Dagster is imported only inside the commands that need it, so ``salmon sql`` stays quick.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from salmon_dag.config import DEFAULT_PROFILE, ProfileError, available_profiles, load_profile
+from salmon_dag.settings import ENV_PRINCIPLES, ENV_PROFILE, ENV_WAREHOUSE, Settings
+from salmon_dag.warehouse import WarehouseError
+
+app = typer.Typer(
+    help="SALMON (Self-Alignment with Instructable Reward Models) as a Dagster pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+ProfileOpt = Annotated[
+    str, typer.Option("--profile", envvar=ENV_PROFILE, help=f"Profile name ({', '.join(available_profiles())}) or a .yaml path.")
+]
+WarehouseOpt = Annotated[str, typer.Option("--warehouse", envvar=ENV_WAREHOUSE, help="Warehouse root folder.")]
+PrinciplesOpt = Annotated[str, typer.Option("--principles", envvar=ENV_PRINCIPLES, help="Principles folder.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _settings(profile: str, warehouse: str, principles: str) -> Settings:
+    if profile.endswith((".yaml", ".yml")):
+        profile = str(Path(profile).resolve())
+    settings = Settings(profile, str(Path(warehouse).resolve()), str(Path(principles).resolve()))
+    try:
+        load_profile(profile)
+    except ProfileError as exc:
+        _fail(str(exc))
+    settings.export()
+    return settings
+
+
+def _project(settings: Settings):
+    """Definitions + instance for these settings (the instance lives in the warehouse)."""
+    import dagster as dg
+
+    from assets_defs.definitions import build_definitions
+
+    return build_definitions(settings), dg.DagsterInstance.get()
+
+
+def _print_rows(columns: list[str], rows: list[tuple], fmt: str, title: str | None = None) -> None:
+    if fmt == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], indent=2, default=str, ensure_ascii=False))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table(*columns, title=title)
+        for r in rows:
+            table.add_row(*("" if v is None else str(v) for v in r))
+        out.print(table)
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        _fail(f"--format must be one of {', '.join(allowed)} (got {fmt!r})")
+
+
+@app.command()
+def run(
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
+    select: Annotated[
+        str | None,
+        typer.Option("--select", help="Dagster asset selection, e.g. 'prompt_pool' or 'key:principles/*+'. Built even if fresh."),
+    ] = None,
+    all_assets: Annotated[bool, typer.Option("--all", help="Rebuild every asset, fresh or not.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors in the log.")] = False,
+) -> None:
+    """Materialize the asset graph in this process. By default only what is missing or stale."""
+    from assets_defs.project import (
+        MATERIALIZED,
+        asset_states,
+        observe,
+        resolve_selection,
+        run_assets,
+        with_required_neighbors,
+    )
+
+    settings = _settings(profile, warehouse, principles)
+    defs, instance = _project(settings)
+    changed = observe(settings, instance)
+    if changed:
+        out.print(f"principle files changed: {', '.join(changed)}")
+    if select:
+        try:
+            keys = resolve_selection(defs, select)
+        except ValueError as exc:
+            _fail(str(exc))
+    else:
+        states = asset_states(defs, instance)
+        wanted = {s.asset for s in states if all_assets or s.state != MATERIALIZED}
+        keys = [k for k in defs.resolve_asset_graph().materializable_asset_keys if k.to_user_string() in wanted]
+        keys = with_required_neighbors(defs, keys) if keys else []
+        if not keys:
+            out.print("Everything is materialized and fresh; nothing to do (use --all to rebuild).")
+            return
+    out.print(f"profile {settings.profile_name}: materializing {', '.join(sorted(k.to_user_string() for k in keys))}")
+    summary = run_assets(defs, instance, keys, log_level="WARNING" if quiet else "INFO")
+    table = Table("asset", "rows / model", title=f"run {summary.run_id}")
+    for name, meta in summary.materialized:
+        table.add_row(name, str(meta.get("dagster/row_count", meta.get("model_id", ""))))
+    out.print(table)
+    failed_checks = [f"{a}:{c}" for a, c, ok in summary.checks if not ok]
+    out.print(f"{len(summary.checks) - len(failed_checks)}/{len(summary.checks)} asset checks passed")
+    for e in summary.errors:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    if failed_checks:
+        err.print(f"[yellow]failed checks:[/yellow] {', '.join(failed_checks)}", highlight=False)
+    if not summary.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
+    fmt: FormatOpt = "table",
+) -> None:
+    """Every asset with its state: materialized, missing or stale (principle files are observed first)."""
+    from assets_defs.project import asset_states, observe
+
+    _check_format(fmt, ("table", "json"))
+    settings = _settings(profile, warehouse, principles)
+    defs, instance = _project(settings)
+    observe(settings, instance)
+    states = asset_states(defs, instance)
+    if fmt == "json":
+        print(json.dumps([s.as_dict() for s in states], indent=2))
+        return
+    _print_rows(["asset", "state", "why"], [(s.asset, s.state, "; ".join(s.causes)) for s in states], "table")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the warehouse views (read-only).")],
+    warehouse: WarehouseOpt = "warehouse",
+    fmt: FormatOpt = "table",
+) -> None:
+    """Run a read-only DuckDB query over the warehouse views."""
+    from salmon_dag.warehouse import Warehouse
+
+    _check_format(fmt, ("table", "csv", "json"))
+    try:
+        columns, rows = Warehouse(warehouse).query(query)
+    except WarehouseError as exc:
+        _fail(str(exc))
+    _print_rows(columns, rows, fmt)
+
+
+@app.command()
+def profiles() -> None:
+    """List the bundled profiles."""
+    rows: list[tuple[Any, ...]] = []
+    for name in available_profiles():
+        p = load_profile(name)
+        rows.append((name, p.base_model.model_id or "tiny (built here)", p.engine.backend, p.description))
+    _print_rows(["profile", "base model", "backend", "description"], rows, "table")
+
+
+@app.command()
+def ui(
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
+    host: str = "127.0.0.1",
+    port: int = 3000,
+) -> None:
+    """Start the Dagster UI (and daemon) on this project's instance."""
+    _settings(profile, warehouse, principles)
+    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""One tiny end-to-end materialization through the `salmon` CLI, then the staleness contract.
+
+Runs the real CLI in subprocesses against a temporary warehouse and principles folder, with the
+tiny profile shortened to a few pre-training steps (tests/profiles/ci.yaml).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def salmon(project, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    root, env = project
+    proc = subprocess.run(
+        [sys.executable, "-m", "salmon_dag.cli", *args],
+        env=env, cwd=root, capture_output=True, text=True, timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"salmon {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def states(project) -> dict[str, str]:
+    return {s["asset"]: s["state"] for s in json.loads(salmon(project, "status", "--format", "json").stdout)}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "principles", root / "principles")
+    env = {
+        **os.environ,
+        "SALMON_PROFILE": str(ROOT / "tests" / "profiles" / "ci.yaml"),
+        "SALMON_WAREHOUSE": str(root / "warehouse"),
+        "SALMON_PRINCIPLES": str(root / "principles"),
+    }
+    env.pop("DAGSTER_HOME", None)
+    project = (root, env)
+    salmon(project, "run", "--quiet")
+    return project
+
+
+def test_everything_materialized_and_queryable(project):
+    root, _ = project
+    st = states(project)
+    assert set(st) >= {"principles/self_align", "principles/reward_model", "principles/rl",
+                       "prompt_pool", "prompt_pool_rejects", "base_model"}
+    assert set(st.values()) == {"materialized"}, st
+
+    out = salmon(project, "sql", "select question_type, count(*) as n from prompt_pool group by 1 order by 1",
+                 "--format", "json").stdout
+    counts = {r["question_type"]: r["n"] for r in json.loads(out)}
+    assert set(counts) == {"general", "reasoning", "red_teaming"} and min(counts.values()) > 20
+
+    out = salmon(project, "sql", "select file_kind, count(*) from principles group by 1 order by 1",
+                 "--format", "csv").stdout
+    assert out.splitlines()[0] == "file_kind,count_star()" and len(out.splitlines()) == 4
+
+    pool = pl.read_parquet(root / "warehouse" / "prompt_pool" / "data.parquet")
+    for col in ("run_id", "config_hash", "code_version"):
+        assert pool[col].null_count() == 0
+    rl = pl.read_parquet(root / "warehouse" / "principles" / "rl" / "data.parquet")
+    assert rl["principle_hash"].n_unique() == 1
+
+    from salmon_dag.base_model import load_causal_lm, load_tokenizer
+    from salmon_dag.model_ref import read_model_ref
+    from salmon_dag.warehouse import Warehouse
+
+    ref = read_model_ref(Warehouse(root / "warehouse"), "base_model")
+    model, tok = load_causal_lm(ref.model_id), load_tokenizer(ref.model_id)
+    assert model.config.hidden_size // model.config.num_attention_heads == 64
+    assert ref.lineage["run_id"] and ref.info["n_params"] > 0
+
+
+def test_second_run_is_a_no_op(project):
+    out = salmon(project, "run", "--quiet").stdout
+    assert "nothing to do" in out
+
+
+def test_rl_edit_makes_only_the_rl_side_stale(project):
+    root, _ = project
+    sa = root / "principles" / "self_align.yaml"
+    sa.write_text("# a comment-only edit changes nothing\n" + sa.read_text())
+    rl = root / "principles" / "rl.yaml"
+    text = rl.read_text()
+    marker = "definition: "
+    rl.write_text(text.replace(marker, marker + "Above all, ", 1))
+
+    st = states(project)
+    assert st["principles/rl"] == "stale"
+    assert {a for a, s in st.items() if s != "materialized"} == {"principles/rl"}
+
+    out = salmon(project, "run", "--quiet").stdout
+    assert "materializing principles/rl\n" in out
+    assert set(states(project).values()) == {"materialized"}
+
+
+def test_corrupt_principle_file_fails_cleanly(project):
+    root, _ = project
+    table = root / "warehouse" / "principles" / "reward_model" / "data.parquet"
+    before = table.read_bytes()
+    rm = root / "principles" / "reward_model.yaml"
+    good = rm.read_text()
+    try:
+        rm.write_text(good + "\n  - name: Honest and Accurate\n    definition: again\n    negative_definition: not again\n")
+        proc = salmon(project, "run", "--quiet", "--select", "key:principles/reward_model", check=False)
+        assert proc.returncode == 1
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, proc.stderr[-3000:]
+        assert errors[0].startswith("error: principles: /"), errors[0]
+        assert "reward_model.yaml: principles[18] 'Honest and Accurate'.name: duplicate of principles[0]" in errors[0]
+        assert table.read_bytes() == before
+        assert [p.name for p in table.parent.iterdir()] == ["data.parquet"]
+        assert states(project)["principles/reward_model"] == "stale"
+    finally:
+        rm.write_text(good)
+
+
+def test_broken_prompt_rows_become_rejects(project, tmp_path):
+    root, env = project
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text(
+        '{"prompt": "How do I repot a cactus without hurting my hands?"}\n'
+        "{not json\n"
+        '{"text": "wrong field"}\n'
+        '{"prompt": "   "}\n'
+    )
+    profile = tmp_path / "with_file.yaml"
+    profile.write_text(
+        f"extends: {ROOT / 'tests' / 'profiles' / 'ci.yaml'}\n"
+        "prompt_pool:\n  sources:\n    - {type: bundled}\n"
+        f"    - {{type: jsonl, path: {prompts}, name: mine}}\n"
+    )
+    proj = (root, {**env, "SALMON_PROFILE": str(profile)})
+    salmon(proj, "run", "--quiet", "--select", "prompt_pool")
+    rejects = json.loads(salmon(proj, "sql", "select source_row, reason from prompt_pool_rejects "
+                                "where source = 'mine' order by source_row", "--format", "json").stdout)
+    assert [(r["source_row"], r["reason"]) for r in rejects] == [
+        (2, "malformed_row"), (3, "missing_field"), (4, "empty")]
+    kept = salmon(proj, "sql", "select count(*) from prompt_pool where source = 'mine'", "--format", "csv").stdout
+    assert kept.splitlines()[1] == "1"
+
+
+def test_cli_errors_are_one_line(project):
+    root, env = project
+    proc = salmon(project, "run", "--profile", "nope", check=False)
+    assert proc.returncode == 1 and "unknown profile 'nope'" in proc.stderr
+    proc = salmon(project, "sql", "select * from no_such_table", check=False)
+    assert proc.returncode == 1 and "no_such_table" in proc.stderr
+    proc = salmon(project, "status", "--format", "xml", check=False)
+    assert proc.returncode == 1 and "--format" in proc.stderr
+    proc = salmon(project, "run", "--select", "key:nothing_like_this", check=False)
+    assert proc.returncode == 1 and "matches no buildable asset" in proc.stderr
