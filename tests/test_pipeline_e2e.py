@@ -160,3 +160,35 @@ def test_cli_errors_are_one_line(project):
     assert proc.returncode == 1 and "--format" in proc.stderr
     proc = salmon(project, "run", "--select", "key:nothing_like_this", check=False)
     assert proc.returncode == 1 and "matches no buildable asset" in proc.stderr
+
+
+def test_rebuild_is_deterministic_but_for_the_run_id(project):
+    root, _ = project
+    path = root / "warehouse" / "prompt_pool" / "data.parquet"
+    salmon(project, "run", "--quiet", "--select", "prompt_pool")
+    before = pl.read_parquet(path)
+    salmon(project, "run", "--quiet", "--select", "prompt_pool")
+    after = pl.read_parquet(path)
+    assert before["run_id"][0] != after["run_id"][0]
+    assert before.drop("run_id").equals(after.drop("run_id"))
+
+
+def test_real_profile_validates_a_local_checkpoint_without_copying(project, tmp_path):
+    root, env = project
+    checkpoint = root / "warehouse" / "models" / "base_model"
+    profile = tmp_path / "local_model.yaml"
+    profile.write_text(
+        f"extends: {ROOT / 'tests' / 'profiles' / 'ci.yaml'}\n"
+        f"base_model:\n  kind: pretrained\n  model_id: {checkpoint}\n"
+    )
+    other = (root, {**env, "SALMON_PROFILE": str(profile), "SALMON_WAREHOUSE": str(tmp_path / "wh")})
+    salmon(other, "run", "--quiet", "--select", "base_model")
+    manifest = json.loads((tmp_path / "wh" / "models" / "base_model.json").read_text())
+    assert manifest["model_id"] == str(checkpoint)
+    assert manifest["info"]["head_dim"] == 64 and manifest["info"]["is_local"] is True
+    assert not (tmp_path / "wh" / "models" / "base_model").exists()  # validated, not copied
+
+    profile.write_text(profile.read_text().replace(str(checkpoint), str(tmp_path / "nowhere")))
+    proc = salmon(other, "run", "--quiet", "--select", "base_model", check=False)
+    assert proc.returncode == 1
+    assert f"base_model.model_id: local path {tmp_path / 'nowhere'} does not exist" in proc.stderr
