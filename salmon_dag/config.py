@@ -130,6 +130,14 @@ class EngineConfig(_Strict):
     max_batch_size: int = Field(default=16, gt=0)
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(default=1, gt=0)
+    # Context window; None = the model's max_position_embeddings.
+    max_context: int | None = Field(default=None, gt=0)
+    # Prompts longer than the context: "error" (default) or "left" (keep the last tokens).
+    truncation: Literal["error", "left"] = "error"
+    # torch CPU threads for inference; None = torch's default. Small models decode faster on 1.
+    cpu_threads: int | None = Field(default=None, gt=0)
+    # vLLM: skip graph compilation (faster start, a little slower decoding); on by default on CPU.
+    enforce_eager: bool | None = None
 
 
 class LoraConfig(_Strict):

@@ -32,3 +32,33 @@ def format_dialogue(turns: Iterable[tuple[str, str]]) -> str:
 def format_chat_prompt(user_prompt: str) -> str:
     """A single-turn prompt that ends where the assistant starts answering."""
     return f"{format_turn('user', user_prompt)}\n\n{ASSISTANT_TAG}"
+
+
+# --------------------------------------------------------------------------- judge (SALMON §1.2)
+# The long, pair-specific part comes first and is shared by every principle; the principle comes
+# last, so an engine can encode the prefix once and score all principles from its KV cache.
+JUDGE_TEMPLATE_VERSION = "1"
+JUDGE_LETTERS: tuple[str, str] = ("a", "b")
+# The judge prompt ends right before the letter, so the next token is the verdict.
+JUDGE_ANSWER_LEAD = "Output ("
+
+
+def judge_prefix(instruction: str, output_a: str, output_b: str) -> str:
+    """Shared part of a judge prompt: the request and the two outputs, in this order."""
+    return (
+        f"{USER_TAG} You are reviewing two replies that an AI assistant wrote to the same request. "
+        "Read the request and both replies carefully.\n\n"
+        f"Request:\n{instruction.strip()}\n\n"
+        f"Output (a):\n{output_a.strip()}\n\n"
+        f"Output (b):\n{output_b.strip()}\n\n"
+    )
+
+
+def judge_suffix(principle_name: str, principle_definition: str) -> str:
+    """Principle-specific tail of a judge prompt; it ends where the verdict letter is due."""
+    return (
+        "Judge the two outputs by this one principle only:\n"
+        f"{principle_name}: {principle_definition.strip()}\n\n"
+        "Which output follows the principle better, (a) or (b)?\n\n"
+        f"{ASSISTANT_TAG} {JUDGE_ANSWER_LEAD}"
+    )
