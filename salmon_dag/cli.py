@@ -189,6 +189,19 @@ def profiles() -> None:
 
 
 @app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="judge or generate")],
+    model: Annotated[str | None, typer.Option("--model", help="Checkpoint dir or Hub id (default: tiny shape, random weights).")] = None,
+) -> None:
+    """Run a benchmark; it prints its measurements and ends with one ratio line."""
+    from salmon_dag.bench import run_benchmark
+
+    if name not in ("judge", "generate"):
+        _fail(f"unknown benchmark {name!r} (expected judge or generate)")
+    run_benchmark(name, model, log=lambda line: print(line, flush=True))
+
+
+@app.command()
 def ui(
     profile: ProfileOpt = DEFAULT_PROFILE,
     warehouse: WarehouseOpt = "warehouse",

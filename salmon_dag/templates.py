@@ -44,21 +44,22 @@ JUDGE_ANSWER_LEAD = "Output ("
 
 
 def judge_prefix(instruction: str, output_a: str, output_b: str) -> str:
-    """Shared part of a judge prompt: the request and the two outputs, in this order."""
+    """Shared part of a judge prompt: the request, both outputs and the question.
+
+    Everything that does not depend on the principle is here, so the per-principle suffix stays
+    a few tokens long and prefix sharing saves the most.
+    """
     return (
         f"{USER_TAG} You are reviewing two replies that an AI assistant wrote to the same request. "
         "Read the request and both replies carefully.\n\n"
         f"Request:\n{instruction.strip()}\n\n"
         f"Output (a):\n{output_a.strip()}\n\n"
         f"Output (b):\n{output_b.strip()}\n\n"
+        "Which output follows the principle below better, (a) or (b)? "
+        "Judge by that one principle only.\n\n"
     )
 
 
 def judge_suffix(principle_name: str, principle_definition: str) -> str:
     """Principle-specific tail of a judge prompt; it ends where the verdict letter is due."""
-    return (
-        "Judge the two outputs by this one principle only:\n"
-        f"{principle_name}: {principle_definition.strip()}\n\n"
-        "Which output follows the principle better, (a) or (b)?\n\n"
-        f"{ASSISTANT_TAG} {JUDGE_ANSWER_LEAD}"
-    )
+    return f"Principle: {principle_name}: {principle_definition.strip()}\n\n{ASSISTANT_TAG} {JUDGE_ANSWER_LEAD}"

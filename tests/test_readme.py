@@ -16,6 +16,8 @@ def test_exactly_two_setup_commands_and_ci_runs_the_test_one():
     commands = _readme_commands()
     assert len(commands) == 2, commands
     run_cmd, test_cmd = commands
-    assert "salmon run" in run_cmd and "pytest" in test_cmd
+    assert run_cmd.strip() == "make run" and test_cmd.strip() == "make test"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(VENV)/bin/salmon run" in makefile and "-m pytest" in makefile
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_cmd.strip() in ci_lines

@@ -7,12 +7,12 @@ once and scores every principle suffix from a copy of its KV cache.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from salmon_dag.engine.base import Completion, Engine, Prompt, SamplingParams
 
@@ -98,15 +98,14 @@ class HFEngine(Engine):
         jobs = self._shared_prefix_inputs(prefixes, suffixes)
         cand = torch.tensor(cands, device=self.device)
         out = [np.zeros((len(s), len(cands)), dtype=np.float64) for _, s in jobs]
-        most = max((len(s) for _, s in jobs), default=1) or 1
-        # prefixes per group, so that one group's suffix rows fill about one batch
-        group = max(1, self.max_batch_size // most)
         with self._inference():
-            for members in self._batches([len(p) for p, _ in jobs], size=group):
+            # a full batch of prefixes at a time; their suffix rows then run in batch-sized chunks
+            for members in self._batches([len(p) for p, _ in jobs]):
                 p_ids, p_mask, p_pos = self._left_pad([jobs[m][0] for m in members])
                 cache = self._forward(p_ids, p_mask, p_pos, use_cache=True, logits_to_keep=1).past_key_values
                 real_len = p_mask.sum(-1)
                 rows = [(g, m, j) for g, m in enumerate(members) for j in range(len(jobs[m][1]))]
+                rows.sort(key=lambda r: len(jobs[r[1]][1][r[2]]))  # similar lengths: little padding
                 for start in range(0, len(rows), self.max_batch_size):
                     chunk = rows[start : start + self.max_batch_size]
                     scores = self._suffix_scores(cache, p_mask, real_len, chunk, jobs, cand)
@@ -115,23 +114,20 @@ class HFEngine(Engine):
         return out
 
     def _suffix_scores(self, cache, p_mask, real_len, chunk, jobs, cand) -> np.ndarray:
-        """Run one chunk of suffixes (right-padded) on copies of their prefixes' KV cache."""
+        """Run one chunk of suffixes on copies of their prefixes' KV cache.
+
+        Suffixes are left-padded too (pads sit between prefix and suffix, masked out), so every
+        row ends at its last real token and only one logits row per suffix is computed.
+        """
         select = torch.tensor([g for g, _, _ in chunk], device=self.device)
-        sufs = [jobs[m][1][j] for _, m, j in chunk]
-        width = max(len(s) for s in sufs)
-        s_ids = torch.full((len(sufs), width), self.pad_id, dtype=torch.long, device=self.device)
-        s_mask = torch.zeros((len(sufs), width), dtype=torch.long, device=self.device)
-        for row, s in enumerate(sufs):
-            s_ids[row, : len(s)] = torch.tensor(s, device=self.device)
-            s_mask[row, : len(s)] = 1
-        rows_cache = copy.deepcopy(cache)
-        rows_cache.batch_select_indices(select)
+        s_ids, s_mask, s_pos = self._left_pad([jobs[m][1][j] for _, m, j in chunk])
+        rows_cache = DynamicCache()
+        for layer, (keys, values) in enumerate(_cache_layers(cache)):
+            rows_cache.update(keys.index_select(0, select), values.index_select(0, select), layer)
         mask = torch.cat([p_mask.index_select(0, select), s_mask], dim=-1)
-        positions = real_len.index_select(0, select)[:, None] + torch.arange(width, device=self.device)[None, :]
-        logits = self._forward(s_ids, mask, positions, past_key_values=rows_cache, use_cache=True).logits
-        last = torch.tensor([len(s) - 1 for s in sufs], device=self.device)
-        picked = logits[torch.arange(len(sufs), device=self.device), last]
-        return picked.index_select(-1, cand).double().cpu().numpy()
+        positions = real_len.index_select(0, select)[:, None] + s_pos
+        logits = self._forward(s_ids, mask, positions, past_key_values=rows_cache, logits_to_keep=1).logits
+        return logits[:, -1, :].index_select(-1, cand).double().cpu().numpy()
 
     # ------------------------------------------------------------------ generation
     def _generate_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -174,3 +170,8 @@ class HFEngine(Engine):
                     results[batch[row // params.n]].append(done)
                     self.stats["forward_tokens"] += len(toks)
         return results
+
+
+def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a transformers DynamicCache."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
