@@ -73,10 +73,8 @@ def judge_scores(
     for it in items:
         prefixes.append(judge_prefix(it.instruction, it.output_1, it.output_2))
         prefixes.append(judge_prefix(it.instruction, it.output_2, it.output_1))
-    if shared_prefix:
-        blocks = engine.shared_prefix_logits(prefixes, [suffixes] * len(prefixes), [a, b])
-    else:
-        blocks = Engine.shared_prefix_logits(engine, prefixes, [suffixes] * len(prefixes), [a, b])
+    score = engine.shared_prefix_logits if shared_prefix else engine.naive_prefix_logits
+    blocks = score(prefixes, [suffixes] * len(prefixes), [a, b])
     scores = np.zeros((len(items), len(principles), 2), dtype=np.float64)
     for i in range(len(items)):
         forward, backward = blocks[2 * i], blocks[2 * i + 1]

@@ -7,7 +7,6 @@ import torch
 from salmon_dag.base_model import load_causal_lm, load_tokenizer
 from salmon_dag.config import EngineConfig
 from salmon_dag.engine import EngineError, PromptTooLongError, SamplingParams, create_engine
-from salmon_dag.engine.base import Engine
 from salmon_dag.judge import JudgeItem, judge_scores
 from salmon_dag.templates import format_chat_prompt
 
@@ -80,7 +79,7 @@ def test_shared_prefix_uses_fewer_forward_tokens(engine):
     engine.shared_prefix_logits(prefixes, suffixes, [5, 6])
     shared_tokens = engine.stats["forward_tokens"]
     engine.stats.update(forward_tokens=0, calls=0)
-    Engine.shared_prefix_logits(engine, prefixes, suffixes, [5, 6])
+    engine.naive_prefix_logits(prefixes, suffixes, [5, 6])
     assert shared_tokens < engine.stats["forward_tokens"] / 2
 
 

@@ -163,9 +163,16 @@ class Engine(ABC):
         """For each prefix i, a [len(suffixes[i]), len(candidates)] array of next-token scores
         after ``prefix_i + suffix_ij`` (token-level concatenation: the suffix is encoded on its own).
 
-        The base implementation is the naive one (every suffix re-encodes its prefix); backends
-        override it to encode each prefix once.
+        Backends encode each prefix once (KV-cache reuse, prefix caching); this default falls back
+        to :meth:`naive_prefix_logits`.
         """
+        return self.naive_prefix_logits(prefixes, suffixes, candidates)
+
+    def naive_prefix_logits(
+        self, prefixes: Sequence[Prompt], suffixes: Sequence[Sequence[str | Sequence[int]]], candidates: Sequence[int]
+    ) -> list[np.ndarray]:
+        """Same result as :meth:`shared_prefix_logits`, re-encoding the whole prompt for every
+        suffix (what the public SALMON code does); the reference for tests and benchmarks."""
         cands = self._check_candidates(candidates)
         jobs = self._shared_prefix_inputs(prefixes, suffixes)
         flat = [p + s for p, sufs in jobs for s in sufs]
