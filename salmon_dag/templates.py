@@ -63,3 +63,34 @@ def judge_prefix(instruction: str, output_a: str, output_b: str) -> str:
 def judge_suffix(principle_name: str, principle_definition: str) -> str:
     """Principle-specific tail of a judge prompt; it ends where the verdict letter is due."""
     return f"Principle: {principle_name}: {principle_definition.strip()}\n\n{ASSISTANT_TAG} {JUDGE_ANSWER_LEAD}"
+
+
+# --------------------------------------------------------------------------- self-align (Dromedary)
+# The base model sees the principles and worked exemplars, then continues the last assistant turn:
+# first its internal thoughts (which principles apply), then the answer after ANSWER_TAG.
+THOUGHTS_TAG = "Internal thoughts:"
+ANSWER_TAG = "Answer:"
+PRINCIPLES_HEADER = "Principles the assistant follows:"
+
+
+def self_align_turn(thoughts: str, answer: str) -> str:
+    """An assistant turn with internal thoughts, as exemplars show it and the model continues it."""
+    return f"{ASSISTANT_TAG} {THOUGHTS_TAG} {thoughts.strip()}\n{ANSWER_TAG} {answer.strip()}"
+
+
+def self_align_prompt(
+    preamble: str,
+    principles: list[tuple[str, str]],
+    exemplars: list[tuple[str, str, str]],
+    user_prompt: str,
+) -> str:
+    """Preamble, numbered principles, exemplar dialogues, then the new request; it ends where the
+    assistant's internal thoughts begin."""
+    rules = "\n".join(f"{i}. {name}: {definition.strip()}" for i, (name, definition) in enumerate(principles, 1))
+    shots = "\n\n".join(
+        f"{format_turn('user', prompt)}\n\n{self_align_turn(thoughts, answer)}" for prompt, thoughts, answer in exemplars
+    )
+    return (
+        f"{preamble.strip()}\n\n{PRINCIPLES_HEADER}\n{rules}\n\n{shots}\n\n"
+        f"{format_turn('user', user_prompt)}\n\n{ASSISTANT_TAG} {THOUGHTS_TAG}"
+    )
