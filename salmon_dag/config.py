@@ -93,6 +93,10 @@ class TinyModelConfig(_Strict):
     steps: int = Field(default=300, gt=0)
     learning_rate: float = Field(default=3e-3, gt=0)
     warmup_steps: int = Field(default=20, ge=0)
+    # The last N steps train on long blocks (default length: max_position_embeddings) so that
+    # the model has seen the positions a self-align prompt (principles + exemplars) occupies.
+    long_context_steps: int = Field(default=0, ge=0)
+    long_context_seq_len: int | None = Field(default=None, gt=8)
     shared_data_dir: str | None = None
 
     @model_validator(mode="after")
@@ -101,6 +105,10 @@ class TinyModelConfig(_Strict):
             raise ValueError("hidden_size must be divisible by num_heads")
         if self.num_heads % self.num_kv_heads:
             raise ValueError("num_heads must be divisible by num_kv_heads")
+        if self.long_context_steps > self.steps:
+            raise ValueError("long_context_steps must not exceed steps")
+        if (self.long_context_seq_len or 0) > self.max_position_embeddings:
+            raise ValueError("long_context_seq_len must not exceed max_position_embeddings")
         return self
 
 
@@ -163,6 +171,32 @@ class TrainStageConfig(_Strict):
     deepspeed_stage: Literal[0, 1, 2, 3] = 0
 
 
+class SelfAlignConfig(_Strict):
+    """Generation and filtering of the base model's principle-driven answers (Dromedary)."""
+
+    max_prompts: int | None = Field(default=None, gt=0)
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    min_words: int = Field(default=3, ge=1)
+    max_words: int = Field(default=400, gt=0)
+    min_distinct_trigram_ratio: float = Field(default=0.5, ge=0, le=1)
+    # keep answers that hit max_new_tokens without a stop (off: they are cut mid-thought)
+    keep_truncated: bool = False
+    # asset check: at most this share of answers may be filtered out
+    max_filtered_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class PairsConfig(_Strict):
+    """Sampling two SFT-policy responses per prompt (SALMON: temperature ~0.7)."""
+
+    max_prompts: int | None = Field(default=None, gt=0)
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    min_words: int = Field(default=3, ge=1)
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -170,6 +204,8 @@ class Profile(_Strict):
     prompt_pool: PromptPoolConfig
     base_model: BaseModelConfig
     engine: EngineConfig = EngineConfig()
+    self_align: SelfAlignConfig = SelfAlignConfig()
+    pairs: PairsConfig = PairsConfig()
     sft: TrainStageConfig = TrainStageConfig()
     reward_model: TrainStageConfig = TrainStageConfig()
     ppo: TrainStageConfig = TrainStageConfig()

@@ -51,6 +51,10 @@ def parse_generation(text: str) -> ParsedAnswer:
     Anything after a turn marker (the model starting the next turn) is dropped. Without an
     ``Answer:`` tag the whole text is the answer and there are no internal thoughts.
     """
+    # A continuation that re-opens the assistant turn ("### Assistant: ...") skipped the thoughts.
+    stripped = text.lstrip()
+    if stripped.startswith(ASSISTANT_TAG):
+        text = stripped[len(ASSISTANT_TAG) :]
     cut = len(text)
     for marker in (TURN_SEPARATOR, f"\n{USER_TAG}", f"\n{ASSISTANT_TAG}"):
         pos = text.find(marker)
@@ -91,13 +95,14 @@ def filter_reason(
     max_words: int,
     min_distinct_trigram_ratio: float,
     pset: PrincipleSet | None = None,
+    keep_truncated: bool = False,
 ) -> str | None:
     """Why an answer is dropped (``empty``, ``truncated``, ``too_long``, ``too_short``,
     ``repetitive``, ``prompt_leak``), or None when it is kept."""
     words = len(_WORD.findall(answer))
     if not answer.strip():
         return "empty"
-    if finish_reason != "stop":
+    if finish_reason != "stop" and not keep_truncated:
         return "truncated"
     if words > max_words:
         return "too_long"

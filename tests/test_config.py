@@ -51,7 +51,7 @@ def test_unknown_profile_and_yaml_errors(tmp_path):
 
 def test_extends_from_file_and_section_hash(tmp_path):
     child = tmp_path / "mine.yaml"
-    child.write_text("extends: tiny\nseed: 7\nbase_model:\n  tiny:\n    steps: 5\n")
+    child.write_text("extends: tiny\nseed: 7\nbase_model:\n  tiny:\n    steps: 5\n    long_context_steps: 0\n")
     p = load_profile(str(child))
     assert p.name == "mine" and p.seed == 7 and p.base_model.tiny.steps == 5
     assert p.base_model.tiny.hidden_size == 256  # inherited

@@ -53,7 +53,8 @@ def test_everything_materialized_and_queryable(project):
     root, _ = project
     st = states(project)
     assert set(st) >= {"principles/self_align", "principles/reward_model", "principles/rl",
-                       "prompt_pool", "prompt_pool_rejects", "base_model"}
+                       "prompt_pool", "prompt_pool_rejects", "base_model",
+                       "self_align_sft_data", "sft_model", "response_pairs"}
     assert set(st.values()) == {"materialized"}, st
 
     out = salmon(project, "sql", "select question_type, count(*) as n from prompt_pool group by 1 order by 1",
@@ -79,6 +80,41 @@ def test_everything_materialized_and_queryable(project):
     model, tok = load_causal_lm(ref.model_id), load_tokenizer(ref.model_id)
     assert model.config.hidden_size // model.config.num_attention_heads == 64
     assert ref.lineage["run_id"] and ref.info["n_params"] > 0
+
+
+def test_self_align_stage(project):
+    root, _ = project
+    reasons = json.loads(salmon(project, "sql", "select coalesce(filter_reason, 'kept') as reason, count(*) as n "
+                                "from self_align_sft_data group by 1", "--format", "json").stdout)
+    assert sum(r["n"] for r in reasons) == 6  # ci.yaml: self_align.max_prompts
+    data = pl.read_parquet(root / "warehouse" / "self_align_sft_data" / "data.parquet")
+    assert data["principle_hash"].n_unique() == 1 and data["model_id"][0].endswith("base_model")
+    assert (data["prompt_tokens"] > 1000).all()  # principles + exemplars were in context
+
+    from salmon_dag.model_ref import read_model_ref
+    from salmon_dag.warehouse import Warehouse
+
+    sft = read_model_ref(Warehouse(root / "warehouse"), "sft_model")
+    adapter = Path(sft.adapter_path)
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "loss.png").is_file()
+    assert sft.info["steps"] == 4 and sft.lineage["principle_hash"] == data["principle_hash"][0]
+
+    pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet")
+    assert pairs.height > 0 and (pairs["response_a"] != pairs["response_b"]).all()
+    assert pairs["model_id"][0] == sft.adapter_path
+
+
+def test_self_align_edit_makes_its_side_stale(project):
+    root, _ = project
+    sa = root / "principles" / "self_align.yaml"
+    original = sa.read_text()
+    try:
+        sa.write_text(original.replace("definition: ", "definition: Always, ", 1))
+        stale = {a for a, s in states(project).items() if s != "materialized"}
+        assert stale == {"principles/self_align", "self_align_sft_data", "sft_model", "response_pairs"}
+    finally:
+        sa.write_text(original)
+    assert set(states(project).values()) == {"materialized"}
 
 
 def test_second_run_is_a_no_op(project):

@@ -37,6 +37,9 @@ def test_parse_with_and_without_internal_thoughts():
     plain = parse_generation(" Tides come from the Moon.\n### Assistant: again")
     assert plain.internal_thoughts is None and plain.answer == "Tides come from the Moon."
     assert parse_generation("").answer == ""
+    # a model that re-opens the assistant turn instead of writing thoughts still gives its answer
+    reopened = parse_generation("\n\n### Assistant: Tides follow the Moon.\n\n### User: more")
+    assert reopened.internal_thoughts is None and reopened.answer == "Tides follow the Moon."
 
 
 def test_filters(pset):
@@ -44,6 +47,7 @@ def test_filters(pset):
     assert filter_reason("Tides follow the Moon.", "stop", **kw) is None
     assert filter_reason("   ", "stop", **kw) == "empty"
     assert filter_reason("Tides follow the Moon.", "length", **kw) == "truncated"
+    assert filter_reason("Tides follow the Moon.", "length", **kw, keep_truncated=True) is None
     assert filter_reason("word " * 30, "stop", **kw) == "too_long"
     assert filter_reason("Yes", "stop", **kw) == "too_short"
     assert filter_reason("the cat sat the cat sat the cat sat the cat sat", "stop", **kw) == "repetitive"

@@ -38,7 +38,7 @@ def _cause(exc: BaseException) -> str:
     return first[:_MAX_CAUSE_CHARS]
 
 
-def _load(fn: Any, model_id: str, revision: str | None, trust_remote_code: bool, **kwargs: Any) -> Any:
+def load_pretrained(fn: Any, model_id: str, revision: str | None, trust_remote_code: bool, **kwargs: Any) -> Any:
     """Call ``fn.from_pretrained`` and turn any failure into a one-line OSError."""
     target, local = _resolve(model_id)
     try:
@@ -61,7 +61,7 @@ def load_tokenizer(
     model_id: str, revision: str | None = None, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
     """The tokenizer with a pad token and left padding (batched generation, last-token scoring)."""
-    tok = _load(AutoTokenizer, model_id, revision, trust_remote_code)
+    tok = load_pretrained(AutoTokenizer, model_id, revision, trust_remote_code)
     if tok.pad_token is None:
         # Reusing eos (masked out by the attention mask) keeps the vocab, and so the model, unchanged.
         if tok.eos_token is not None:
@@ -88,7 +88,7 @@ def load_causal_lm(
     """``AutoModelForCausalLM.from_pretrained`` in eval mode on ``device`` ("auto" picks CUDA if present)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    model = _load(AutoModelForCausalLM, model_id, revision, trust_remote_code, dtype=DTYPES[dtype])
+    model = load_pretrained(AutoModelForCausalLM, model_id, revision, trust_remote_code, dtype=DTYPES[dtype])
     return model.to(resolve_device(device)).eval()
 
 
@@ -97,7 +97,7 @@ def validate_pretrained(
 ) -> dict[str, Any]:
     """Check that config and tokenizer load (no weights) and return the model's shape."""
     _, is_local = _resolve(model_id)
-    config = _load(AutoConfig, model_id, revision, trust_remote_code)
+    config = load_pretrained(AutoConfig, model_id, revision, trust_remote_code)
     tok = load_tokenizer(model_id, revision, trust_remote_code)
     text = config.get_text_config()  # multimodal configs keep the LM shape in a sub-config
     heads = getattr(text, "num_attention_heads", None)

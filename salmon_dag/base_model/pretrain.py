@@ -160,9 +160,17 @@ def pretrain_tiny_llama(
         log_every = max(1, round(cfg.steps * LOG_EVERY_FRACTION))
         losses: list[float] = []
         model.train()
+        # The last long_context_steps train on long blocks (same tokens per step), so positions
+        # up to the self-align prompt's length (thousands of tokens) are seen in training.
+        long_len = cfg.long_context_seq_len or cfg.max_position_embeddings
+        long_from = cfg.steps - cfg.long_context_steps + 1
+        n_long = blocks.numel() // long_len
+        long_blocks = blocks.reshape(-1)[: n_long * long_len].view(n_long, long_len) if n_long else blocks
+        long_batch = max(1, cfg.batch_size * cfg.seq_len // long_len)
         for step in range(1, cfg.steps + 1):
-            idx = torch.randint(blocks.shape[0], (cfg.batch_size,), generator=gen)
-            batch = blocks[idx]
+            pool, size = (long_blocks, long_batch) if step >= long_from else (blocks, cfg.batch_size)
+            idx = torch.randint(pool.shape[0], (size,), generator=gen)
+            batch = pool[idx]
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -191,6 +199,8 @@ def pretrain_tiny_llama(
         "batch_size": cfg.batch_size,
         "seq_len": cfg.seq_len,
         "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "long_context_steps": cfg.long_context_steps,
+        "long_context_seq_len": long_len,
         "first_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "losses": losses,

@@ -1,0 +1,214 @@
+"""Stage 2: Self-Align SFT data, principle engraving (SFT) and response pairs (SALMON §1.1–1.2)."""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from assets_defs.base_model import KEY as BASE_MODEL
+from assets_defs.principles import TABLE_KEYS
+from assets_defs.prompt_pool import POOL
+from assets_defs.resources import SalmonResource
+from assets_defs.tables import lineage_for, lineage_metadata, materialize_table
+from salmon_dag.engine import SamplingParams, create_engine
+from salmon_dag.lineage import Lineage
+from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
+from salmon_dag.principles import PrincipleSet, load_principles
+from salmon_dag.settings import Settings
+
+STAGE_VERSION = "1"
+GROUP = "self_align"
+SFT_DATA = dg.AssetKey("self_align_sft_data")
+SFT_MODEL = dg.AssetKey("sft_model")
+PAIRS = dg.AssetKey("response_pairs")
+PRINCIPLES = TABLE_KEYS["self_align"]
+# prompts per engine call: a progress line after each
+CHUNK = 64
+
+
+def current_principles(salmon: SalmonResource) -> PrincipleSet:
+    """The self-align principles, checked against the materialized principles table."""
+    pset = load_principles(salmon.settings().principles_path, "self_align")
+    table = salmon.warehouse.read_table("principles/self_align")
+    if table.height and table["principle_hash"][0] != pset.content_hash:
+        raise RuntimeError(
+            f"{pset.path} changed since principles/self_align was built; rebuild it first (salmon run)"
+        )
+    return pset
+
+
+def train_prompts(salmon: SalmonResource, limit: int | None) -> pl.DataFrame:
+    pool = salmon.warehouse.read_table("prompt_pool").filter(pl.col("split") == "train").sort("prompt_id")
+    return pool.head(limit) if limit else pool
+
+
+def generate_in_chunks(context, engine, prompts: list[str], params: SamplingParams, what: str) -> list:
+    """engine.generate over chunks, with a progress line per chunk."""
+    out: list = []
+    start = time.perf_counter()
+    for i in range(0, len(prompts), CHUNK):
+        out.extend(engine.generate(prompts[i : i + CHUNK], params))
+        context.log.info(f"{what}: {len(out)}/{len(prompts)} prompts ({time.perf_counter() - start:.0f}s)")
+    return out
+
+
+def build_self_align_assets(settings: Settings) -> list:
+    profile = settings.profile
+    sa_version = f"{STAGE_VERSION}.{profile.section_hash('self_align', 'engine')}"
+
+    @dg.asset(
+        key=SFT_DATA,
+        deps=[PRINCIPLES, POOL, BASE_MODEL],
+        description="Base-model answers to training prompts with the self-align principles and exemplars in "
+        "context; internal thoughts split off; every row kept with its filter_reason (null = used for SFT).",
+        group_name=GROUP,
+        code_version=sa_version,
+        kinds={"parquet", "pytorch"},
+        pool="accelerator",
+    )
+    def self_align_sft_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.self_align import build_prompt, filter_reason, parse_generation
+
+        profile = salmon.load_profile()
+        cfg = profile.self_align
+        pset = current_principles(salmon)
+        base = read_model_ref(salmon.warehouse, "base_model")
+        prompts = train_prompts(salmon, cfg.max_prompts)
+        texts = [build_prompt(pset, p) for p in prompts["prompt"].to_list()]
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                top_p=cfg.top_p, seed=profile.seed)
+        with create_engine(profile.engine, base.model_id, base.revision, base.adapter_path) as engine:
+            context.log.info(f"self-align prompt: {len(engine.encode(texts[0])) if texts else 0} tokens")
+            outputs = generate_in_chunks(context, engine, texts, params, "self-align")
+            prompt_tokens = [len(engine.encode(t)) for t in texts]
+        rows = []
+        for (pid, prompt), n_prompt, comps in zip(prompts.select("prompt_id", "prompt").iter_rows(), prompt_tokens, outputs):
+            comp = comps[0]
+            parsed = parse_generation(comp.text)
+            reason = filter_reason(parsed.answer, comp.finish_reason, min_words=cfg.min_words, max_words=cfg.max_words,
+                                   min_distinct_trigram_ratio=cfg.min_distinct_trigram_ratio, pset=pset,
+                                   keep_truncated=cfg.keep_truncated)
+            rows.append({
+                "prompt_id": pid, "prompt": prompt, "response": parsed.answer,
+                "internal_thoughts": parsed.internal_thoughts, "raw_generation": comp.text,
+                "finish_reason": comp.finish_reason, "prompt_tokens": n_prompt,
+                "response_tokens": len(comp.token_ids), "filter_reason": reason,
+            })
+        df = pl.DataFrame(rows, schema={
+            "prompt_id": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "internal_thoughts": pl.Utf8,
+            "raw_generation": pl.Utf8, "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64,
+            "response_tokens": pl.Int64, "filter_reason": pl.Utf8,
+        })
+        kept = df.filter(pl.col("filter_reason").is_null()).height
+        reasons = dict(df.filter(pl.col("filter_reason").is_not_null()).group_by("filter_reason").len().iter_rows())
+        context.log.info(f"self_align_sft_data: kept {kept}/{df.height}; filtered {reasons}")
+        lineage = lineage_for(context, SFT_DATA, profile.section_hash("self_align", "engine"),
+                              principle_hash=pset.content_hash, model_id=base.model_id)
+        return materialize_table(salmon.warehouse, SFT_DATA, df, lineage, extra_metadata={
+            "kept": kept, **{f"filtered/{r}": n for r, n in sorted(reasons.items())}})
+
+    @dg.asset(
+        key=SFT_MODEL,
+        deps=[SFT_DATA, BASE_MODEL],
+        description="Principle engraving: the base model fine-tuned (LoRA) on the kept self-align answers, "
+        "without principles or exemplars in context; saved as adapter + tokenizer.",
+        group_name=GROUP,
+        code_version=f"{STAGE_VERSION}.{profile.section_hash('sft')}",
+        kinds={"pytorch", "huggingface"},
+        pool="accelerator",
+    )
+    def sft_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.training import sft_examples, train_sft
+
+        profile = salmon.load_profile()
+        base = read_model_ref(salmon.warehouse, "base_model")
+        data = salmon.warehouse.read_table("self_align_sft_data").filter(pl.col("filter_reason").is_null())
+        if data.height == 0:
+            raise RuntimeError(
+                "self_align_sft_data kept no answers to train on; see its filter_reason column "
+                "(salmon sql \"select filter_reason, count(*) from self_align_sft_data group by 1\")"
+            )
+        out = salmon.warehouse.model_dir("sft_model")
+        result = train_sft(base.model_id, sft_examples(data["prompt"].to_list(), data["response"].to_list()),
+                           profile.sft, out, seed=profile.seed, log=context.log.info, device=profile.engine.device)
+        principle_hash = salmon.warehouse.read_table("self_align_sft_data")["principle_hash"][0]
+        lineage = Lineage(run_id=context.run.run_id, config_hash=profile.section_hash("sft"),
+                          code_version=context.assets_def.code_versions_by_key[SFT_MODEL] or "",
+                          principle_hash=principle_hash, model_id=base.model_id)
+        info = {"steps": result.steps, "train_examples": result.train_examples, "seconds": round(result.seconds, 1),
+                "final_loss": result.losses[-1][1] if result.losses else None,
+                "resumed_from": result.resumed_from or ""}
+        ref = ModelRef(name="sft_model", model_id=base.model_id, revision=base.revision,
+                       adapter_path=str(result.adapter_dir), lineage=lineage.as_dict(), info=info)
+        write_model_ref(salmon.warehouse, ref)
+        curve = "| step | loss |\n|---|---|\n" + "\n".join(f"| {s} | {l:.4f} |" for s, l in result.losses)
+        return dg.MaterializeResult(metadata={
+            "model_id": f"{base.model_id} + adapter {result.adapter_dir}",
+            "adapter": dg.MetadataValue.path(str(result.adapter_dir)),
+            "loss_plot": dg.MetadataValue.path(str(Path(result.adapter_dir) / "loss.png")),
+            "loss_curve": dg.MetadataValue.md(curve),
+            **{f"train/{k}": v for k, v in info.items() if v is not None},
+            **lineage_metadata(lineage),
+        })
+
+    @dg.asset(
+        key=PAIRS,
+        deps=[SFT_MODEL, POOL],
+        description="Two sampled SFT-policy responses per training prompt (stop at the turn separator); pairs "
+        "with a response shorter than pairs.min_words, or two identical responses, are dropped.",
+        group_name=GROUP,
+        code_version=f"{STAGE_VERSION}.{profile.section_hash('pairs', 'engine')}",
+        kinds={"parquet", "pytorch"},
+        pool="accelerator",
+    )
+    def response_pairs(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.pairs import make_pairs
+
+        profile = salmon.load_profile()
+        cfg = profile.pairs
+        sft = read_model_ref(salmon.warehouse, "sft_model")
+        prompts = train_prompts(salmon, cfg.max_prompts)
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                n=2, seed=profile.seed)
+        with create_engine(profile.engine, sft.model_id, sft.revision, sft.adapter_path) as engine:
+            from salmon_dag.templates import format_chat_prompt
+
+            outputs = generate_in_chunks(context, engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()],
+                                         params, "response pairs")
+        pairs, dropped = make_pairs(prompts, outputs, min_words=cfg.min_words)
+        context.log.info(f"response_pairs: {pairs.height} pairs; dropped {dropped}")
+        lineage = lineage_for(context, PAIRS, profile.section_hash("pairs", "engine"),
+                              principle_hash=sft.lineage.get("principle_hash"), model_id=sft.adapter_path)
+        return materialize_table(salmon.warehouse, PAIRS, pairs, lineage,
+                                 extra_metadata={f"dropped/{r}": n for r, n in sorted(dropped.items())})
+
+    return [self_align_sft_data, sft_model, response_pairs, *_checks()]
+
+
+def _checks() -> list:
+    @dg.asset_check(asset=SFT_DATA, description="Some answers kept; filtered share within self_align.max_filtered_share.")
+    def filtered_share_within_bound(salmon: SalmonResource) -> dg.AssetCheckResult:
+        df = salmon.warehouse.read_table("self_align_sft_data")
+        bound = salmon.load_profile().self_align.max_filtered_share
+        filtered = df.filter(pl.col("filter_reason").is_not_null()).height
+        share = filtered / df.height if df.height else 1.0
+        return dg.AssetCheckResult(passed=df.height > filtered and share <= bound,
+                                   metadata={"rows": df.height, "filtered_share": round(share, 3), "bound": bound})
+
+    @dg.asset_check(asset=SFT_DATA, description="No kept answer echoes the principles block.")
+    def no_prompt_leakage(salmon: SalmonResource) -> dg.AssetCheckResult:
+        from salmon_dag.self_align import leaks_principles
+
+        pset = load_principles(salmon.settings().principles_path, "self_align")
+        kept = salmon.warehouse.read_table("self_align_sft_data").filter(pl.col("filter_reason").is_null())
+        leaks = [r for r in kept["response"].to_list() if leaks_principles(r, pset)]
+        return dg.AssetCheckResult(passed=not leaks, metadata={"leaking_rows": len(leaks)})
+
+    @dg.asset_check(asset=PAIRS, description="There are pairs, and each has two different responses.")
+    def pairs_non_empty_and_distinct(salmon: SalmonResource) -> dg.AssetCheckResult:
+        df = salmon.warehouse.read_table("response_pairs")
+        same = df.filter(pl.col("response_a") == pl.col("response_b")).height
+        return dg.AssetCheckResult(passed=df.height > 0 and same == 0, metadata={"pairs": df.height, "identical": same})
+
+    return [filtered_share_within_bound, no_prompt_leakage, pairs_non_empty_and_distinct]
