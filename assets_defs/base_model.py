@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_metadata
+from assets_defs.tables import lineage_metadata, loss_curve_markdown
 from salmon_dag.lineage import Lineage, files_hash
 from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
 from salmon_dag.settings import Settings
@@ -14,7 +14,6 @@ STAGE_VERSION = "1"
 GROUP = "models"
 KEY = dg.AssetKey("base_model")
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "corpus"
-LOSS_POINTS = 20
 
 
 def _code_version(settings: Settings) -> str:
@@ -52,11 +51,7 @@ def build_base_model_assets(settings: Settings) -> list:
             out = salmon.warehouse.model_dir("base_model")
             report = pretrain_tiny_llama(cfg.tiny, texts, out, seed=profile.seed, log=context.log.info)
             losses = report.pop("losses")
-            stride = max(1, len(losses) // LOSS_POINTS)
-            metadata["loss_curve"] = dg.MetadataValue.md(
-                "| step | loss |\n|---|---|\n"
-                + "\n".join(f"| {i + 1} | {losses[i]:.4f} |" for i in range(0, len(losses), stride))
-            )
+            metadata["loss_curve"] = loss_curve_markdown([(i + 1, loss) for i, loss in enumerate(losses)])
             info = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
             ref = ModelRef(name="base_model", model_id=str(out), lineage=lineage.as_dict(), info=info)
         else:

@@ -10,7 +10,7 @@ from assets_defs.base_model import KEY as BASE_MODEL
 from assets_defs.principles import TABLE_KEYS
 from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_for, lineage_metadata, materialize_table
+from assets_defs.tables import lineage_for, lineage_metadata, loss_curve_markdown, materialize_table
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.lineage import Lineage
 from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
@@ -142,12 +142,11 @@ def build_self_align_assets(settings: Settings) -> list:
         ref = ModelRef(name="sft_model", model_id=base.model_id, revision=base.revision,
                        adapter_path=str(result.adapter_dir), lineage=lineage.as_dict(), info=info)
         write_model_ref(salmon.warehouse, ref)
-        curve = "| step | loss |\n|---|---|\n" + "\n".join(f"| {s} | {l:.4f} |" for s, l in result.losses)
         return dg.MaterializeResult(metadata={
             "model_id": f"{base.model_id} + adapter {result.adapter_dir}",
             "adapter": dg.MetadataValue.path(str(result.adapter_dir)),
             "loss_plot": dg.MetadataValue.path(str(Path(result.adapter_dir) / "loss.png")),
-            "loss_curve": dg.MetadataValue.md(curve),
+            "loss_curve": loss_curve_markdown(result.losses),
             **{f"train/{k}": v for k, v in info.items() if v is not None},
             **lineage_metadata(lineage),
         })

@@ -74,3 +74,12 @@ def materialize_table(
 
 def lineage_metadata(lineage: Lineage) -> dict[str, object]:
     return {f"lineage/{k}": v for k, v in lineage.as_dict().items() if v is not None}
+
+
+def loss_curve_markdown(points: list[tuple[int, float]], max_rows: int = 20) -> dg.MetadataValue:
+    """A (step, loss) table for asset metadata, thinned to about ``max_rows`` rows."""
+    stride = max(1, len(points) // max_rows)
+    rows = points[::stride]
+    if points and rows[-1] != points[-1]:
+        rows.append(points[-1])
+    return dg.MetadataValue.md("| step | loss |\n|---|---|\n" + "\n".join(f"| {s} | {l:.4f} |" for s, l in rows))
