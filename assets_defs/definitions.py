@@ -10,6 +10,7 @@ import dagster as dg
 
 from assets_defs.automation import build_automation
 from assets_defs.base_model import build_base_model_assets
+from assets_defs.preferences import build_preference_assets
 from assets_defs.principles import build_principle_assets
 from assets_defs.prompt_pool import build_prompt_pool_assets
 from assets_defs.resources import SalmonResource
@@ -26,6 +27,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *build_prompt_pool_assets(settings),
         *build_base_model_assets(settings),
         *build_self_align_assets(settings),
+        *build_preference_assets(settings),
     ]
     assets = [
         a.with_attributes(automation_condition=automation) if isinstance(a, dg.AssetsDefinition) and a.is_executable and not a.is_observable else a

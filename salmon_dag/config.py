@@ -197,6 +197,32 @@ class PairsConfig(_Strict):
     min_words: int = Field(default=3, ge=1)
 
 
+class JudgeConfig(_Strict):
+    """Principle-driven synthetic preferences (SALMON §1.2)."""
+
+    # judge model: "sft_model" (the SFT policy, paper default), "base_model", or a Hub id / path
+    model: str = "sft_model"
+    max_pairs: int | None = Field(default=None, gt=0)
+    # when the two orders disagree in sign: "zero" (SALMON: the judgement does not count) or
+    # "mean" (keep the mean of both orders, which cancels a judge's bias towards one letter)
+    inconsistent: Literal["zero", "mean"] = "zero"
+
+
+class AggregationConfig(_Strict):
+    """Turning judgements into reward-model training examples (SALMON §1.3)."""
+
+    passes: int = Field(default=4, gt=0)
+    # subset size ~ geometric(subset_p) truncated to [1, max_principles]
+    subset_p: float = Field(default=0.3, gt=0, le=1)
+    max_principles: int = Field(default=8, gt=0)
+    negation_prob: float = Field(default=0.5, ge=0, le=1)
+    label_noise: float = Field(default=0.1, ge=0, lt=0.5)
+    rule_label_noise: float = Field(default=0.2, ge=0, lt=0.5)
+    # how a principle's verifiable rule combines with the model judgement
+    rule_mode: Literal["override", "blend", "off"] = "override"
+    rule_weight: float = Field(default=1.0, ge=0)
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -206,6 +232,8 @@ class Profile(_Strict):
     engine: EngineConfig = EngineConfig()
     self_align: SelfAlignConfig = SelfAlignConfig()
     pairs: PairsConfig = PairsConfig()
+    judge: JudgeConfig = JudgeConfig()
+    aggregation: AggregationConfig = AggregationConfig()
     sft: TrainStageConfig = TrainStageConfig()
     reward_model: TrainStageConfig = TrainStageConfig()
     ppo: TrainStageConfig = TrainStageConfig()

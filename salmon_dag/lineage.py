@@ -24,6 +24,9 @@ class Lineage:
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         """Append the lineage columns (string-typed, null where not applicable)."""
         values = asdict(self)
+        clash = [c for c in LINEAGE_COLUMNS if c in df.columns]
+        if clash:
+            raise ValueError(f"table already has lineage column(s) {clash}; rename them")
         return df.with_columns(pl.lit(values[c], dtype=pl.Utf8).alias(c) for c in LINEAGE_COLUMNS)
 
     def as_dict(self) -> dict[str, str | None]:

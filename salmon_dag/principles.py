@@ -216,7 +216,6 @@ def to_rows(pset: PrincipleSet) -> list[dict[str, Any]]:
                 "prompt": None,
                 "internal_thoughts": None,
                 "answer": None,
-                "principle_hash": pset.content_hash,
             }
         )
     if isinstance(pset.data, SelfAlignFile):
@@ -235,8 +234,7 @@ def to_rows(pset: PrincipleSet) -> list[dict[str, Any]]:
                     "prompt": ex.prompt,
                     "internal_thoughts": ex.internal_thoughts,
                     "answer": ex.answer,
-                    "principle_hash": pset.content_hash,
-                }
+                    }
             )
     return rows
 
@@ -254,7 +252,6 @@ PRINCIPLE_TABLE_SCHEMA: dict[str, pl.DataType] = {
     "prompt": pl.Utf8,
     "internal_thoughts": pl.Utf8,
     "answer": pl.Utf8,
-    "principle_hash": pl.Utf8,
 }
 
 

@@ -54,7 +54,8 @@ def test_everything_materialized_and_queryable(project):
     st = states(project)
     assert set(st) >= {"principles/self_align", "principles/reward_model", "principles/rl",
                        "prompt_pool", "prompt_pool_rejects", "base_model",
-                       "self_align_sft_data", "sft_model", "response_pairs"}
+                       "self_align_sft_data", "sft_model", "response_pairs",
+                       "synthetic_preferences", "rm_training_data"}
     assert set(st.values()) == {"materialized"}, st
 
     out = salmon(project, "sql", "select question_type, count(*) as n from prompt_pool group by 1 order by 1",
@@ -104,6 +105,38 @@ def test_self_align_stage(project):
     assert pairs["model_id"][0] == sft.adapter_path
 
 
+def test_preference_stage(project):
+    root, _ = project
+    prefs = pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet")
+    pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet")
+    assert prefs.height == pairs.height * 18  # every pair under every reward-model principle
+    rm = pl.read_parquet(root / "warehouse" / "rm_training_data" / "data.parquet")
+    assert rm.height > 0 and set(rm["preferred"].to_list()) <= {1, 2}
+    out = json.loads(salmon(project, "sql", "select deciding_principle, count(*) as n from rm_training_data "
+                            "group by 1 order by n desc", "--format", "json").stdout)
+    assert sum(r["n"] for r in out) == rm.height
+
+
+def test_new_reward_principle_judges_only_itself(project):
+    root, env = project
+    rm_file = root / "principles" / "reward_model.yaml"
+    original = rm_file.read_text()
+    try:
+        rm_file.write_text(original.rstrip() + "\n  - name: Mentions Water\n    definition: The reply mentions water.\n"
+                           "    negative_definition: The reply never mentions water.\n")
+        stale = {a for a, s in states(project).items() if s != "materialized"}
+        assert stale == {"principles/reward_model", "synthetic_preferences", "rm_training_data"}
+        n_pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet").height
+        proc = salmon(project, "run")
+        assert f"judged {n_pairs} pairs x 1 principles" in proc.stderr + proc.stdout
+        prefs = pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet")
+        assert prefs.height == n_pairs * 19
+    finally:
+        rm_file.write_text(original)
+    salmon(project, "run", "--quiet")  # back to the shipped principles: the rows of the extra one go
+    assert pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet").height == n_pairs * 18
+
+
 def test_self_align_edit_makes_its_side_stale(project):
     root, _ = project
     sa = root / "principles" / "self_align.yaml"
@@ -111,7 +144,8 @@ def test_self_align_edit_makes_its_side_stale(project):
     try:
         sa.write_text(original.replace("definition: ", "definition: Always, ", 1))
         stale = {a for a, s in states(project).items() if s != "materialized"}
-        assert stale == {"principles/self_align", "self_align_sft_data", "sft_model", "response_pairs"}
+        assert stale == {"principles/self_align", "self_align_sft_data", "sft_model", "response_pairs",
+                         "synthetic_preferences", "rm_training_data"}
     finally:
         sa.write_text(original)
     assert set(states(project).values()) == {"materialized"}

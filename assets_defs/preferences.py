@@ -1,0 +1,141 @@
+"""Stage 3: synthetic preferences and reward-model training data (SALMON §1.2–1.3)."""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from assets_defs.principles import TABLE_KEYS
+from assets_defs.resources import SalmonResource
+from assets_defs.self_align import PAIRS, SFT_MODEL
+from assets_defs.tables import lineage_for, materialize_table
+from salmon_dag.engine import create_engine
+from salmon_dag.model_ref import ModelRef, read_model_ref
+from salmon_dag.principles import PrincipleSet, load_principles
+from salmon_dag.settings import Settings
+from salmon_dag.warehouse import WarehouseError
+
+STAGE_VERSION = "1"
+GROUP = "preferences"
+PREFS = dg.AssetKey("synthetic_preferences")
+RM_DATA = dg.AssetKey("rm_training_data")
+RM_PRINCIPLES = TABLE_KEYS["reward_model"]
+# share of labels preferring response_1 allowed around one half before the balance check fails
+BALANCE_TOLERANCE = 0.15
+BALANCE_MIN_EXAMPLES = 40
+
+
+def reward_principles(salmon: SalmonResource) -> PrincipleSet:
+    """The reward-model principles, checked against the materialized principles table."""
+    pset = load_principles(salmon.settings().principles_path, "reward_model")
+    table = salmon.warehouse.read_table("principles/reward_model")
+    if table.height and table["principle_hash"][0] != pset.content_hash:
+        raise RuntimeError(f"{pset.path} changed since principles/reward_model was built; rebuild it first")
+    return pset
+
+
+def judge_model(salmon: SalmonResource, name: str) -> tuple[ModelRef, str]:
+    """(model to load, cache identity). Pipeline models are identified by the run that built them,
+    so a retrained SFT policy never reuses the old policy's judgements."""
+    if name in ("sft_model", "base_model"):
+        ref = read_model_ref(salmon.warehouse, name)
+        return ref, f"{name}@{ref.lineage.get('run_id', '')}"
+    return ModelRef(name="judge", model_id=name), name
+
+
+def build_preference_assets(settings: Settings) -> list:
+    profile = settings.profile
+
+    @dg.asset(
+        key=PREFS,
+        deps=[PAIRS, RM_PRINCIPLES, SFT_MODEL],
+        description="One row per (response pair, reward-model principle): judge scores in both orders, "
+        "order consistency, combined score, and the verdict of the principle's verifiable rule.",
+        group_name=GROUP,
+        code_version=f"{STAGE_VERSION}.{profile.section_hash('judge', 'engine')}",
+        kinds={"parquet", "pytorch"},
+        pool="accelerator",
+    )
+    def synthetic_preferences(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.preferences import judge_preferences
+
+        profile = salmon.load_profile()
+        pset = reward_principles(salmon)
+        pairs = salmon.warehouse.read_table("response_pairs").sort("pair_id")
+        if profile.judge.max_pairs:
+            pairs = pairs.head(profile.judge.max_pairs)
+        try:
+            cached = salmon.warehouse.read_table("synthetic_preferences")
+        except WarehouseError:
+            cached = None
+        ref, judge_id = judge_model(salmon, profile.judge.model)
+        principles = [p for _, p in pset.principles()]
+        with create_engine(profile.engine, ref.model_id, ref.revision, ref.adapter_path) as engine:
+            df, counts = judge_preferences(engine, pairs, principles, judge_id, cached, log=context.log.info,
+                                           inconsistent=profile.judge.inconsistent)
+        context.log.info(f"synthetic_preferences: {df.height} judgements, {counts}")
+        consistency = dict(df.group_by("principle").agg(pl.col("consistent").mean()).iter_rows())
+        lineage = lineage_for(context, PREFS, profile.section_hash("judge", "engine"),
+                              principle_hash=pset.content_hash, model_id=judge_id)
+        return materialize_table(salmon.warehouse, PREFS, df, lineage, extra_metadata={
+            "judged": counts["judged"], "reused_from_cache": counts["reused"],
+            "consistency_rate": round(float(df["consistent"].mean() or 0), 3),
+            "consistency_per_principle": dg.MetadataValue.json({k: round(v, 3) for k, v in sorted(consistency.items())}),
+        })
+
+    @dg.asset(
+        key=RM_DATA,
+        deps=[PREFS, PAIRS, RM_PRINCIPLES],
+        description="Reward-model training examples: sampled principle subsets with negations, the label "
+        "from the dominant principle (or a rule), random response order and label noise.",
+        group_name=GROUP,
+        code_version=f"{STAGE_VERSION}.{profile.section_hash('aggregation')}",
+        kinds={"parquet", "polars"},
+    )
+    def rm_training_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.aggregation import PrincipleText, aggregate
+
+        profile = salmon.load_profile()
+        pset = reward_principles(salmon)
+        prefs = salmon.warehouse.read_table("synthetic_preferences")
+        pairs = salmon.warehouse.read_table("response_pairs")
+        texts = [PrincipleText(p.name, p.definition, p.negative_definition) for _, p in pset.principles()]
+        df, stats = aggregate(prefs.select("pair_id", "principle", "score", "rule_score"), pairs, texts,
+                              profile.aggregation, profile.seed)
+        context.log.info(f"rm_training_data: {stats}")
+        lineage = lineage_for(context, RM_DATA, profile.section_hash("aggregation"),
+                              principle_hash=pset.content_hash, model_id=prefs["judge_model"][0] if prefs.height else None)
+        deciding = dict(df.group_by("deciding_principle").len().iter_rows()) if df.height else {}
+        return materialize_table(salmon.warehouse, RM_DATA, df, lineage, extra_metadata={
+            **{k: int(v) for k, v in stats.items()},
+            "share_preferred_1": round(float((df["preferred"] == 1).mean()), 3) if df.height else 0.0,
+            "share_rule_decided": round(float(df["rule_decided"].mean()), 3) if df.height else 0.0,
+            "deciding_principles": dg.MetadataValue.json(dict(sorted(deciding.items()))),
+        })
+
+    return [synthetic_preferences, rm_training_data, *_checks()]
+
+
+def _checks() -> list:
+    @dg.asset_check(asset=PREFS, description="Every (pair, principle) is judged exactly once.")
+    def one_judgement_per_pair_and_principle(salmon: SalmonResource) -> dg.AssetCheckResult:
+        df = salmon.warehouse.read_table("synthetic_preferences")
+        dupes = df.height - df.select("pair_id", "principle").unique().height
+        return dg.AssetCheckResult(passed=df.height > 0 and dupes == 0, metadata={"rows": df.height, "duplicates": dupes})
+
+    @dg.asset_check(asset=RM_DATA, description="Labels prefer response 1 about half the time (order is randomised).")
+    def label_balance(salmon: SalmonResource) -> dg.AssetCheckResult:
+        df = salmon.warehouse.read_table("rm_training_data")
+        share = float((df["preferred"] == 1).mean()) if df.height else 0.0
+        ok = df.height > 0 and (df.height < BALANCE_MIN_EXAMPLES or abs(share - 0.5) <= BALANCE_TOLERANCE)
+        return dg.AssetCheckResult(passed=ok, metadata={"examples": df.height, "share_preferred_1": round(share, 3)})
+
+    @dg.asset_check(asset=RM_DATA, description="Every reward-model principle appears in some example.")
+    def covers_every_principle(salmon: SalmonResource) -> dg.AssetCheckResult:
+        df = salmon.warehouse.read_table("rm_training_data")
+        pset = load_principles(salmon.settings().principles_path, "reward_model")
+        seen = {p["name"] for row in df["principles"].to_list() for p in json.loads(row)}
+        missing = sorted(p.name for _, p in pset.principles() if p.name not in seen)
+        return dg.AssetCheckResult(passed=not missing, metadata={"missing": str(missing)})
+
+    return [one_judgement_per_pair_and_principle, label_balance, covers_every_principle]

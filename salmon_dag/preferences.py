@@ -1,0 +1,120 @@
+"""Synthetic preferences (SALMON §1.2): judge every response pair under every reward-model principle.
+
+Judgements are content-addressed by (pair id, principle content hash, judge model, template
+version): a rebuild reuses every judgement whose key is unchanged, so adding or editing one
+principle judges only that principle, and removing one just drops its rows. Principles with a
+verifiable ``rule`` also get a model-free verdict, stored beside the model's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import polars as pl
+
+from salmon_dag.config import stable_hash
+from salmon_dag.engine.base import Engine
+from salmon_dag.judge import JudgeItem, judge_scores
+from salmon_dag.principles import Principle
+from salmon_dag.rules import check_rule
+from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
+
+KEY = ("pair_id", "principle_content_hash", "judge_model", "template_version")
+PREFERENCE_SCHEMA: dict[str, pl.DataType] = {
+    "pair_id": pl.Utf8,
+    "prompt_id": pl.Utf8,
+    "principle": pl.Utf8,
+    "principle_content_hash": pl.Utf8,  # this principle only (the lineage column hashes the file)
+    "judge_model": pl.Utf8,
+    "template_version": pl.Utf8,
+    "score_ab": pl.Float64,  # preference for response_a, shown as (a)
+    "score_ba": pl.Float64,  # preference for response_a, shown as (b)
+    "consistent": pl.Boolean,
+    "score": pl.Float64,  # mean of the two orders when they agree in sign, else 0
+    "rule_type": pl.Utf8,
+    "rule_a": pl.Boolean,
+    "rule_b": pl.Boolean,
+    "rule_score": pl.Int64,  # +1 only a satisfies the rule, -1 only b, 0 both/neither, null no rule
+}
+_JUDGED = ["score_ab", "score_ba"]  # what the cache keeps; the rest is derived
+
+
+def principle_hash(p: Principle) -> str:
+    """Content hash of one principle: editing its text or rule changes it; its position does not."""
+    return stable_hash(p.model_dump(mode="json"))
+
+
+def combine(score_ab: np.ndarray, score_ba: np.ndarray, inconsistent: str = "zero") -> tuple[np.ndarray, np.ndarray]:
+    """(consistent, score). SALMON counts a judgement only when both orders agree in sign
+    (``inconsistent="zero"``). ``"mean"`` keeps the mean of the two orders for every pair: a judge
+    biased towards one letter shifts both orders' scores the same way, so the mean cancels it."""
+    consistent = np.sign(score_ab) * np.sign(score_ba) > 0
+    mean = (score_ab + score_ba) / 2
+    if inconsistent == "mean":
+        return consistent, mean
+    if inconsistent != "zero":
+        raise ValueError(f"judge.inconsistent must be 'zero' or 'mean', got {inconsistent!r}")
+    return consistent, np.where(consistent, mean, 0.0)
+
+
+def rule_verdicts(p: Principle, instruction: str, a: str, b: str) -> tuple[str | None, bool | None, bool | None, int | None]:
+    if p.rule is None:
+        return None, None, None, None
+    ok_a, ok_b = check_rule(p.rule, instruction, a), check_rule(p.rule, instruction, b)
+    return p.rule.type, ok_a, ok_b, int(ok_a) - int(ok_b)
+
+
+def judge_preferences(
+    engine: Engine,
+    pairs: pl.DataFrame,
+    principles: Sequence[Principle],
+    judge_model: str,
+    cached: pl.DataFrame | None = None,
+    log: Callable[[str], None] = print,
+    inconsistent: str = "zero",
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """One row per (pair, principle). ``cached`` (the previous table) supplies every judgement
+    whose key is unchanged; only the rest go to the judge. Returns (table, counts)."""
+    hashes = {p.name: principle_hash(p) for p in principles}
+    reuse: dict[tuple, tuple] = {}
+    if cached is not None and cached.height:
+        for row in cached.select(*KEY, *_JUDGED).iter_rows():
+            reuse[row[:4]] = row[4:]
+    missing: dict[str, list[Principle]] = defaultdict(list)
+    for pair_id in pairs["pair_id"].to_list():
+        for p in principles:
+            if (pair_id, hashes[p.name], judge_model, JUDGE_TEMPLATE_VERSION) not in reuse:
+                missing[pair_id].append(p)
+    # pairs that miss the same principles are judged together (one prefix per pair and order)
+    groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for pair_id, ps in missing.items():
+        groups[tuple(p.name for p in ps)].append(pair_id)
+    by_id = {r["pair_id"]: r for r in pairs.iter_rows(named=True)}
+    by_name = {p.name: p for p in principles}
+    judged = 0
+    for names, pair_ids in groups.items():
+        items = [JudgeItem(by_id[i]["prompt"], by_id[i]["response_a"], by_id[i]["response_b"]) for i in pair_ids]
+        scores = judge_scores(engine, items, [(n, by_name[n].definition) for n in names])
+        for i, pair_id in enumerate(pair_ids):
+            for j, name in enumerate(names):
+                reuse[(pair_id, hashes[name], judge_model, JUDGE_TEMPLATE_VERSION)] = (
+                    float(scores[i, j, 0]), float(scores[i, j, 1]))
+        judged += len(pair_ids) * len(names)
+        log(f"judged {len(pair_ids)} pairs x {len(names)} principles")
+    rows = []
+    for pair in pairs.iter_rows(named=True):
+        for p in principles:
+            key = (pair["pair_id"], hashes[p.name], judge_model, JUDGE_TEMPLATE_VERSION)
+            rule_type, rule_a, rule_b, rule_score = rule_verdicts(p, pair["prompt"], pair["response_a"], pair["response_b"])
+            score_ab, score_ba = reuse[key]
+            consistent, score = combine(np.array([score_ab]), np.array([score_ba]), inconsistent)
+            rows.append({
+                "pair_id": pair["pair_id"], "prompt_id": pair["prompt_id"], "principle": p.name,
+                "principle_content_hash": hashes[p.name], "judge_model": judge_model, "template_version": JUDGE_TEMPLATE_VERSION,
+                "score_ab": score_ab, "score_ba": score_ba, "consistent": bool(consistent[0]), "score": float(score[0]),
+                "rule_type": rule_type, "rule_a": rule_a, "rule_b": rule_b, "rule_score": rule_score,
+            })
+    total = pairs.height * len(principles)
+    return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA), {"judged": judged, "reused": total - judged}

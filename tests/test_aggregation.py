@@ -1,0 +1,295 @@
+"""Aggregation of judgements into reward-model training examples (SALMON §1.3)."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from salmon_dag.aggregation import (
+    EXAMPLE_SCHEMA,
+    PrincipleText,
+    aggregate,
+    normalise_scores,
+    truncated_geometric,
+)
+from salmon_dag.config import AggregationConfig
+
+PRINCIPLES = [PrincipleText(f"p{i}", f"be good {i}", f"be bad {i}") for i in range(10)]
+
+
+def make_pairs(n: int) -> pl.DataFrame:
+    return pl.DataFrame({
+        "pair_id": [f"pair{i:05d}" for i in range(n)],
+        "prompt_id": [f"q{i}" for i in range(n)],
+        "prompt": [f"question {i}?" for i in range(n)],
+        "response_a": [f"A{i}" for i in range(n)],
+        "response_b": [f"B{i}" for i in range(n)],
+    })
+
+
+def make_prefs(rows: list[tuple[str, str, float, int | None]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"pair_id": [r[0] for r in rows], "principle": [r[1] for r in rows],
+         "score": [float(r[2]) for r in rows], "rule_score": [r[3] for r in rows]},
+        schema={"pair_id": pl.Utf8, "principle": pl.Utf8, "score": pl.Float64, "rule_score": pl.Int64},
+    )
+
+
+def cfg(**kw) -> AggregationConfig:
+    base = dict(passes=1, subset_p=0.3, max_principles=8, negation_prob=0.0, label_noise=0.0,
+                rule_label_noise=0.0, rule_mode="override", rule_weight=1.0)
+    return AggregationConfig(**{**base, **kw})
+
+
+def preferred_text(df: pl.DataFrame) -> list[str]:
+    return [r1 if p == 1 else r2 for r1, r2, p in df.select("response_1", "response_2", "preferred").iter_rows()]
+
+
+# --------------------------------------------------------------------------- normalisation
+def test_variance_normalisation_per_principle():
+    prefs = make_prefs([
+        ("x", "p0", 1.0, None), ("y", "p0", -1.0, None),          # var 1 → unchanged
+        ("x", "p1", 4.0, None), ("y", "p1", 0.0, None),           # mean 2, var 4 → 1.0, 0.0
+        ("x", "p2", 0.0, None), ("y", "p2", 0.0, None),           # zero variance → raw
+        ("x", "p3", 3.0, None), ("y", "p3", 3.0, None),           # zero variance, non-zero → raw
+    ])
+    out = normalise_scores(prefs).sort("principle", "pair_id")
+    assert out["norm_score"].to_list() == [1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 3.0, 3.0]
+    assert out.columns[-1] == "norm_score" and out.height == prefs.height
+    # a constant column whose float variance is not exactly 0 still counts as zero variance
+    const = normalise_scores(make_prefs([(f"x{i}", "p0", 0.1, None) for i in range(7)]))
+    assert const["norm_score"].to_list() == [0.1] * 7
+
+
+def test_normalisation_uses_population_variance():
+    prefs = make_prefs([("a", "p0", 1.0, None), ("b", "p0", 2.0, None), ("c", "p0", 6.0, None)])
+    var = np.var([1.0, 2.0, 6.0])  # ddof=0
+    got = normalise_scores(prefs).sort("pair_id")["norm_score"].to_numpy()
+    np.testing.assert_allclose(got, np.array([1.0, 2.0, 6.0]) / var)
+
+
+# --------------------------------------------------------------------------- subset sizes
+def test_truncated_geometric_matches_formula():
+    rng = np.random.default_rng(0)
+    p, max_k, n = 0.3, 5, 20_000
+    k = truncated_geometric(rng, p, max_k, n)
+    assert k.min() >= 1 and k.max() <= max_k and k.dtype.kind == "i"
+    expected = (1 - p) ** np.arange(max_k) * p
+    expected /= expected.sum()
+    observed = np.bincount(k, minlength=max_k + 1)[1:] / n
+    np.testing.assert_allclose(observed, expected, atol=0.015)
+
+
+def test_truncated_geometric_caps_and_edges():
+    rng = np.random.default_rng(1)
+    assert (truncated_geometric(rng, 1.0, 8, 1000) == 1).all()
+    capped = truncated_geometric(rng, 0.01, 8, 5000, n_available=3)
+    assert set(np.unique(capped)) == {1, 2, 3}
+    assert len(truncated_geometric(rng, 0.5, 4, 0)) == 0
+    with pytest.raises(ValueError):
+        truncated_geometric(rng, 0.0, 4, 10)
+    with pytest.raises(ValueError):
+        truncated_geometric(rng, 0.5, 4, 10, n_available=0)
+
+
+# --------------------------------------------------------------------------- labels
+def test_negation_flips_label_and_uses_negative_definition():
+    pairs = make_pairs(50)
+    prefs = make_prefs([(pid, "p0", 2.0, None) for pid in pairs["pair_id"]])
+    neg, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(negation_prob=1.0), seed=0)
+    assert neg.height == 50
+    assert preferred_text(neg) == [f"B{i}" for i in range(50)]
+    for row in neg["principles"].to_list():
+        assert json.loads(row) == [{"name": "p0", "negated": True, "text": "be bad 0"}]
+    assert neg["deciding_negated"].all() and (neg["deciding_score"] < 0).all()
+
+    pos, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(negation_prob=0.0), seed=0)
+    assert preferred_text(pos) == [f"A{i}" for i in range(50)]
+    assert json.loads(pos["principles"][0]) == [{"name": "p0", "negated": False, "text": "be good 0"}]
+
+
+def test_dominant_principle_by_absolute_score():
+    # Every pair has the same scores, so each principle has zero variance and keeps raw scores.
+    pairs = make_pairs(30)
+    prefs = make_prefs([(pid, p, s, None) for pid in pairs["pair_id"]
+                        for p, s in (("p0", 0.1), ("p1", -5.0), ("p2", 2.0))])
+    df, stats = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=3, subset_p=1e-9, passes=10), seed=1)
+    full = df.filter(pl.col("n_principles") == 3)
+    assert full.height > 20
+    assert set(full["deciding_principle"]) == {"p1"}
+    assert (full["deciding_score"] == -5.0).all()
+    assert preferred_text(full) == [f"B{int(pid[4:])}" for pid in full["pair_id"]]
+    assert stats["examples"] == df.height == 300
+
+
+def test_dominant_principle_is_taken_after_normalisation():
+    # var(p0) = .01, var(p1) = 25, var(p2) = 4 → pair 0 normalised: p0 10, p1 -0.2, p2 0.5.
+    pairs = make_pairs(2)
+    prefs = make_prefs([(pid, p, s if pid == "pair00000" else -s, None) for pid in pairs["pair_id"]
+                        for p, s in (("p0", 0.1), ("p1", -5.0), ("p2", 2.0))])
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=3, subset_p=1e-9, passes=30), seed=3)
+    full = df.filter((pl.col("pair_id") == "pair00000") & (pl.col("n_principles") == 3))
+    assert full.height > 0
+    assert set(full["deciding_principle"]) == {"p0"}
+    np.testing.assert_allclose(full["deciding_score"].to_numpy(), 10.0)
+    assert set(preferred_text(full)) == {"A0"}
+
+
+def test_ties_take_first_in_subset_order():
+    pairs = make_pairs(40)
+    prefs = make_prefs([(pid, p, s, None) for pid in pairs["pair_id"] for p, s in (("p0", 1.0), ("p1", -1.0))])
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=2, subset_p=1e-9), seed=2)
+    for row in df.filter(pl.col("n_principles") == 2).iter_rows(named=True):
+        assert row["deciding_principle"] == json.loads(row["principles"])[0]["name"]
+
+
+def test_zero_scores_dropped_and_counted():
+    pairs = make_pairs(10)
+    prefs = make_prefs([(pid, "p0", 0.0 if i < 4 else 1.0, None) for i, pid in enumerate(pairs["pair_id"])])
+    df, stats = aggregate(prefs, pairs, PRINCIPLES, cfg(passes=3), seed=0)
+    assert stats["dropped_zero"] == 12 and stats["examples"] == df.height == 18
+    assert set(df["pair_id"]) == set(pairs["pair_id"][4:])
+
+
+def test_label_noise_rates():
+    n = 2000
+    pairs = make_pairs(n)
+    prefs = make_prefs([(pid, "p0", 1.0, None) for pid in pairs["pair_id"]])
+    df, stats = aggregate(prefs, pairs, PRINCIPLES, cfg(label_noise=0.1, rule_label_noise=0.3), seed=5)
+    share = df["flipped"].mean()
+    assert abs(share - 0.1) < 0.02 and stats["flipped"] == df["flipped"].sum()
+    # flipped ones point at b, the rest at a
+    texts = preferred_text(df)
+    for t, f, i in zip(texts, df["flipped"], range(n)):
+        assert t == (f"B{i}" if f else f"A{i}")
+
+    rule_prefs = make_prefs([(pid, "p0", 1.0, 1) for pid in pairs["pair_id"]])
+    df, stats = aggregate(rule_prefs, pairs, PRINCIPLES, cfg(label_noise=0.1, rule_label_noise=0.3), seed=5)
+    assert df["rule_decided"].all() and stats["rule_decided"] == n
+    assert abs(df["flipped"].mean() - 0.3) < 0.03
+
+
+def test_order_randomised_and_label_follows_text():
+    n = 2000
+    pairs = make_pairs(n)
+    rng = np.random.default_rng(9)
+    scores = rng.normal(size=(n, 3))
+    prefs = make_prefs([(pid, f"p{j}", scores[i, j], None) for i, pid in enumerate(pairs["pair_id"])
+                        for j in range(3)])
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(negation_prob=0.5, max_principles=3), seed=4)
+    a_first = (df["response_1"].str.starts_with("A")).mean()
+    assert abs(a_first - 0.5) < 0.04
+    for row, text in zip(df.iter_rows(named=True), preferred_text(df)):
+        i = int(row["pair_id"][4:])
+        assert text == (f"A{i}" if row["deciding_score"] > 0 else f"B{i}")
+        chosen = json.loads(row["principles"])
+        assert len(chosen) == row["n_principles"] and 1 <= len(chosen) <= 3
+        names = [c["name"] for c in chosen]
+        assert len(set(names)) == len(names) and row["deciding_principle"] in names
+        # the deciding score is the signed score of the dominant principle
+        dec = next(c for c in chosen if c["name"] == row["deciding_principle"])
+        assert dec["negated"] == row["deciding_negated"]
+        assert dec["text"] == (f"be bad {dec['name'][1:]}" if dec["negated"] else f"be good {dec['name'][1:]}")
+
+
+def test_rule_modes():
+    # Two pairs; p0 has model score +3 on the first pair (zero variance → raw: same on both).
+    pairs = make_pairs(2)
+    prefs = make_prefs([(pid, "p0", 3.0, -1) for pid in pairs["pair_id"]])
+    over, st = aggregate(prefs, pairs, PRINCIPLES, cfg(rule_mode="override"), seed=0)
+    assert over["rule_decided"].all() and st["rule_decided"] == 2
+    assert preferred_text(over) == ["B0", "B1"] and (over["deciding_score"] == -1.0).all()
+
+    off, st = aggregate(prefs, pairs, PRINCIPLES, cfg(rule_mode="off"), seed=0)
+    assert not off["rule_decided"].any() and st["rule_decided"] == 0
+    assert preferred_text(off) == ["A0", "A1"] and (off["deciding_score"] == 3.0).all()
+
+    blend, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(rule_mode="blend", rule_weight=5.0), seed=0)
+    assert not blend["rule_decided"].any()
+    assert preferred_text(blend) == ["B0", "B1"] and (blend["deciding_score"] == -2.0).all()
+
+    weak, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(rule_mode="blend", rule_weight=1.0), seed=0)
+    assert preferred_text(weak) == ["A0", "A1"]
+
+
+def test_override_takes_first_rule_principle_and_respects_negation():
+    pairs = make_pairs(200)
+    prefs = make_prefs([(pid, p, s, r) for pid in pairs["pair_id"]
+                        for p, s, r in (("p0", 3.0, None), ("p1", 0.5, 0), ("p2", 0.2, 1))])
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(negation_prob=0.5, max_principles=3, passes=3), seed=7)
+    for row, text in zip(df.iter_rows(named=True), preferred_text(df)):
+        chosen = json.loads(row["principles"])
+        names = [c["name"] for c in chosen]
+        i = int(row["pair_id"][4:])
+        if "p2" in names:  # the only principle with a non-zero rule score
+            neg = chosen[names.index("p2")]["negated"]
+            assert row["rule_decided"] and row["deciding_principle"] == "p2"
+            assert row["deciding_score"] == (-1.0 if neg else 1.0)
+            assert text == (f"B{i}" if neg else f"A{i}")
+        else:
+            assert not row["rule_decided"]
+
+
+def test_rule_decides_even_when_model_scores_are_zero():
+    pairs = make_pairs(3)
+    prefs = make_prefs([(pid, "p0", 0.0, 1) for pid in pairs["pair_id"]])
+    df, st = aggregate(prefs, pairs, PRINCIPLES, cfg(), seed=0)
+    assert st["dropped_zero"] == 0 and df["rule_decided"].all()
+    df, st = aggregate(prefs, pairs, PRINCIPLES, cfg(rule_mode="off"), seed=0)
+    assert st["dropped_zero"] == 3 and df.height == 0
+
+
+# --------------------------------------------------------------------------- determinism, shape, errors
+def _random_case(n: int = 300, n_princ: int = 8):
+    pairs = make_pairs(n)
+    rng = np.random.default_rng(123)
+    scores = rng.normal(size=(n, n_princ))
+    prefs = make_prefs([(pid, f"p{j}", scores[i, j], None) for i, pid in enumerate(pairs["pair_id"])
+                        for j in range(n_princ)])
+    return prefs, pairs
+
+
+def test_determinism_and_seed_sensitivity():
+    prefs, pairs = _random_case()
+    c = cfg(passes=2, negation_prob=0.5, label_noise=0.1)
+    a, sa = aggregate(prefs, pairs, PRINCIPLES, c, seed=11)
+    b, sb = aggregate(prefs.sample(fraction=1.0, shuffle=True, seed=1), pairs.reverse(), PRINCIPLES, c, seed=11)
+    assert a.equals(b) and sa == sb
+    other, _ = aggregate(prefs, pairs, PRINCIPLES, c, seed=12)
+    assert a["principles"].to_list() != other["principles"].to_list()
+    assert a["example_id"].to_list()[:2] == ["pair00000-0", "pair00001-0"]
+    assert a.filter(pl.col("pass") == 1).height > 0
+
+
+def test_schema_and_empty_input():
+    prefs, pairs = _random_case(20, 3)
+    df, stats = aggregate(prefs, pairs, PRINCIPLES, cfg(passes=2), seed=0)
+    assert df.schema == pl.Schema(EXAMPLE_SCHEMA)
+    assert set(stats) == {"examples", "dropped_zero", "rule_decided", "flipped"}
+    assert set(df["preferred"]) <= {1, 2}
+    assert df["example_id"].is_unique().all()
+
+    empty, stats = aggregate(prefs.clear(), pairs.clear(), PRINCIPLES, cfg(), seed=0)
+    assert empty.height == 0 and empty.schema == pl.Schema(EXAMPLE_SCHEMA)
+    assert stats == {"examples": 0, "dropped_zero": 0, "rule_decided": 0, "flipped": 0}
+
+
+def test_subset_sizes_capped_by_available_principles():
+    prefs, pairs = _random_case(200, 3)
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=8, subset_p=0.05, passes=3), seed=0)
+    assert df["n_principles"].max() == 3 and df["n_principles"].min() == 1
+
+
+def test_unknown_principle_raises():
+    pairs = make_pairs(1)
+    prefs = make_prefs([("pair00000", "mystery", 1.0, None), ("pair00000", "zzz", 1.0, None)])
+    with pytest.raises(ValueError, match="mystery, zzz") as exc:
+        aggregate(prefs, pairs, PRINCIPLES, cfg(), seed=0)
+    assert "\n" not in str(exc.value)
+
+
+def test_unknown_pair_raises():
+    prefs = make_prefs([("ghost", "p0", 1.0, None)])
+    with pytest.raises(ValueError, match="ghost"):
+        aggregate(prefs, make_pairs(1), PRINCIPLES, cfg(), seed=0)
