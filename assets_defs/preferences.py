@@ -5,13 +5,13 @@ import json
 import dagster as dg
 import polars as pl
 
-from assets_defs.principles import TABLE_KEYS
+from assets_defs.principles import TABLE_KEYS, materialized_principles
 from assets_defs.resources import SalmonResource
 from assets_defs.self_align import PAIRS, SFT_MODEL
 from assets_defs.tables import lineage_for, materialize_table
 from salmon_dag.engine import create_engine
 from salmon_dag.model_ref import ModelRef, read_model_ref
-from salmon_dag.principles import PrincipleSet, load_principles
+from salmon_dag.principles import load_principles
 from salmon_dag.settings import Settings
 from salmon_dag.warehouse import WarehouseError
 
@@ -23,15 +23,6 @@ RM_PRINCIPLES = TABLE_KEYS["reward_model"]
 # share of labels preferring response_1 allowed around one half before the balance check fails
 BALANCE_TOLERANCE = 0.15
 BALANCE_MIN_EXAMPLES = 40
-
-
-def reward_principles(salmon: SalmonResource) -> PrincipleSet:
-    """The reward-model principles, checked against the materialized principles table."""
-    pset = load_principles(salmon.settings().principles_path, "reward_model")
-    table = salmon.warehouse.read_table("principles/reward_model")
-    if table.height and table["principle_hash"][0] != pset.content_hash:
-        raise RuntimeError(f"{pset.path} changed since principles/reward_model was built; rebuild it first")
-    return pset
 
 
 def judge_model(salmon: SalmonResource, name: str) -> tuple[ModelRef, str]:
@@ -60,7 +51,7 @@ def build_preference_assets(settings: Settings) -> list:
         from salmon_dag.preferences import judge_preferences
 
         profile = salmon.load_profile()
-        pset = reward_principles(salmon)
+        pset = materialized_principles(salmon, "reward_model")
         pairs = salmon.warehouse.read_table("response_pairs").sort("pair_id")
         if profile.judge.max_pairs:
             pairs = pairs.head(profile.judge.max_pairs)
@@ -96,7 +87,7 @@ def build_preference_assets(settings: Settings) -> list:
         from salmon_dag.aggregation import PrincipleText, aggregate
 
         profile = salmon.load_profile()
-        pset = reward_principles(salmon)
+        pset = materialized_principles(salmon, "reward_model")
         prefs = salmon.warehouse.read_table("synthetic_preferences")
         pairs = salmon.warehouse.read_table("response_pairs")
         texts = [PrincipleText(p.name, p.definition, p.negative_definition) for _, p in pset.principles()]

@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import lineage_for, materialize_table
-from salmon_dag.principles import PRINCIPLE_KINDS, file_hash, load_principles, principle_path, to_frame
+from salmon_dag.principles import PRINCIPLE_KINDS, PrincipleSet, file_hash, load_principles, principle_path, to_frame
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -31,6 +31,16 @@ def observe_versions(settings: Settings) -> dict[dg.AssetKey, str]:
         path = principle_path(settings.principles_path, kind)
         versions[key] = file_hash(path) if path.is_file() else "missing"
     return versions
+
+
+def materialized_principles(salmon: SalmonResource, kind: str) -> PrincipleSet:
+    """The principle file of ``kind``, checked against its materialized table: a stage must not
+    mix a newer file with data built from the older one."""
+    pset = load_principles(salmon.settings().principles_path, kind)
+    table = salmon.warehouse.read_table(f"principles/{kind}")
+    if table.height and table["principle_hash"][0] != pset.content_hash:
+        raise RuntimeError(f"{pset.path} changed since principles/{kind} was built; rebuild it first (salmon run)")
+    return pset
 
 
 def build_principle_assets(settings: Settings) -> list:

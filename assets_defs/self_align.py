@@ -7,14 +7,14 @@ import dagster as dg
 import polars as pl
 
 from assets_defs.base_model import KEY as BASE_MODEL
-from assets_defs.principles import TABLE_KEYS
+from assets_defs.principles import TABLE_KEYS, materialized_principles
 from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import lineage_for, lineage_metadata, loss_curve_markdown, materialize_table
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.lineage import Lineage
 from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
-from salmon_dag.principles import PrincipleSet, load_principles
+from salmon_dag.principles import load_principles
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -25,17 +25,6 @@ PAIRS = dg.AssetKey("response_pairs")
 PRINCIPLES = TABLE_KEYS["self_align"]
 # prompts per engine call: a progress line after each
 CHUNK = 64
-
-
-def current_principles(salmon: SalmonResource) -> PrincipleSet:
-    """The self-align principles, checked against the materialized principles table."""
-    pset = load_principles(salmon.settings().principles_path, "self_align")
-    table = salmon.warehouse.read_table("principles/self_align")
-    if table.height and table["principle_hash"][0] != pset.content_hash:
-        raise RuntimeError(
-            f"{pset.path} changed since principles/self_align was built; rebuild it first (salmon run)"
-        )
-    return pset
 
 
 def train_prompts(salmon: SalmonResource, limit: int | None) -> pl.DataFrame:
@@ -72,7 +61,7 @@ def build_self_align_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         cfg = profile.self_align
-        pset = current_principles(salmon)
+        pset = materialized_principles(salmon, "self_align")
         base = read_model_ref(salmon.warehouse, "base_model")
         prompts = train_prompts(salmon, cfg.max_prompts)
         texts = [build_prompt(pset, p) for p in prompts["prompt"].to_list()]
