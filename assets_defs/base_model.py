@@ -5,8 +5,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_metadata, loss_curve_markdown
-from salmon_dag.lineage import Lineage, files_hash
+from assets_defs.tables import lineage_for, lineage_metadata, loss_curve_markdown
+from salmon_dag.lineage import files_hash
 from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
 from salmon_dag.settings import Settings
 
@@ -40,11 +40,7 @@ def build_base_model_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         cfg = profile.base_model
-        lineage = Lineage(
-            run_id=context.run.run_id,
-            config_hash=profile.section_hash("base_model"),
-            code_version=context.assets_def.code_versions_by_key[KEY] or "",
-        )
+        lineage = lineage_for(context, KEY, profile.section_hash("base_model"))
         metadata: dict[str, object] = {}
         if cfg.kind == "tiny":
             texts = build_corpus(cfg.tiny.shared_data_dir)

@@ -12,7 +12,6 @@ from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import lineage_for, lineage_metadata, loss_curve_markdown, materialize_table
 from salmon_dag.engine import SamplingParams, create_engine
-from salmon_dag.lineage import Lineage
 from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
 from salmon_dag.principles import load_principles
 from salmon_dag.settings import Settings
@@ -122,9 +121,8 @@ def build_self_align_assets(settings: Settings) -> list:
         result = train_sft(base.model_id, sft_examples(data["prompt"].to_list(), data["response"].to_list()),
                            profile.sft, out, seed=profile.seed, log=context.log.info, device=profile.engine.device)
         principle_hash = salmon.warehouse.read_table("self_align_sft_data")["principle_hash"][0]
-        lineage = Lineage(run_id=context.run.run_id, config_hash=profile.section_hash("sft"),
-                          code_version=context.assets_def.code_versions_by_key[SFT_MODEL] or "",
-                          principle_hash=principle_hash, model_id=base.model_id)
+        lineage = lineage_for(context, SFT_MODEL, profile.section_hash("sft"),
+                              principle_hash=principle_hash, model_id=base.model_id)
         info = {"steps": result.steps, "train_examples": result.train_examples, "seconds": round(result.seconds, 1),
                 "final_loss": result.losses[-1][1] if result.losses else None,
                 "resumed_from": result.resumed_from or ""}

@@ -78,7 +78,8 @@ def test_everything_materialized_and_queryable(project):
     from salmon_dag.warehouse import Warehouse
 
     ref = read_model_ref(Warehouse(root / "warehouse"), "base_model")
-    model, tok = load_causal_lm(ref.model_id), load_tokenizer(ref.model_id)
+    model = load_causal_lm(ref.model_id)
+    load_tokenizer(ref.model_id)  # the saved tokenizer loads too
     assert model.config.hidden_size // model.config.num_attention_heads == 64
     assert ref.lineage["run_id"] and ref.info["n_params"] > 0
 
