@@ -18,7 +18,7 @@ from salmon_dag.config import stable_hash
 from salmon_dag.engine.base import Engine
 from salmon_dag.judge import JudgeItem, judge_scores
 from salmon_dag.principles import Principle
-from salmon_dag.rules import check_rule
+from salmon_dag.rules import compare_rule
 from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
 
 KEY = ("pair_id", "principle_content_hash", "judge_model", "template_version")
@@ -60,9 +60,11 @@ def combine(score_ab: np.ndarray, score_ba: np.ndarray, inconsistent: str = "zer
 
 
 def rule_verdicts(p: Principle, instruction: str, a: str, b: str) -> tuple[str | None, bool | None, bool | None, int | None]:
+    """(rule type, a satisfies it, b satisfies it, a - b) for the principle's rule; all None
+    without one. A comparative rule marks the preferred response of the two (neither on a tie)."""
     if p.rule is None:
         return None, None, None, None
-    ok_a, ok_b = check_rule(p.rule, instruction, a), check_rule(p.rule, instruction, b)
+    ok_a, ok_b = compare_rule(p.rule, instruction, a, b)
     return p.rule.type, ok_a, ok_b, int(ok_a) - int(ok_b)
 
 

@@ -1,8 +1,11 @@
 """Verifiable rules: principle checks that need no model.
 
-A principle may carry a ``rule``; later stages evaluate it on each response and store the verdict
-beside the model judgement. This generalises the public SALMON code's two hard-coded rules
-(penalise "As an AI language model" boilerplate; prefer the answer in the instruction's language).
+A principle may carry a ``rule``; later stages evaluate it on a pair of responses and store the
+verdict beside the model judgement. This generalises the public SALMON code's two hard-coded rules
+(penalise "As an AI language model" boilerplate; prefer the answer in the instruction's language)
+and adds rules that *compare* the two responses (``length`` with ``prefer: shorter | longer``),
+which give a principle such as conciseness a decisive verdict on most pairs, where an absolute
+word bound rarely separates two answers.
 """
 
 from __future__ import annotations
@@ -31,19 +34,36 @@ class LanguageMatchRule(_Rule):
 
 
 class LengthRule(_Rule):
-    """Satisfied when the response's word count lies within [min_words, max_words]."""
+    """Word-count rule, absolute or comparative.
+
+    Absolute (``min_words`` / ``max_words``): a response satisfies it when its word count lies in
+    the bounds. Comparative (``prefer: shorter | longer``): of two responses, the shorter (longer)
+    one satisfies it, provided their word counts differ by at least ``min_relative_difference`` of
+    the longer one's; otherwise neither does (a tie).
+    """
 
     type: Literal["length"]
     min_words: int | None = Field(default=None, gt=0)
     max_words: int | None = Field(default=None, gt=0)
+    prefer: Literal["shorter", "longer"] | None = None
+    min_relative_difference: float | None = Field(default=None, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _bounds(self) -> "LengthRule":
-        if self.min_words is None and self.max_words is None:
-            raise ValueError("a length rule needs min_words and/or max_words")
+        absolute = self.min_words is not None or self.max_words is not None
+        if self.prefer is not None and absolute:
+            raise ValueError("a length rule is absolute (min_words/max_words) or comparative (prefer), not both")
+        if self.prefer is None and not absolute:
+            raise ValueError("a length rule needs min_words and/or max_words, or prefer: shorter | longer")
+        if self.prefer is None and self.min_relative_difference is not None:
+            raise ValueError("min_relative_difference needs prefer: shorter | longer")
         if self.min_words and self.max_words and self.min_words > self.max_words:
             raise ValueError("min_words is larger than max_words")
         return self
+
+    @property
+    def comparative(self) -> bool:
+        return self.prefer is not None
 
 
 Rule = Annotated[
@@ -66,8 +86,20 @@ def detect_language(text: str) -> str:
     return py3langid.classify(text)[0]
 
 
-def check_rule(rule: ForbiddenPhraseRule | LanguageMatchRule | LengthRule, instruction: str, response: str) -> bool:
-    """True when ``response`` satisfies ``rule`` for ``instruction``."""
+AnyRule = ForbiddenPhraseRule | LanguageMatchRule | LengthRule
+# default share of the longer answer by which two lengths must differ for a comparative verdict
+DEFAULT_MIN_RELATIVE_DIFFERENCE = 0.2
+
+
+def is_comparative(rule: AnyRule | None) -> bool:
+    """True for rules whose verdict needs both responses (``length`` with ``prefer``)."""
+    return isinstance(rule, LengthRule) and rule.comparative
+
+
+def check_rule(rule: AnyRule, instruction: str, response: str) -> bool:
+    """True when ``response`` satisfies the single-response ``rule`` for ``instruction``."""
+    if is_comparative(rule):
+        raise ValueError(f"rule {rule.model_dump(exclude_none=True)} compares two responses: use compare_rule")
     if isinstance(rule, ForbiddenPhraseRule):
         low = response.lower()
         return not any(p.lower() in low for p in rule.phrases)
@@ -79,3 +111,18 @@ def check_rule(rule: ForbiddenPhraseRule | LanguageMatchRule | LengthRule, instr
             rule.max_words is None or n <= rule.max_words
         )
     raise TypeError(f"unknown rule {rule!r}")
+
+
+def compare_rule(rule: AnyRule, instruction: str, a: str, b: str) -> tuple[bool, bool]:
+    """(a satisfies ``rule``, b satisfies ``rule``) for two responses to ``instruction``.
+
+    Single-response rules check each response on its own; a comparative length rule marks the
+    preferred one of the two (neither when their lengths are too close)."""
+    if not is_comparative(rule):
+        return check_rule(rule, instruction, a), check_rule(rule, instruction, b)
+    wa, wb = word_count(a), word_count(b)
+    margin = DEFAULT_MIN_RELATIVE_DIFFERENCE if rule.min_relative_difference is None else rule.min_relative_difference
+    if wa == wb or abs(wa - wb) < margin * max(wa, wb):
+        return False, False
+    a_shorter = wa < wb
+    return (a_shorter, not a_shorter) if rule.prefer == "shorter" else (not a_shorter, a_shorter)

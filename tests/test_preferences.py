@@ -31,6 +31,7 @@ class Counting:
     def __init__(self, engine):
         self.engine, self.scored = engine, 0
         self.tokenizer = engine.tokenizer
+        self.encode_shared = engine.encode_shared
 
     def shared_prefix_logits(self, prefixes, suffixes, candidates):
         self.scored += sum(len(s) for s in suffixes)
@@ -56,6 +57,10 @@ def test_rule_verdicts():
     assert rule_verdicts(P[0], "q", "a", "b") == (None, None, None, None)
     lang = principle("Same Language", rule={"type": "language_match"})
     assert rule_verdicts(lang, PAIRS["prompt"][2], PAIRS["response_a"][2], PAIRS["response_b"][2])[3] == 1
+    # a comparative rule marks the preferred one of the two responses
+    concise = principle("Concise", rule={"type": "length", "prefer": "shorter", "min_relative_difference": 0.2})
+    assert rule_verdicts(concise, "q", "Mars is a planet.", "Mars is the fourth planet from the sun.") == ("length", True, False, 1)
+    assert rule_verdicts(concise, "q", "One two three.", "Three two one.") == ("length", False, False, 0)
 
 
 def test_incremental_judging_counts_judge_calls(engine):
@@ -104,8 +109,11 @@ def test_a_rule_decides_labels_with_a_meaningless_judge():
     for pair in PAIRS.iter_rows(named=True):
         for p in P:
             rule = rule_verdicts(p, pair["prompt"], pair["response_a"], pair["response_b"])[3]
-            rows.append({"pair_id": pair["pair_id"], "principle": p.name, "score": float(rng.normal()), "rule_score": rule})
-    prefs = pl.DataFrame(rows, schema={"pair_id": pl.Utf8, "principle": pl.Utf8, "score": pl.Float64, "rule_score": pl.Int64})
+            ab, ba = rng.normal(size=2)
+            rows.append({"pair_id": pair["pair_id"], "principle": p.name, "score_ab": ab, "score_ba": ba,
+                         "score": float((ab + ba) / 2), "rule_score": rule})
+    prefs = pl.DataFrame(rows, schema={"pair_id": pl.Utf8, "principle": pl.Utf8, "score_ab": pl.Float64,
+                                       "score_ba": pl.Float64, "score": pl.Float64, "rule_score": pl.Int64})
     texts = [PrincipleText(p.name, p.definition, p.negative_definition) for p in P]
     cfg = AggregationConfig(passes=200, subset_p=0.2, max_principles=3, label_noise=0.0, rule_label_noise=0.0)
     df, stats = aggregate(prefs, PAIRS, texts, cfg, seed=1)

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from salmon_dag.rules import Rule, check_rule, detect_language
+from salmon_dag.rules import Rule, check_rule, compare_rule, detect_language
 
 parse = TypeAdapter(Rule).validate_python
 
@@ -29,12 +29,37 @@ def test_length_bounds():
     assert not check_rule(rule, "q", "this has five words here")
 
 
+def test_comparative_length_prefers_shorter_or_longer_beyond_a_margin():
+    short, long_ = "one two three four five six seven eight", "one two three four five six seven eight nine ten"
+    shorter = parse({"type": "length", "prefer": "shorter", "min_relative_difference": 0.2})
+    longer = parse({"type": "length", "prefer": "longer", "min_relative_difference": 0.2})
+    assert compare_rule(shorter, "q", short, long_) == (True, False)  # 8 vs 10 words: 20% apart
+    assert compare_rule(shorter, "q", long_, short) == (False, True)
+    assert compare_rule(longer, "q", short, long_) == (False, True)
+    nine = "one two three four five six seven eight nine"
+    assert compare_rule(shorter, "q", nine, long_) == (False, False)  # 10% apart: a tie
+    assert compare_rule(longer, "q", short, short + " ") == (False, False)  # same length
+    # default margin 0.2; margin 0 separates any two different lengths
+    assert compare_rule(parse({"type": "length", "prefer": "shorter"}), "q", nine, long_) == (False, False)
+    assert compare_rule(parse({"type": "length", "prefer": "shorter", "min_relative_difference": 0}), "q",
+                        nine, long_) == (True, False)
+    # single-response rules compare by checking each response
+    bound = parse({"type": "length", "max_words": 9})
+    assert compare_rule(bound, "q", nine, long_) == (True, False)
+    with pytest.raises(ValueError, match="compares two responses"):
+        check_rule(shorter, "q", short)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         {"type": "forbidden_phrase", "phrases": []},
         {"type": "length"},
         {"type": "length", "min_words": 5, "max_words": 2},
+        {"type": "length", "prefer": "shorter", "max_words": 10},
+        {"type": "length", "min_words": 3, "min_relative_difference": 0.2},
+        {"type": "length", "prefer": "shortest"},
+        {"type": "length", "prefer": "longer", "min_relative_difference": 1.5},
         {"type": "regex", "pattern": "x"},
         {"type": "language_match", "extra": 1},
     ],
