@@ -11,7 +11,6 @@ from assets_defs.self_align import PAIRS, SFT_MODEL
 from assets_defs.tables import lineage_for, materialize_table
 from salmon_dag.engine import create_engine
 from salmon_dag.model_ref import ModelRef, read_model_ref
-from salmon_dag.principles import load_principles
 from salmon_dag.settings import Settings
 from salmon_dag.warehouse import WarehouseError
 
@@ -90,9 +89,9 @@ def build_preference_assets(settings: Settings) -> list:
         pset = materialized_principles(salmon, "reward_model")
         prefs = salmon.warehouse.read_table("synthetic_preferences")
         pairs = salmon.warehouse.read_table("response_pairs")
-        texts = [PrincipleText(p.name, p.definition, p.negative_definition) for _, p in pset.principles()]
-        df, stats = aggregate(prefs.select("pair_id", "principle", "score", "rule_score"), pairs, texts,
-                              profile.aggregation, profile.seed)
+        texts = [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
+        df, stats = aggregate(prefs.select("pair_id", "principle", "score_ab", "score_ba", "score", "rule_a", "rule_b"),
+                              pairs, texts, profile.aggregation, profile.seed)
         context.log.info(f"rm_training_data: {stats}")
         lineage = lineage_for(context, RM_DATA, profile.section_hash("aggregation"),
                               principle_hash=pset.content_hash, model_id=prefs["judge_model"][0] if prefs.height else None)
@@ -121,12 +120,17 @@ def _checks() -> list:
         ok = df.height > 0 and (df.height < BALANCE_MIN_EXAMPLES or abs(share - 0.5) <= BALANCE_TOLERANCE)
         return dg.AssetCheckResult(passed=ok, metadata={"examples": df.height, "share_preferred_1": round(share, 3)})
 
-    @dg.asset_check(asset=RM_DATA, description="Every reward-model principle appears in some example.")
+    @dg.asset_check(asset=RM_DATA, description="Every materialized reward-model principle that is not in "
+                    "aggregation.exclude_principles appears in some example.")
     def covers_every_principle(salmon: SalmonResource) -> dg.AssetCheckResult:
         df = salmon.warehouse.read_table("rm_training_data")
-        pset = load_principles(salmon.settings().principles_path, "reward_model")
+        # the principle set the data was built from (the materialized table), not the file, which
+        # may have been edited since
+        table = salmon.warehouse.read_table(RM_PRINCIPLES.to_user_string())
+        expected = set(table.filter(pl.col("entry_kind") == "principle")["name"].to_list())
+        expected -= set(salmon.load_profile().aggregation.exclude_principles)
         seen = {p["name"] for row in df["principles"].to_list() for p in json.loads(row)}
-        missing = sorted(p.name for _, p in pset.principles() if p.name not in seen)
-        return dg.AssetCheckResult(passed=not missing, metadata={"missing": str(missing)})
+        missing = sorted(expected - seen)
+        return dg.AssetCheckResult(passed=not missing, metadata={"missing": str(missing), "expected": len(expected)})
 
     return [one_judgement_per_pair_and_principle, label_balance, covers_every_principle]

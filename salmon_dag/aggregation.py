@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from salmon_dag.config import AggregationConfig
+from salmon_dag.rules import AnyRule, LanguageMatchRule, is_comparative
 
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "example_id": pl.Utf8,
@@ -44,32 +45,44 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
 
 _ZERO_VAR_REL = 1e-12
 
-STAT_KEYS: tuple[str, ...] = ("examples", "dropped_zero", "rule_decided", "flipped")
+STAT_KEYS: tuple[str, ...] = ("examples", "dropped_zero", "dropped_rule", "rule_decided", "flipped")
 
 
 @dataclass(frozen=True)
 class PrincipleText:
-    """A reward-model principle as shown to the RM: its positive and its negative definition."""
+    """A reward-model principle as shown to the RM (its positive and negative definition), with
+    its verifiable rule, if any (which decides how the rule acts under ``rule_scope: global``)."""
 
     name: str
     definition: str
     negative_definition: str
+    rule: AnyRule | None = None
 
 
 # --------------------------------------------------------------------------- normalisation
 def normalise_scores(prefs: pl.DataFrame) -> pl.DataFrame:
-    """Add ``norm_score`` = ``score`` / (population variance of ``score`` over that principle).
+    """Add ``norm_score`` = ``score`` / (per-principle variance of the raw per-order scores).
 
-    As in the paper the divisor is the variance (not the standard deviation). A principle whose
-    scores have zero variance keeps its raw scores (so an all-zero principle stays zero).
+    As in SALMON, the divisor is the population variance (ddof 0) of *both* raw scores
+    (``score_ab`` and ``score_ba``) over all judged pairs of that principle, order-inconsistent ones
+    included. Dividing by the variance of the combined, already-zeroed ``score`` instead would
+    inflate a principle the judge is position-biased on: its raw scores swing widely by letter,
+    yet few of its judgements survive the consistency filter, so that variance is small.
+    A principle whose raw scores have zero variance keeps its scores as they are.
     """
-    score = pl.col("score").cast(pl.Float64)
-    var = score.var(ddof=0).over("principle")
-    # Rounding makes the variance of a constant column tiny rather than 0 (e.g. 0.1 repeated):
+    missing = [c for c in ("score", "score_ab", "score_ba") if c not in prefs.columns]
+    if missing:
+        raise ValueError(f"normalise_scores: prefs lacks column(s) {', '.join(missing)}")
+    ab, ba = pl.col("score_ab").cast(pl.Float64), pl.col("score_ba").cast(pl.Float64)
+    # population variance of the 2n values {ab_i} ∪ {ba_i}: E[x²] - E[x]²
+    mean = ((ab + ba) / 2).mean().over("principle")
+    mean_sq = ((ab * ab + ba * ba) / 2).mean().over("principle")
+    var = (mean_sq - mean * mean).clip(lower_bound=0.0)
+    # Rounding leaves a tiny positive variance for a constant column (e.g. 0.1 repeated):
     # anything below ~1e-12 of the scores' mean square counts as zero variance.
-    scale = (score * score).mean().over("principle")
     return prefs.with_columns(
-        pl.when(var > _ZERO_VAR_REL * scale).then(score / var).otherwise(score).alias("norm_score")
+        pl.when(var > _ZERO_VAR_REL * mean_sq).then(pl.col("score").cast(pl.Float64) / var)
+        .otherwise(pl.col("score").cast(pl.Float64)).alias("norm_score")
     )
 
 
@@ -116,8 +129,9 @@ def _empty_examples() -> pl.DataFrame:
     return pl.DataFrame(schema=EXAMPLE_SCHEMA)
 
 
-def _validate(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[PrincipleText]) -> None:
-    missing = [c for c in ("pair_id", "principle", "score") if c not in prefs.columns]
+def _validate(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[PrincipleText],
+              cfg: AggregationConfig) -> None:
+    missing = [c for c in ("pair_id", "principle", "score", "score_ab", "score_ba") if c not in prefs.columns]
     if missing:
         raise ValueError(f"aggregate: prefs lacks column(s) {', '.join(missing)}")
     missing = [c for c in ("pair_id", "prompt_id", "prompt", "response_a", "response_b") if c not in pairs.columns]
@@ -127,20 +141,56 @@ def _validate(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[Pri
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"aggregate: duplicate principle name(s) {', '.join(dup)}")
+    unknown = sorted(set(cfg.exclude_principles) - set(names))
+    if unknown:
+        raise ValueError(f"aggregation.exclude_principles: unknown principle(s) {', '.join(map(repr, unknown))}")
+    if names and set(names) <= set(cfg.exclude_principles):
+        raise ValueError("aggregation.exclude_principles: excludes every principle, nothing left to aggregate")
     unknown = sorted(set(prefs["principle"].unique().to_list()) - set(names))
     if unknown:
         raise ValueError(f"aggregate: principle(s) in prefs but not in the principle set: {', '.join(map(str, unknown))}")
     if prefs.select(pl.struct("pair_id", "principle").is_duplicated().any()).item():
         raise ValueError("aggregate: prefs has duplicate (pair_id, principle) rows")
-    score = prefs["score"].cast(pl.Float64)
-    if score.null_count() or not np.isfinite(score.to_numpy()).all():
-        raise ValueError("aggregate: prefs.score has null or non-finite values")
+    for col in ("score", "score_ab", "score_ba"):
+        values = prefs[col].cast(pl.Float64)
+        if values.null_count() or not np.isfinite(values.to_numpy()).all():
+            raise ValueError(f"aggregate: prefs.{col} has null or non-finite values")
     unknown_pairs = sorted(set(prefs["pair_id"].unique().to_list()) - set(pairs["pair_id"].to_list()))
     if unknown_pairs:
         shown = ", ".join(unknown_pairs[:5]) + (" ..." if len(unknown_pairs) > 5 else "")
         raise ValueError(f"aggregate: {len(unknown_pairs)} pair_id(s) in prefs but not in pairs: {shown}")
     if pairs["pair_id"].is_duplicated().any():
         raise ValueError("aggregate: pairs has duplicate pair_id values")
+
+
+def _with_rule_verdicts(prefs: pl.DataFrame) -> pl.DataFrame:
+    """Ensure ``rule_a`` / ``rule_b`` (null = no rule); they may be derived from ``rule_score``."""
+    if "rule_a" in prefs.columns and "rule_b" in prefs.columns:
+        return prefs
+    if "rule_score" in prefs.columns:
+        r = pl.col("rule_score")
+        return prefs.with_columns((r > 0).alias("rule_a"), (r < 0).alias("rule_b"))
+    return prefs.with_columns(pl.lit(None, dtype=pl.Boolean).alias("rule_a"),
+                              pl.lit(None, dtype=pl.Boolean).alias("rule_b"))
+
+
+def _matrix(prefs: pl.DataFrame, column: str, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Dense (pair × principle) float matrix of ``column``; NaN where not judged or null."""
+    out = np.full(shape, np.nan)
+    out[rows, cols] = prefs[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return out
+
+
+def _global_rules(principles: Sequence[PrincipleText], names: list[str]) -> tuple[list[int], list[int]]:
+    """Column indices (in ``names``) of the global-scope rules, in file order:
+    (hard rules: language match; coin rules: every other single-response rule)."""
+    index = {n: j for j, n in enumerate(names)}
+    hard, coin = [], []
+    for p in principles:
+        if p.rule is None or is_comparative(p.rule) or p.name not in index:
+            continue
+        (hard if isinstance(p.rule, LanguageMatchRule) else coin).append(index[p.name])
+    return hard, coin
 
 
 def aggregate(
@@ -152,29 +202,38 @@ def aggregate(
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Reward-model training examples from judgements; returns ``(examples, stats)``.
 
-    ``prefs`` has one row per judged (pair_id, principle) with ``score`` (order-consistent
-    preference for response_a, > 0 = a better) and optionally ``rule_score`` (+1/-1/0, null when
-    the principle has no rule). ``pairs`` gives the texts. For each pass and each judged pair (in
-    pair_id order) a subset of the pair's judged principles is drawn, each is negated with
+    ``prefs`` has one row per judged (pair_id, principle) with ``score_ab`` / ``score_ba`` (the
+    raw per-order preferences for response_a), ``score`` (their combination, > 0 = a better) and
+    optionally the rule verdicts ``rule_a`` / ``rule_b`` (or ``rule_score`` = a - b; null when the
+    principle has no rule). ``pairs`` gives the texts. Scores are normalised per principle
+    (:func:`normalise_scores`). For each pass and each judged pair (in pair_id order) a subset of
+    the pair's judged principles, minus ``cfg.exclude_principles``, is drawn, each is negated with
     probability ``cfg.negation_prob``, and the label comes from the principle with the largest
-    |signed score| (first in subset order on ties) — or, with ``rule_mode="override"``, from the
-    first chosen principle whose signed rule score is non-zero. ``rule_mode="blend"`` adds
-    ``rule_weight * signed_rule_score`` to each model score; ``"off"`` ignores rules. An example
-    whose deciding score is 0 is dropped (``stats["dropped_zero"]``); a rule-decided example is
-    never dropped. Responses are shown in random order and ``preferred`` (1 or 2) follows the
-    swap; it is then flipped with probability ``cfg.rule_label_noise`` (rule-decided) or
-    ``cfg.label_noise``. Output columns: :data:`EXAMPLE_SCHEMA`; stats keys: :data:`STAT_KEYS`.
+    |signed score| (first in subset order on ties).
+
+    Rules, ``cfg.rule_scope="principle"``: a sampled principle's rule, signed by its negation,
+    either decides (``rule_mode="override"``: the first chosen principle whose rule is decisive),
+    or is added to the model scores with ``rule_weight`` (``"blend"``), or is ignored (``"off"``).
+    A rule-decided example is never dropped.
+
+    Rules, ``cfg.rule_scope="global"`` (the public SALMON code): after the model label (an example
+    whose deciding score is 0 is dropped first), every single-response rule in the file acts on
+    every example, never negated: a decisive one overrides the label with probability
+    ``cfg.global_rule_prob``; then a language rule always does, and drops the example when both
+    responses fail it (``stats["dropped_rule"]``). Comparative rules are not used in this scope.
+
+    Responses are shown in random order and ``preferred`` (1 or 2) follows the swap; it is then
+    flipped with probability ``cfg.rule_label_noise`` (rule-decided) or ``cfg.label_noise``.
+    Output columns: :data:`EXAMPLE_SCHEMA`; stats keys: :data:`STAT_KEYS`.
     """
-    _validate(prefs, pairs, principles)
+    _validate(prefs, pairs, principles, cfg)
     stats = dict.fromkeys(STAT_KEYS, 0)
     if prefs.height == 0:
         return _empty_examples(), stats
 
     by_name = {p.name: p for p in principles}
-    if "rule_score" not in prefs.columns:
-        prefs = prefs.with_columns(pl.lit(None, dtype=pl.Int64).alias("rule_score"))
     # Sorted first so the variance sums (hence norm_score bits) do not depend on input row order.
-    prefs = normalise_scores(prefs.sort("principle", "pair_id"))
+    prefs = normalise_scores(_with_rule_verdicts(prefs).sort("principle", "pair_id"))
 
     # Dense (pair × principle) matrices; pairs in pair_id order, principles in name order.
     pair_ids = sorted(prefs["pair_id"].unique().to_list())
@@ -182,14 +241,17 @@ def aggregate(
     pair_idx = {p: i for i, p in enumerate(pair_ids)}
     name_idx = {n: j for j, n in enumerate(names)}
     n_pairs, n_princ = len(pair_ids), len(names)
+    shape = (n_pairs, n_princ)
     rows = np.array([pair_idx[p] for p in prefs["pair_id"].to_list()], dtype=np.int64)
     cols = np.array([name_idx[n] for n in prefs["principle"].to_list()], dtype=np.int64)
-    norm = np.full((n_pairs, n_princ), np.nan)
-    rule = np.full((n_pairs, n_princ), np.nan)  # NaN = no rule (or not judged)
-    avail = np.zeros((n_pairs, n_princ), dtype=bool)
-    norm[rows, cols] = prefs["norm_score"].to_numpy()
-    rule[rows, cols] = prefs["rule_score"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    norm = _matrix(prefs, "norm_score", rows, cols, shape)
+    rule_a = _matrix(prefs, "rule_a", rows, cols, shape)  # NaN = no rule (or not judged)
+    rule_b = _matrix(prefs, "rule_b", rows, cols, shape)
+    rule = rule_a - rule_b  # +1 only a satisfies the rule, -1 only b, 0 both or neither
+    avail = np.zeros(shape, dtype=bool)
     avail[rows, cols] = True
+    excluded = np.array([n in cfg.exclude_principles for n in names], dtype=bool)
+    avail &= ~excluded[None, :]
     n_avail = avail.sum(axis=1)
 
     text = (
@@ -199,27 +261,30 @@ def aggregate(
     prompt_ids, prompts = text["prompt_id"].to_list(), text["prompt"].to_list()
     resp_a, resp_b = text["response_a"].to_list(), text["response_b"].to_list()
 
+    global_scope = cfg.rule_scope == "global"
+    hard, coin = _global_rules(principles, names) if global_scope else ([], [])
+    tied_rule = np.full(shape, np.nan) if global_scope or cfg.rule_mode == "off" else rule
     k_cap = np.minimum(n_avail, cfg.max_principles)
-    width = int(k_cap.max())
+    width = max(int(k_cap.max()), 1)
     ar = np.arange(n_pairs)
-    use_rules = cfg.rule_mode != "off"
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {c: [] for c in EXAMPLE_SCHEMA}
 
     for pass_no in range(cfg.passes):
         # All draws of a pass, in a fixed order and with outcome-independent shapes.
-        k = _geometric_from_uniform(rng.random(n_pairs), cfg.subset_p, k_cap)
-        keys = np.where(avail, rng.random((n_pairs, n_princ)), np.inf)
-        negate_draw = rng.random((n_pairs, n_princ)) < cfg.negation_prob
+        k = _geometric_from_uniform(rng.random(n_pairs), cfg.subset_p, np.maximum(k_cap, 1))
+        keys = np.where(avail, rng.random(shape), np.inf)
+        negate_draw = rng.random(shape) < cfg.negation_prob
         swap = rng.random(n_pairs) < 0.5
         noise_u = rng.random(n_pairs)
+        coin_u = rng.random((n_pairs, len(coin)))
 
         subset = np.argsort(keys, axis=1, kind="stable")[:, :width]  # random order of available ones
-        valid = np.arange(width)[None, :] < k[:, None]
+        valid = (np.arange(width)[None, :] < k[:, None]) & (n_avail[:, None] > 0)
         negated = negate_draw[:, :width] & valid
         sign = np.where(negated, -1.0, 1.0)
         s = sign * norm[ar[:, None], subset]
-        r = sign * rule[ar[:, None], subset] if use_rules else np.full_like(s, np.nan)
+        r = sign * tied_rule[ar[:, None], subset]
         if cfg.rule_mode == "blend":
             s = s + cfg.rule_weight * np.nan_to_num(r, nan=0.0)
 
@@ -227,16 +292,31 @@ def aggregate(
         rule_hit = valid & ~np.isnan(r) & (r != 0)
         rule_decided = rule_hit.any(axis=1) & (cfg.rule_mode == "override")
         first_rule = np.argmax(rule_hit, axis=1)
-        decider = np.where(rule_decided, first_rule, dominant)
+        position = np.where(rule_decided, first_rule, dominant)
         score = np.where(rule_decided, r[ar, first_rule], s[ar, dominant])
-        keep = score != 0
+        keep = (score != 0) & (n_avail > 0)
+        deciding = np.array([names[subset[i, position[i]]] for i in range(n_pairs)], dtype=object)
+        deciding_negated = negated[ar, position]
+
+        # Global rules (never negated) override the label, in file order; the language rule last.
+        for c, j in enumerate(coin):
+            hit = keep & (np.nan_to_num(rule[:, j]) != 0) & (coin_u[:, c] < cfg.global_rule_prob)
+            score, rule_decided = np.where(hit, rule[:, j], score), rule_decided | hit
+            deciding[hit], deciding_negated = names[j], deciding_negated & ~hit
+        for j in hard:
+            both_fail = keep & (rule_a[:, j] == 0) & (rule_b[:, j] == 0)
+            stats["dropped_rule"] += int(both_fail.sum())
+            keep &= ~both_fail
+            hit = keep & (np.nan_to_num(rule[:, j]) != 0)
+            score, rule_decided = np.where(hit, rule[:, j], score), rule_decided | hit
+            deciding[hit], deciding_negated = names[j], deciding_negated & ~hit
 
         chosen_a = score > 0
         preferred = np.where(chosen_a ^ swap, 1, 2)  # a shown first iff not swapped
         flip = noise_u < np.where(rule_decided, cfg.rule_label_noise, cfg.label_noise)
         preferred = np.where(flip, 3 - preferred, preferred)
 
-        stats["dropped_zero"] += int((~keep).sum())
+        stats["dropped_zero"] += int(((score == 0) & (n_avail > 0)).sum())
         for i in np.flatnonzero(keep):
             chosen = []
             for pos in range(k[i]):
@@ -244,7 +324,6 @@ def aggregate(
                 neg = bool(negated[i, pos])
                 chosen.append({"name": pt.name, "negated": neg,
                                "text": pt.negative_definition if neg else pt.definition})
-            d = decider[i]
             pid = pair_ids[i]
             first, second = (resp_b[i], resp_a[i]) if swap[i] else (resp_a[i], resp_b[i])
             out["example_id"].append(f"{pid}-{pass_no}")
@@ -257,8 +336,8 @@ def aggregate(
             out["preferred"].append(int(preferred[i]))
             out["principles"].append(json.dumps(chosen, ensure_ascii=False))
             out["n_principles"].append(int(k[i]))
-            out["deciding_principle"].append(names[subset[i, d]])
-            out["deciding_negated"].append(bool(negated[i, d]))
+            out["deciding_principle"].append(str(deciding[i]))
+            out["deciding_negated"].append(bool(deciding_negated[i]))
             out["deciding_score"].append(float(score[i]))
             out["rule_decided"].append(bool(rule_decided[i]))
             out["flipped"].append(bool(flip[i]))

@@ -188,13 +188,19 @@ class SelfAlignConfig(_Strict):
 
 
 class PairsConfig(_Strict):
-    """Sampling two SFT-policy responses per prompt (SALMON: temperature ~0.7)."""
+    """Sampling two SFT-policy responses per prompt (SALMON: temperature 0.7, top_p 1.0, up to
+    768 new tokens; a pair is dropped when an output is under 16 characters)."""
 
     max_prompts: int | None = Field(default=None, gt=0)
-    max_new_tokens: int = Field(default=256, gt=0)
+    max_new_tokens: int = Field(default=768, gt=0)
     temperature: float = Field(default=0.7, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    min_words: int = Field(default=3, ge=1)
+    # a pair is dropped when either response is under min_chars characters or min_words words
+    min_chars: int = Field(default=16, ge=1)
+    min_words: int = Field(default=1, ge=1)
+    # completions sampled per prompt; the pair is the first two long enough and different
+    # (SALMON samples 2; more spares prompts whose samples are often too short)
+    candidates: int = Field(default=2, ge=2)
 
 
 class JudgeConfig(_Strict):
@@ -209,18 +215,29 @@ class JudgeConfig(_Strict):
 
 
 class AggregationConfig(_Strict):
-    """Turning judgements into reward-model training examples (SALMON §1.3)."""
+    """Turning judgements into reward-model training examples (SALMON §1.3; defaults = the paper's)."""
 
     passes: int = Field(default=4, gt=0)
     # subset size ~ geometric(subset_p) truncated to [1, max_principles]
-    subset_p: float = Field(default=0.3, gt=0, le=1)
+    subset_p: float = Field(default=0.2, gt=0, le=1)
     max_principles: int = Field(default=8, gt=0)
     negation_prob: float = Field(default=0.5, ge=0, le=1)
     label_noise: float = Field(default=0.1, ge=0, lt=0.5)
-    rule_label_noise: float = Field(default=0.2, ge=0, lt=0.5)
-    # how a principle's verifiable rule combines with the model judgement
+    rule_label_noise: float = Field(default=0.25, ge=0, lt=0.5)
+    # principles that are judged (synthetic_preferences) but never sampled for a training
+    # example (the public SALMON run judges 11 principles and aggregates 8)
+    exclude_principles: list[str] = []
+    # Where verifiable rules act. "principle": a rule counts only when its principle is in the
+    # example's subset and flips with negation (an instructable RM then learns to follow the
+    # rule's principle in both directions). "global" (the public SALMON code): language and
+    # single-response rules act on every example, never negated; comparative rules are not used.
+    rule_scope: Literal["principle", "global"] = "principle"
+    # principle scope: how a sampled principle's rule combines with the model judgement
     rule_mode: Literal["override", "blend", "off"] = "override"
     rule_weight: float = Field(default=1.0, ge=0)
+    # global scope: probability that a decisive single-response rule (e.g. the boilerplate
+    # phrase) overrides the label; the language rule always does
+    global_rule_prob: float = Field(default=0.5, ge=0, le=1)
 
 
 class Profile(_Strict):

@@ -14,6 +14,8 @@ from salmon_dag.aggregation import (
     truncated_geometric,
 )
 from salmon_dag.config import AggregationConfig
+from salmon_dag.preferences import combine
+from salmon_dag.rules import ForbiddenPhraseRule, LanguageMatchRule, LengthRule
 
 PRINCIPLES = [PrincipleText(f"p{i}", f"be good {i}", f"be bad {i}") for i in range(10)]
 
@@ -29,11 +31,31 @@ def make_pairs(n: int) -> pl.DataFrame:
 
 
 def make_prefs(rows: list[tuple[str, str, float, int | None]]) -> pl.DataFrame:
+    """Consistent judgements: both per-order scores equal the combined score."""
     return pl.DataFrame(
         {"pair_id": [r[0] for r in rows], "principle": [r[1] for r in rows],
+         "score_ab": [float(r[2]) for r in rows], "score_ba": [float(r[2]) for r in rows],
          "score": [float(r[2]) for r in rows], "rule_score": [r[3] for r in rows]},
-        schema={"pair_id": pl.Utf8, "principle": pl.Utf8, "score": pl.Float64, "rule_score": pl.Int64},
+        schema={"pair_id": pl.Utf8, "principle": pl.Utf8, "score_ab": pl.Float64, "score_ba": pl.Float64,
+                "score": pl.Float64, "rule_score": pl.Int64},
     )
+
+
+def judged(rows: list[tuple[str, str, float, float]], inconsistent: str = "zero") -> pl.DataFrame:
+    """Judgements from raw per-order scores (pair_id, principle, score_ab, score_ba), combined as
+    synthetic_preferences does."""
+    ab = np.array([r[2] for r in rows], dtype=float)
+    ba = np.array([r[3] for r in rows], dtype=float)
+    _, score = combine(ab, ba, inconsistent)
+    return pl.DataFrame({"pair_id": [r[0] for r in rows], "principle": [r[1] for r in rows],
+                         "score_ab": ab, "score_ba": ba, "score": score})
+
+
+def with_rules(prefs: pl.DataFrame, verdicts: dict[str, tuple[bool, bool]]) -> pl.DataFrame:
+    """Add rule_a / rule_b: ``verdicts[pair_id]`` for principle "rule", null elsewhere."""
+    a = [verdicts[p][0] if n == "rule" else None for p, n in prefs.select("pair_id", "principle").iter_rows()]
+    b = [verdicts[p][1] if n == "rule" else None for p, n in prefs.select("pair_id", "principle").iter_rows()]
+    return prefs.with_columns(pl.Series("rule_a", a, dtype=pl.Boolean), pl.Series("rule_b", b, dtype=pl.Boolean))
 
 
 def cfg(**kw) -> AggregationConfig:
@@ -60,6 +82,52 @@ def test_variance_normalisation_per_principle():
     # a constant column whose float variance is not exactly 0 still counts as zero variance
     const = normalise_scores(make_prefs([(f"x{i}", "p0", 0.1, None) for i in range(7)]))
     assert const["norm_score"].to_list() == [0.1] * 7
+
+
+def test_normalisation_divides_by_variance_of_both_raw_orders():
+    # Hand-computed. Raw per-order scores of p0: (2, 4), (1, -1), (-3, -1); combined ("zero"):
+    # 3, 0 (the orders disagree), -2. The six raw values have mean 1/3 and mean square 32/6, so
+    # the population variance is 32/6 - 1/9 = 47/9. The combined scores alone have variance 38/9:
+    # dividing by that (the old normaliser) would give 27/38, not 27/47.
+    prefs = judged([("x", "p0", 2.0, 4.0), ("y", "p0", 1.0, -1.0), ("z", "p0", -3.0, -1.0)])
+    assert prefs["score"].to_list() == [3.0, 0.0, -2.0]
+    got = normalise_scores(prefs).sort("pair_id")["norm_score"].to_numpy()
+    np.testing.assert_allclose(got, [27 / 47, 0.0, -18 / 47], rtol=1e-12)
+    # inconsistent judgements count towards the variance: without pair y it is different
+    only_xz = normalise_scores(prefs.filter(pl.col("pair_id") != "y")).sort("pair_id")["norm_score"].to_numpy()
+    np.testing.assert_allclose(only_xz, np.array([3.0, -2.0]) / np.var([2.0, 4.0, -3.0, -1.0]), rtol=1e-12)
+
+
+def test_position_biased_principle_no_longer_decides_disproportionately():
+    # 8 principles. Seven are honest, noisy readings of the true preference t. On p7 the judge is
+    # position-biased: a per-pair letter preference c (as large as the signal) is added to the
+    # letter (a), so its two orders agree only when the weak signal 0.5·t beats c, and the
+    # judgements that survive the consistency filter are small. Dividing by the variance of the
+    # zeroed combined scores (mostly zeros) inflates those survivors; dividing by the variance of
+    # the raw per-order scores (SALMON) does not.
+    rng = np.random.default_rng(0)
+    n, names = 3000, [f"p{j}" for j in range(8)]
+    truth = rng.normal(size=n)
+    pairs = make_pairs(n)
+    rows = []
+    for i, pid in enumerate(pairs["pair_id"]):
+        for j, name in enumerate(names):
+            if j == 7:
+                c, signal = rng.normal(), 0.5 * truth[i]
+                rows.append((pid, name, signal + c, signal - c))
+            else:
+                noise = rng.normal(scale=0.5, size=2)
+                rows.append((pid, name, truth[i] + noise[0], truth[i] + noise[1]))
+    prefs = judged(rows)
+    assert 0.2 < (prefs.filter(pl.col("principle") == "p7")["score"] != 0).mean() < 0.4
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(subset_p=0.2, passes=2), seed=0)
+    shares = {p: (df["deciding_principle"] == p).mean() for p in names}
+    assert shares["p7"] < 0.03, f"biased principle decides {shares['p7']:.1%} of labels"
+    assert min(shares[p] for p in names[:7]) > 0.1  # each honest one keeps about its fair share (1/8)
+    # today's normaliser (the variance of the zeroed combined score) let it decide > 10% of labels
+    old = prefs.with_columns(pl.col("score").alias("score_ab"), pl.col("score").alias("score_ba"))
+    df_old, _ = aggregate(old, pairs, PRINCIPLES, cfg(subset_p=0.2, passes=2), seed=0)
+    assert (df_old["deciding_principle"] == "p7").mean() > 0.1
 
 
 def test_normalisation_uses_population_variance():
@@ -266,13 +334,13 @@ def test_schema_and_empty_input():
     prefs, pairs = _random_case(20, 3)
     df, stats = aggregate(prefs, pairs, PRINCIPLES, cfg(passes=2), seed=0)
     assert df.schema == pl.Schema(EXAMPLE_SCHEMA)
-    assert set(stats) == {"examples", "dropped_zero", "rule_decided", "flipped"}
+    assert set(stats) == {"examples", "dropped_zero", "dropped_rule", "rule_decided", "flipped"}
     assert set(df["preferred"]) <= {1, 2}
     assert df["example_id"].is_unique().all()
 
     empty, stats = aggregate(prefs.clear(), pairs.clear(), PRINCIPLES, cfg(), seed=0)
     assert empty.height == 0 and empty.schema == pl.Schema(EXAMPLE_SCHEMA)
-    assert stats == {"examples": 0, "dropped_zero": 0, "rule_decided": 0, "flipped": 0}
+    assert stats == {"examples": 0, "dropped_zero": 0, "dropped_rule": 0, "rule_decided": 0, "flipped": 0}
 
 
 def test_subset_sizes_capped_by_available_principles():
@@ -293,3 +361,97 @@ def test_unknown_pair_raises():
     prefs = make_prefs([("ghost", "p0", 1.0, None)])
     with pytest.raises(ValueError, match="ghost"):
         aggregate(prefs, make_pairs(1), PRINCIPLES, cfg(), seed=0)
+
+
+# --------------------------------------------------------------------------- excluded principles
+def test_excluded_principles_are_judged_but_never_sampled():
+    prefs, pairs = _random_case(200, 4)
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(exclude_principles=["p1", "p3"], passes=3), seed=0)
+    used = {c["name"] for row in df["principles"].to_list() for c in json.loads(row)}
+    assert used == {"p0", "p2"} and set(df["deciding_principle"]) <= {"p0", "p2"}
+    assert df["n_principles"].max() == 2
+    with pytest.raises(ValueError, match="exclude_principles: unknown principle.*'nope'"):
+        aggregate(prefs, pairs, PRINCIPLES, cfg(exclude_principles=["nope"]), seed=0)
+    with pytest.raises(ValueError, match="excludes every principle"):
+        aggregate(prefs, pairs, PRINCIPLES[:4], cfg(exclude_principles=["p0", "p1", "p2", "p3"]), seed=0)
+
+
+# --------------------------------------------------------------------------- rule scope: global
+GLOBAL = [PrincipleText("p0", "be good", "be bad"),
+          PrincipleText("rule", "no boilerplate", "boilerplate", ForbiddenPhraseRule(type="forbidden_phrase", phrases=["x"])),
+          PrincipleText("lang", "same language", "other language", LanguageMatchRule(type="language_match")),
+          PrincipleText("short", "concise", "verbose", LengthRule(type="length", prefer="shorter"))]
+
+
+def global_case(n: int, rule: tuple[bool, bool], lang: tuple[bool, bool] = (True, True),
+                short: tuple[bool, bool] = (True, False), model: float = 1.0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    pairs = make_pairs(n)
+    rows = []
+    for pid in pairs["pair_id"]:
+        for name, verdict in (("p0", None), ("rule", rule), ("lang", lang), ("short", short)):
+            rows.append({"pair_id": pid, "principle": name, "score_ab": model, "score_ba": model, "score": model,
+                         "rule_a": None if verdict is None else verdict[0],
+                         "rule_b": None if verdict is None else verdict[1]})
+    return pl.DataFrame(rows), pairs
+
+
+def test_global_single_response_rule_is_a_coin_and_never_negated():
+    # every model score prefers a; only b passes the boilerplate rule; negation is certain
+    prefs, pairs = global_case(2000, rule=(False, True))
+    c = cfg(rule_scope="global", negation_prob=1.0, max_principles=1, subset_p=1.0,
+            exclude_principles=["rule", "lang", "short"])
+    df, st = aggregate(prefs, pairs, GLOBAL, c, seed=3)
+    assert df.height == 2000 and st["dropped_rule"] == 0
+    by_rule = df.filter(pl.col("rule_decided"))
+    assert abs(by_rule.height / df.height - 0.5) < 0.04  # global_rule_prob 0.5
+    assert set(by_rule["deciding_principle"]) == {"rule"} and not by_rule["deciding_negated"].any()
+    assert all(t.startswith("B") for t in preferred_text(by_rule))  # never negated
+    # the model label (p0 negated → b) is what the others keep
+    assert all(t.startswith("B") for t in preferred_text(df.filter(~pl.col("rule_decided"))))
+    assert (df.filter(~pl.col("rule_decided"))["deciding_principle"] == "p0").all()
+    # probability 1: every example; rule_label_noise applies to rule-decided labels
+    df, _ = aggregate(prefs, pairs, GLOBAL, c.model_copy(update={"global_rule_prob": 1.0, "rule_label_noise": 0.25}), seed=3)
+    assert df["rule_decided"].all() and abs(df["flipped"].mean() - 0.25) < 0.03
+
+
+def test_global_language_rule_overrides_and_drops_when_both_fail():
+    c = cfg(rule_scope="global", global_rule_prob=1.0, exclude_principles=["rule", "lang", "short"])
+    # b passes the boilerplate rule, but only a is in the user's language: language wins, always
+    prefs, pairs = global_case(300, rule=(False, True), lang=(True, False))
+    df, st = aggregate(prefs, pairs, GLOBAL, c, seed=0)
+    assert df.height == 300 and df["rule_decided"].all() and set(df["deciding_principle"]) == {"lang"}
+    assert all(t.startswith("A") for t in preferred_text(df))
+    # both in the wrong language: the example is dropped
+    prefs, pairs = global_case(300, rule=(False, True), lang=(False, False))
+    df, st = aggregate(prefs, pairs, GLOBAL, c, seed=0)
+    assert df.height == 0 and st["dropped_rule"] == 300
+
+
+def test_global_scope_ignores_comparative_rules_and_drops_zero_scores_first():
+    # the comparative "short" rule is decisive for a, yet the model (negative) decides
+    prefs, pairs = global_case(100, rule=(True, True), short=(True, False), model=-1.0)
+    c = cfg(rule_scope="global", max_principles=4, subset_p=1e-9, exclude_principles=["rule", "lang"])
+    df, _ = aggregate(prefs, pairs, GLOBAL, c, seed=0)
+    assert df.height == 100 and not df["rule_decided"].any()
+    assert all(t.startswith("B") for t in preferred_text(df))
+    # principle scope: the same rule decides whenever "short" is sampled
+    df, _ = aggregate(prefs, pairs, GLOBAL, c.model_copy(update={"rule_scope": "principle"}), seed=0)
+    for row, text in zip(df.iter_rows(named=True), preferred_text(df)):
+        sampled = "short" in {c["name"] for c in json.loads(row["principles"])}
+        assert row["rule_decided"] == sampled and text.startswith("A" if sampled else "B")
+    assert df["rule_decided"].any() and not df["rule_decided"].all()
+    # a zero model score is dropped before global rules act (as in the public code)
+    prefs, pairs = global_case(50, rule=(False, True), lang=(True, False), model=0.0)
+    df, st = aggregate(prefs, pairs, GLOBAL, cfg(rule_scope="global", exclude_principles=["rule", "lang", "short"]), seed=0)
+    assert df.height == 0 and st["dropped_zero"] == 50
+
+
+def test_comparative_rule_follows_negation_in_principle_scope():
+    # "short": a is the shorter one. Negated ("verbose") it prefers b, in every pass.
+    prefs, pairs = global_case(400, rule=(True, True), model=0.0)
+    c = cfg(negation_prob=0.5, max_principles=1, subset_p=1.0, exclude_principles=["p0", "rule", "lang"], passes=2)
+    df, st = aggregate(prefs, pairs, GLOBAL, c, seed=1)
+    assert df.height == 800 and df["rule_decided"].all()
+    for row, text in zip(df.iter_rows(named=True), preferred_text(df)):
+        assert text.startswith("B" if row["deciding_negated"] else "A")
+    assert 0.4 < df["deciding_negated"].mean() < 0.6

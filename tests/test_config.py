@@ -2,7 +2,7 @@
 
 import pytest
 
-from salmon_dag.config import ProfileError, available_profiles, load_profile
+from salmon_dag.config import AggregationConfig, PairsConfig, ProfileError, available_profiles, load_profile
 
 
 def test_bundled_profiles_validate():
@@ -60,3 +60,16 @@ def test_extends_from_file_and_section_hash(tmp_path):
     # a change elsewhere leaves the base_model hash alone (only the seed is shared)
     other = load_profile("tiny", {"engine": {"max_batch_size": 3}})
     assert other.section_hash("base_model") == tiny.section_hash("base_model")
+
+
+def test_preference_defaults_are_the_papers_and_profiles_state_their_rule_scope():
+    agg, pairs = AggregationConfig(), PairsConfig()
+    assert (agg.subset_p, agg.rule_label_noise, agg.label_noise, agg.passes, agg.max_principles) == (0.2, 0.25, 0.1, 4, 8)
+    assert agg.global_rule_prob == 0.5 and agg.exclude_principles == []
+    assert (pairs.max_new_tokens, pairs.temperature, pairs.min_chars, pairs.candidates) == (768, 0.7, 16, 2)
+    for name in ("llama2-7b-qlora", "llama2-70b-qlora"):
+        real = load_profile(name)
+        assert real.pairs.max_new_tokens == 768 and real.aggregation.rule_scope == "global"
+    assert load_profile("tiny").aggregation.rule_scope == "principle"
+    with pytest.raises(ProfileError, match=r"aggregation\.rule_scope"):
+        load_profile("tiny", {"aggregation": {"rule_scope": "everywhere"}})

@@ -56,3 +56,38 @@ def test_sensor_observes_only_changed_files(settings):
         rl.write_text(rl.read_text().replace("definition: ", "definition: Truly, ", 1))
         changed = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         assert [e.asset_key.to_user_string() for e in changed.asset_events] == ["principle_files/rl"]
+
+
+def test_principle_coverage_check_reads_the_materialized_principles(settings):
+    """The check compares rm_training_data with the principle set it was built from (the
+    materialized table), not with the file, which may have been edited since."""
+    import json
+
+    import polars as pl
+
+    from assets_defs.preferences import build_preference_assets
+    from assets_defs.resources import SalmonResource
+    from salmon_dag.principles import load_principles, to_frame
+    from salmon_dag.warehouse import Warehouse
+
+    pset = load_principles(settings.principles_dir, "reward_model")
+    names = [p.name for _, p in pset.principles()]
+    wh = Warehouse(settings.warehouse_dir)
+    wh.write_table("principles/reward_model", to_frame(pset))
+    used = [json.dumps([{"name": n, "negated": False, "text": "t"}]) for n in names[1:]]  # names[0] never used
+    wh.write_table("rm_training_data", pl.DataFrame({"principles": used}))
+    # a principle added to the file after the build is not expected in the data
+    path = Path(settings.principles_dir) / "reward_model.yaml"
+    path.write_text(path.read_text() + "  - name: Brand New\n    definition: New.\n    negative_definition: Old.\n")
+
+    def run(profile: str) -> dg.AssetCheckResult:
+        check = next(d for d in build_preference_assets(settings)
+                     if isinstance(d, dg.AssetChecksDefinition) and d.check_key.name == "covers_every_principle")
+        return check(salmon=SalmonResource(profile=profile, warehouse_dir=settings.warehouse_dir,
+                                           principles_dir=settings.principles_dir))
+
+    result = run("tiny")
+    assert not result.passed and result.metadata["missing"].value == str([names[0]])
+    excluded = Path(settings.warehouse_dir).parent / "excluding.yaml"
+    excluded.write_text(f"extends: tiny\naggregation:\n  exclude_principles: [{json.dumps(names[0])}]\n")
+    assert run(str(excluded)).passed
