@@ -61,7 +61,7 @@ def _dialogues() -> list[tuple[str, str]]:
     return [(r["user"], r["assistant"]) for r in rows]
 
 
-def _timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
+def _timed(fn: Callable[[], object], repeats: int = 5) -> tuple[float, object]:
     """Best wall time of ``repeats`` runs (the first also warms caches)."""
     best, result = float("inf"), None
     for _ in range(repeats):

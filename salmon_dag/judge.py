@@ -63,18 +63,24 @@ def judge_scores(
 ) -> np.ndarray:
     """[len(items), len(principles), 2] scores: preference for output 1 in order (1,2) and (2,1).
 
-    ``principles`` are (name, definition) pairs (a negated principle passes its negative
-    definition). ``shared_prefix=False`` is the naive path (every principle re-encodes the whole
-    prompt); both paths give the same scores.
+    ``principles`` are (name, definition) pairs. SALMON judges every principle by its positive
+    definition only; negation happens later, in aggregation, by flipping the sign of the score.
+    ``shared_prefix=False`` is the naive path (every principle re-encodes the whole prompt); both
+    paths see the same tokens and give the same scores.
     """
     a, b = verdict_token_ids(engine.tokenizer)
     suffixes = [judge_suffix(name, definition) for name, definition in principles]
-    prefixes = []
+    prefixes, tails = [], []
     for it in items:
-        prefixes.append(judge_prefix(it.instruction, it.output_1, it.output_2))
-        prefixes.append(judge_prefix(it.instruction, it.output_2, it.output_1))
+        for first, second in ((it.output_1, it.output_2), (it.output_2, it.output_1)):
+            # Whole judge strings are tokenized once and split at their common token prefix, so
+            # the model sees exactly the tokens of a plain call (a suffix encoded on its own can
+            # differ at the seam, e.g. SentencePiece's dummy-prefix space).
+            head, rest = engine.encode_shared([judge_prefix(it.instruction, first, second) + s for s in suffixes])
+            prefixes.append(head)
+            tails.append(rest)
     score = engine.shared_prefix_logits if shared_prefix else engine.naive_prefix_logits
-    blocks = score(prefixes, [suffixes] * len(prefixes), [a, b])
+    blocks = score(prefixes, tails, [a, b])
     scores = np.zeros((len(items), len(principles), 2), dtype=np.float64)
     for i in range(len(items)):
         forward, backward = blocks[2 * i], blocks[2 * i + 1]

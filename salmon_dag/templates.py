@@ -37,7 +37,8 @@ def format_chat_prompt(user_prompt: str) -> str:
 # --------------------------------------------------------------------------- judge (SALMON §1.2)
 # The long, pair-specific part comes first and is shared by every principle; the principle comes
 # last, so an engine can encode the prefix once and score all principles from its KV cache.
-JUDGE_TEMPLATE_VERSION = "1"
+# Version 2: the answer lead names the principle right before the verdict letter.
+JUDGE_TEMPLATE_VERSION = "2"
 JUDGE_LETTERS: tuple[str, str] = ("a", "b")
 # The judge prompt ends right before the letter, so the next token is the verdict.
 JUDGE_ANSWER_LEAD = "Output ("
@@ -61,8 +62,12 @@ def judge_prefix(instruction: str, output_a: str, output_b: str) -> str:
 
 
 def judge_suffix(principle_name: str, principle_definition: str) -> str:
-    """Principle-specific tail of a judge prompt; it ends where the verdict letter is due."""
-    return f"Principle: {principle_name}: {principle_definition.strip()}\n\n{ASSISTANT_TAG} {JUDGE_ANSWER_LEAD}"
+    """Principle-specific tail of a judge prompt. It ends where the verdict letter is due, with an
+    answer lead that names the principle again right before the letter (as SALMON's does)."""
+    return (
+        f"Principle: {principle_definition.strip()}\n\n"
+        f"{ASSISTANT_TAG} Judging by {principle_name}, the better reply is {JUDGE_ANSWER_LEAD}"
+    )
 
 
 # --------------------------------------------------------------------------- self-align (Dromedary)

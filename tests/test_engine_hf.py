@@ -7,8 +7,8 @@ import torch
 from salmon_dag.base_model import load_causal_lm, load_tokenizer
 from salmon_dag.config import EngineConfig
 from salmon_dag.engine import EngineError, PromptTooLongError, SamplingParams, create_engine
-from salmon_dag.judge import JudgeItem, judge_scores
-from salmon_dag.templates import format_chat_prompt
+from salmon_dag.judge import JudgeItem, judge_scores, verdict_token_ids
+from salmon_dag.templates import format_chat_prompt, judge_prefix, judge_suffix
 
 PROMPTS = [
     format_chat_prompt("How do I boil an egg?"),
@@ -151,3 +151,33 @@ def test_peft_adapter_is_applied(tiny_checkpoint, tmp_path):
     got = adapted.next_token_logits([PROMPTS[0]], [5, 6])[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert np.abs(got - plain.next_token_logits([PROMPTS[0]], [5, 6])[0]).max() > 1e-4
+
+
+def test_judge_scores_equal_plain_calls_on_the_whole_judge_string(engine):
+    item = JudgeItem("Name a planet.", "Mars.", "I think the answer might be the planet Jupiter, the largest.")
+    principles = [("Helpful", "The reply answers the request."), ("Concise", "The reply is short.")]
+    scores = judge_scores(engine, [item], principles)
+    a, b = verdict_token_ids(engine.tokenizer)
+    for j, principle in enumerate(principles):
+        forward = judge_prefix(item.instruction, item.output_1, item.output_2) + judge_suffix(*principle)
+        backward = judge_prefix(item.instruction, item.output_2, item.output_1) + judge_suffix(*principle)
+        plain = engine.next_token_logits([forward, backward], [a, b])
+        np.testing.assert_allclose(scores[0, j], [plain[0, 0] - plain[0, 1], plain[1, 1] - plain[1, 0]], atol=1e-4)
+
+
+def test_judge_left_truncation(tiny_checkpoint):
+    cfg = EngineConfig(backend="hf", device="cpu", dtype="float32", max_context=96)
+    item = JudgeItem("Tell me about rivers. " * 10, "Rivers flow to the sea. " * 5, "Water moves downhill. " * 5)
+    principles = [("Helpful", "The reply answers the request."), ("Concise", "Short.")]
+    with pytest.raises(PromptTooLongError, match="set engine truncation: left") as exc:
+        judge_scores(create_engine(cfg, str(tiny_checkpoint)), [item], principles)
+    assert "\n" not in str(exc.value)
+    left = create_engine(cfg.model_copy(update={"truncation": "left"}), str(tiny_checkpoint))
+    scores = judge_scores(left, [item], principles)
+    naive = judge_scores(left, [item], principles, shared_prefix=False)
+    assert np.abs(scores - naive).max() < 1e-4
+    # the longest suffix sees exactly what a plain left-truncated call sees: the last 95 tokens + BOS
+    a, b = verdict_token_ids(left.tokenizer)
+    text = judge_prefix(item.instruction, item.output_1, item.output_2) + judge_suffix(*principles[0])
+    plain = left.next_token_logits([text], [a, b])
+    np.testing.assert_allclose(scores[0, 0, 0], plain[0, 0] - plain[0, 1], atol=1e-4)

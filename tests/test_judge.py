@@ -6,7 +6,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from salmon_dag.base_model import build_corpus, train_tokenizer
-from salmon_dag.engine.base import EngineError
+from salmon_dag.engine.base import Engine, EngineError
 from salmon_dag.judge import letter_token_id, verdict_token_ids
 from salmon_dag.templates import JUDGE_ANSWER_LEAD, judge_prefix, judge_suffix
 
@@ -84,12 +84,14 @@ def test_order_bookkeeping_with_a_scripted_engine():
 
     class Scripted:
         tokenizer = tok
+        encode_shared = Engine.encode_shared
 
         def shared_prefix_logits(self, prefixes, suffixes, cands):
             # favour whichever letter shows the text "GOOD"
             out = []
             for p, sufs in zip(prefixes, suffixes):
-                good_is_a = p.index("GOOD") < p.index("BAD")
+                text = tok.decode(p)
+                good_is_a = text.index("GOOD") < text.index("BAD")
                 row = [3.0, 1.0] if good_is_a else [1.0, 3.0]
                 out.append(np.array([row] * len(sufs)))
             return out
@@ -98,3 +100,45 @@ def test_order_bookkeeping_with_a_scripted_engine():
                           [("P", "d")])
     assert scores[0, 0].tolist() == [2.0, 2.0]
     assert scores[1, 0].tolist() == [-2.0, -2.0]
+
+
+def test_answer_lead_names_the_principle_right_before_the_letter():
+    suffix = judge_suffix("Concise", "The reply is short.")
+    assert suffix.endswith(f"Judging by Concise, the better reply is {JUDGE_ANSWER_LEAD}")
+    assert suffix.index("The reply is short.") < suffix.rindex("Concise")
+    assert "Concise" not in judge_prefix("Q?", "First.", "Second.")  # the prefix stays principle-free
+
+
+class _Tokens:
+    """Just enough of an engine to call Engine.encode_shared with a given tokenizer."""
+
+    encode_shared = Engine.encode_shared
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_shared_prefix_split_is_exactly_the_plain_tokenization(name):
+    tok = TOKENIZERS[name]()
+    prefix = judge_prefix("How do I boil an egg?", "Boil it for nine minutes.", "Eggs are nice.")
+    prompts = [prefix + judge_suffix(n, d) for n, d in
+               (("Helpful", "Be helpful."), ("Concise", "Be brief."), ("Honest", "Say true things."))]
+    head, rest = _Tokens(tok).encode_shared(prompts)
+    for text, tail in zip(prompts, rest):
+        assert head + tail == tok(text, add_special_tokens=True)["input_ids"]
+        assert tail  # every suffix keeps a token to score
+    # the shared part covers (nearly) the whole principle-free prefix
+    assert len(head) >= len(tok(prefix, add_special_tokens=True)["input_ids"]) - 2
+    # one prompt: all but its last token are shared
+    head, rest = _Tokens(tok).encode_shared(prompts[:1])
+    assert len(rest[0]) == 1 and head + rest[0] == tok(prompts[0], add_special_tokens=True)["input_ids"]
+
+
+def test_sentencepiece_suffix_encoded_alone_differs_at_the_seam():
+    """Why the judge tokenizes whole strings: Metaspace adds a dummy-prefix space to a suffix
+    encoded on its own, so prefix ids + suffix ids are not the ids of the whole string."""
+    tok = sentencepiece_like()
+    prefix, suffix = "Output (a): yes", "Principle: Concise"
+    alone = tok(prefix, add_special_tokens=True)["input_ids"] + tok(suffix, add_special_tokens=False)["input_ids"]
+    assert alone != tok(prefix + suffix, add_special_tokens=True)["input_ids"]

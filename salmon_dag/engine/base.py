@@ -16,6 +16,7 @@ Prompts are strings (encoded with the model's special tokens, e.g. BOS) or lists
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,17 @@ class Engine(ABC):
     def encode_suffix(self, text: str) -> list[int]:
         """Token ids of text that continues a prompt (no special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_shared(self, prompts: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """Encode whole prompts (with special tokens) and split them at their longest common token
+        prefix: (prefix ids, remainder ids per prompt). Every remainder keeps at least one token,
+        so it can be scored after the prefix; ``prefix + remainder`` is exactly ``encode(prompt)``."""
+        if not prompts:
+            raise EngineError("encode_shared needs at least one prompt")
+        encoded = [list(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+        common = len(os.path.commonprefix(encoded))
+        common = min(common, min(len(e) for e in encoded) - 1)
+        return encoded[0][:common], [e[common:] for e in encoded]
 
     def fit(self, ids: list[int], reserve: int, index: int) -> list[int]:
         """Apply the truncation policy so that ``ids`` plus ``reserve`` new tokens fit the context.
@@ -213,10 +225,13 @@ class Engine(ABC):
                 raise EngineError(f"prefix {i} has an empty suffix")
             longest = max((len(s) for s in enc), default=0)
             if len(prefix) + longest > self.max_context:
-                raise PromptTooLongError(
-                    f"prompt {i} has {len(prefix) + longest} tokens (prefix {len(prefix)} + suffix "
-                    f"{longest}); the context window is {self.max_context}"
-                )
+                if self.truncation == "error":
+                    raise PromptTooLongError(
+                        f"prompt {i} has {len(prefix) + longest} tokens (prefix {len(prefix)} + suffix "
+                        f"{longest}); the context window is {self.max_context} (set engine truncation: left to cut it)"
+                    )
+                # left truncation cuts the shared prefix so that it fits with its longest suffix
+                prefix = self.fit(prefix, longest, i)
             jobs.append((prefix, enc))
         return jobs
 

@@ -99,34 +99,38 @@ class HFEngine(Engine):
         cand = torch.tensor(cands, device=self.device)
         out = [np.zeros((len(s), len(cands)), dtype=np.float64) for _, s in jobs]
         with self._inference():
-            # a full batch of prefixes at a time; their suffix rows then run in batch-sized chunks
+            # A batch of prefixes is encoded once; then suffix j of every prefix in the batch runs
+            # as one chunk ("column"), whose rows line up with the prefix cache, so the cache is
+            # used as it is instead of gathered row by row (the judge's suffix j is the same
+            # principle for every prefix, so a column also has near-equal lengths).
             for members in self._batches([len(p) for p, _ in jobs]):
                 p_ids, p_mask, p_pos = self._left_pad([jobs[m][0] for m in members])
                 cache = self._forward(p_ids, p_mask, p_pos, use_cache=True, logits_to_keep=1).past_key_values
+                layers = _cache_layers(cache)
                 real_len = p_mask.sum(-1)
-                rows = [(g, m, j) for g, m in enumerate(members) for j in range(len(jobs[m][1]))]
-                rows.sort(key=lambda r: len(jobs[r[1]][1][r[2]]))  # similar lengths: little padding
-                for start in range(0, len(rows), self.max_batch_size):
-                    chunk = rows[start : start + self.max_batch_size]
-                    scores = self._suffix_scores(cache, p_mask, real_len, chunk, jobs, cand)
-                    for (g, m, j), row in zip(chunk, scores):
+                for j in range(max(len(jobs[m][1]) for m in members)):
+                    rows = [(g, m) for g, m in enumerate(members) if j < len(jobs[m][1])]
+                    scores = self._suffix_scores(layers, p_mask, real_len, rows, [jobs[m][1][j] for _, m in rows],
+                                                 cand, all_rows=len(rows) == len(members))
+                    for (_, m), row in zip(rows, scores):
                         out[m][j] = row
         return out
 
-    def _suffix_scores(self, cache, p_mask, real_len, chunk, jobs, cand) -> np.ndarray:
-        """Run one chunk of suffixes on copies of their prefixes' KV cache.
+    def _suffix_scores(self, layers, p_mask, real_len, rows, suffixes, cand, all_rows: bool) -> np.ndarray:
+        """Score one suffix per row after its prefix's cached keys and values.
 
         Suffixes are left-padded too (pads sit between prefix and suffix, masked out), so every
-        row ends at its last real token and only one logits row per suffix is computed.
+        row ends at its last real token and only one logits row per suffix is computed. When the
+        rows are the whole prefix batch the cache tensors are used without a copy.
         """
-        select = torch.tensor([g for g, _, _ in chunk], device=self.device)
-        s_ids, s_mask, s_pos = self._left_pad([jobs[m][1][j] for _, m, j in chunk])
-        rows_cache = DynamicCache()
-        for layer, (keys, values) in enumerate(_cache_layers(cache)):
-            rows_cache.update(keys.index_select(0, select), values.index_select(0, select), layer)
-        mask = torch.cat([p_mask.index_select(0, select), s_mask], dim=-1)
-        positions = real_len.index_select(0, select)[:, None] + s_pos
-        logits = self._forward(s_ids, mask, positions, past_key_values=rows_cache, logits_to_keep=1).logits
+        if not all_rows:
+            select = torch.tensor([g for g, _ in rows], device=self.device)
+            layers = [(k.index_select(0, select), v.index_select(0, select)) for k, v in layers]
+            p_mask, real_len = p_mask.index_select(0, select), real_len.index_select(0, select)
+        s_ids, s_mask, s_pos = self._left_pad(suffixes)
+        mask = torch.cat([p_mask, s_mask], dim=-1)
+        logits = self._forward(s_ids, mask, real_len[:, None] + s_pos, past_key_values=_cache_over(layers),
+                               logits_to_keep=1).logits
         return logits[:, -1, :].index_select(-1, cand).double().cpu().numpy()
 
     # ------------------------------------------------------------------ generation
@@ -175,3 +179,13 @@ class HFEngine(Engine):
 def _cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(keys, values) per layer of a transformers DynamicCache."""
     return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _cache_over(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A DynamicCache holding the given tensors without copying them (filling a fresh cache with
+    ``update`` would concatenate them onto an empty tensor). A forward pass then concatenates its
+    new keys into new tensors, so the given ones stay untouched for the next suffix chunk."""
+    cache = DynamicCache(ddp_cache_data=[(k[:, :, :0], v[:, :, :0]) for k, v in layers])
+    for layer, (keys, values) in zip(cache.layers, layers):
+        layer.keys, layer.values = keys, values
+    return cache
