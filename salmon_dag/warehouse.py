@@ -167,14 +167,32 @@ class Warehouse:
         return tables
 
     def query(self, sql: str) -> tuple[list[str], list[tuple]]:
-        """Run ``sql`` on a read-only connection; returns (column names, rows)."""
+        """Run ``sql`` read-only; returns (column names, rows).
+
+        Read-only in fact, not just for the database file: only SELECT statements run (DESCRIBE,
+        SHOW, SUMMARIZE and FROM-first queries are SELECTs; COPY, ATTACH, INSTALL/LOAD, SET and
+        EXPLAIN ANALYZE, which executes what it explains, are refused), and the connection may
+        touch no file but the warehouse's own tables (DuckDB's ``enable_external_access=false``
+        with ``allowed_paths``, then ``lock_configuration``), so no statement can write a file
+        or read one outside the warehouse.
+        """
         if not self.db_path.is_file():
             raise WarehouseError(f"no warehouse database at {self.db_path}; run `salmon run` first")
         try:
-            con = duckdb.connect(str(self.db_path), read_only=True)
+            con = duckdb.connect(str(self.db_path), read_only=True, config={
+                "autoinstall_known_extensions": False, "autoload_known_extensions": False})
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open {self.db_path}: {str(exc).splitlines()[0]}") from None
         try:
+            # allowed_paths must be set on a running database, before external access is switched off
+            con.execute("set allowed_paths = $paths", {"paths": [str(self.table_path(t)) for t in self.tables()]})
+            con.execute("set enable_external_access = false")
+            con.execute("set lock_configuration = true")
+            for statement in con.extract_statements(sql):
+                if statement.type != duckdb.StatementType.SELECT:
+                    kind = statement.type.name.replace("_", " ")
+                    raise WarehouseError(f"salmon sql is read-only: {kind} statements are not allowed, only queries "
+                                         "(SELECT, FROM, DESCRIBE, SHOW, SUMMARIZE)")
             cur = con.execute(sql)
             cols = [d[0] for d in cur.description] if cur.description else []
             return cols, cur.fetchall() if cols else []

@@ -1,6 +1,8 @@
 """Warehouse: atomic writes, DuckDB views, read-only queries."""
 
 import os
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -31,6 +33,62 @@ def test_query_is_read_only_and_errors_are_one_line(tmp_path):
     assert "\n" not in str(exc.value)
     with pytest.raises(WarehouseError, match="missing_table"):
         wh.query("select * from missing_table")
+
+
+def _snapshot(root) -> dict:
+    """Every file under ``root`` (the DuckDB lock file aside) with its bytes."""
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".duckdb.lock"}
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """A warehouse with one table, a file outside it, and the queries that must all fail."""
+    wh = Warehouse(tmp_path / "wh")
+    wh.write_table("t", pl.DataFrame({"a": [1, 2]}))
+    secret = tmp_path / "secret.csv"
+    secret.write_text("x\n42\n")
+    table = wh.table_path("t")
+    queries = {
+        "copy to a file": f"copy (select 1) to '{tmp_path / 'out.csv'}'",
+        "copy over a table file": f"copy (select 9 as a) to '{table}' (format parquet, use_tmp_file false)",
+        "explain analyze runs what it explains": f"explain analyze copy (select 9 as a) to '{table}' (use_tmp_file false)",
+        "attach": f"attach '{tmp_path / 'other.duckdb'}' as other",
+        "read a file outside the warehouse": f"select * from read_csv('{secret}')",
+        "read a file by path": f"select * from '{secret}'",
+        "glob the file system": "select * from glob('/etc/*')",
+        "install": "install httpfs",
+        "load": "load httpfs",
+        "re-enable external access": "set enable_external_access = true",
+        "a second statement": f"select 1; copy (select 1) to '{tmp_path / 'out2.csv'}'",
+    }
+    return wh, tmp_path, queries
+
+
+def test_sql_cannot_write_or_read_outside_the_warehouse(hostile):
+    wh, root, queries = hostile
+    before = _snapshot(root)
+    for what, sql in queries.items():
+        with pytest.raises(WarehouseError) as exc:
+            wh.query(sql)
+        assert "\n" not in str(exc.value), what
+        assert _snapshot(root) == before, f"{what} changed files"
+    # what remains allowed: queries over the views and the table files themselves
+    assert wh.query("select sum(a) from t")[1] == [(3,)]
+    assert wh.query(f"select count(*) from '{wh.table_path('t')}'")[1] == [(2,)]
+    assert wh.query("describe t")[1][0][0] == "a"
+    assert wh.query("summarize t")[0][0] == "column_name"
+
+
+def test_salmon_sql_command_refuses_each_hostile_query(hostile):
+    wh, root, queries = hostile
+    before = _snapshot(root)
+    for what, sql in queries.items():
+        proc = subprocess.run([sys.executable, "-m", "salmon_dag.cli", "sql", "--warehouse", str(wh.root), sql],
+                              capture_output=True, text=True)
+        assert proc.returncode != 0, what
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (what, proc.stderr)
+        assert _snapshot(root) == before, f"{what} changed files"
 
 
 def test_failed_write_leaves_old_table(tmp_path, monkeypatch):
