@@ -158,7 +158,12 @@ def load_principles(principles_dir: Path | str, kind: str) -> PrincipleSet:
     path = principle_path(principles_dir, kind)
     if not path.is_file():
         raise PrincipleError(f"{path}: principle file not found")
-    return parse_principles(path.read_text(encoding="utf-8"), kind, path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrincipleError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                             "save the file as UTF-8") from None
+    return parse_principles(text, kind, path)
 
 
 def _check_names(data: BaseModel, path: Path | str) -> None:

@@ -142,3 +142,12 @@ def test_missing_file(tmp_path):
     with pytest.raises(PrincipleError, match="principle file not found"):
         load_principles(tmp_path, "rl")
     assert set(PRINCIPLE_KINDS) == {"self_align", "reward_model", "rl"}
+
+
+def test_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "reward_model.yaml"
+    path.write_bytes("version: 1\nkind: reward_model\nprinciples:\n  - name: Caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(PrincipleError) as exc:
+        load_principles(tmp_path, "reward_model")
+    msg = str(exc.value)
+    assert str(path) in msg and "not UTF-8" in msg and "0xe9" in msg and "\n" not in msg
