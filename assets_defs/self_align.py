@@ -156,18 +156,23 @@ def build_self_align_assets(settings: Settings) -> list:
         sft = read_model_ref(salmon.warehouse, "sft_model")
         prompts = train_prompts(salmon, cfg.max_prompts)
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                n=2, seed=profile.seed)
+                                n=cfg.candidates, seed=profile.seed)
         with create_engine(profile.engine, sft.model_id, sft.revision, sft.adapter_path) as engine:
             from salmon_dag.templates import format_chat_prompt
 
             outputs = generate_in_chunks(context, engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()],
                                          params, "response pairs")
-        pairs, dropped = make_pairs(prompts, outputs, min_words=cfg.min_words)
-        context.log.info(f"response_pairs: {pairs.height} pairs; dropped {dropped}")
+        pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars)
+        context.log.info(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")
         lineage = lineage_for(context, PAIRS, profile.section_hash("pairs", "engine"),
                               principle_hash=sft.lineage.get("principle_hash"), model_id=sft.adapter_path)
-        return materialize_table(salmon.warehouse, PAIRS, pairs, lineage,
-                                 extra_metadata={f"dropped/{r}": n for r, n in sorted(dropped.items())})
+        sampled = counts.get("candidates/sampled", 0)
+        return materialize_table(salmon.warehouse, PAIRS, pairs, lineage, extra_metadata={
+            "prompts": prompts.height,
+            # how often the policy's samples are too short to use, shown rather than hidden
+            "share_candidates_too_short": round(counts.get("candidates/too_short", 0) / sampled, 3) if sampled else 0.0,
+            **{(k if k.startswith("candidates/") else f"dropped/{k}"): n for k, n in sorted(counts.items())},
+        })
 
     return [self_align_sft_data, sft_model, response_pairs, *_checks()]
 

@@ -32,29 +32,43 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
     return hashlib.sha256(f"{prompt_id}\x00{a}\x00{b}".encode()).hexdigest()[:16]
 
 
-def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], min_words: int) -> tuple[pl.DataFrame, dict[str, int]]:
-    """One row per prompt whose two completions are both at least ``min_words`` long and differ.
+def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], min_words: int = 1,
+               min_chars: int = 1) -> tuple[pl.DataFrame, dict[str, int]]:
+    """At most one pair per prompt: the first two of its sampled completions that both have at
+    least ``min_chars`` characters and ``min_words`` words (after stripping) and differ.
 
-    ``prompts`` has prompt_id, prompt, question_type (row order = ``outputs`` order). Returns the
-    pairs and a count of dropped prompts by reason (``too_short``, ``identical``).
+    ``prompts`` has prompt_id, prompt, question_type (row order = ``outputs`` order); each prompt
+    has two or more completions (more than two: spare candidates for a policy whose samples are
+    often too short). Returns the pairs and counts: prompts dropped by reason (``too_short``:
+    fewer than two long-enough completions; ``identical``: no two different ones) and, under
+    ``candidates/``, how many completions were sampled and how many were too short.
     """
     rows, dropped = [], Counter()
     for (pid, prompt, qtype), comps in zip(prompts.select("prompt_id", "prompt", "question_type").iter_rows(), outputs):
-        if len(comps) != 2:
-            raise ValueError(f"prompt {pid}: expected 2 completions, got {len(comps)}")
-        a, b = (c.text.strip() for c in comps)
-        words = (word_count(a), word_count(b))
-        if min(words) < min_words:
+        if len(comps) < 2:
+            raise ValueError(f"prompt {pid}: expected at least 2 completions, got {len(comps)}")
+        dropped["candidates/sampled"] += len(comps)
+        usable = []
+        for c in comps:
+            text = c.text.strip()
+            if word_count(text) < min_words or len(text) < min_chars:
+                dropped["candidates/too_short"] += 1
+            else:
+                usable.append((text, c))
+        if len(usable) < 2:
             dropped["too_short"] += 1
             continue
-        if a == b:
+        first = usable[0]
+        second = next((u for u in usable[1:] if u[0] != first[0]), None)
+        if second is None:
             dropped["identical"] += 1
             continue
+        (a, ca), (b, cb) = first, second
         rows.append({
             "pair_id": pair_id(pid, a, b), "prompt_id": pid, "prompt": prompt, "question_type": qtype,
             "response_a": a, "response_b": b,
-            "finish_reason_a": comps[0].finish_reason, "finish_reason_b": comps[1].finish_reason,
-            "tokens_a": len(comps[0].token_ids), "tokens_b": len(comps[1].token_ids),
-            "words_a": words[0], "words_b": words[1],
+            "finish_reason_a": ca.finish_reason, "finish_reason_b": cb.finish_reason,
+            "tokens_a": len(ca.token_ids), "tokens_b": len(cb.token_ids),
+            "words_a": word_count(a), "words_b": word_count(b),
         })
     return pl.DataFrame(rows, schema=PAIR_SCHEMA), dict(dropped)

@@ -21,9 +21,25 @@ def test_make_pairs_drops_short_and_identical():
                [comp("same words here"), comp("same words here")]]
     pairs, dropped = make_pairs(PROMPTS, outputs, min_words=3)
     assert pairs["prompt_id"].to_list() == ["p1"]
-    assert dropped == {"too_short": 1, "identical": 1}
+    assert dropped == {"too_short": 1, "identical": 1, "candidates/sampled": 6, "candidates/too_short": 1}
     assert pairs["pair_id"][0] == pair_id("p1", "one two three", "four five six")
     assert pairs["words_a"][0] == 3
+
+
+def test_min_chars_as_in_salmon():
+    # SALMON drops a pair when an output is under 16 characters
+    outputs = [[comp("Fifteen chars!!"), comp("Sixteen chars!!!")], [comp("Sixteen chars!!!"), comp("Seventeen chars!!")]]
+    pairs, dropped = make_pairs(PROMPTS[:2], outputs, min_chars=16)
+    assert pairs["prompt_id"].to_list() == ["p2"] and dropped["too_short"] == 1
+
+
+def test_spare_candidates_fill_a_pair():
+    # the first two long-enough, different candidates make the pair; the others are spares
+    outputs = [[comp("no"), comp("a long enough one"), comp("a long enough one"), comp("another long one"),
+                comp("unused but long")]]
+    pairs, counts = make_pairs(PROMPTS[:1], outputs, min_words=3)
+    assert pairs.select("response_a", "response_b").row(0) == ("a long enough one", "another long one")
+    assert counts == {"candidates/sampled": 5, "candidates/too_short": 1}
 
 
 def test_sampling_gives_two_distinct_responses_per_prompt(tiny_checkpoint):
@@ -31,6 +47,7 @@ def test_sampling_gives_two_distinct_responses_per_prompt(tiny_checkpoint):
     outputs = engine.generate([format_chat_prompt(p) for p in ["Name a fruit.", "Say hello.", "Count to three."]],
                               SamplingParams(max_new_tokens=12, temperature=0.7, n=2, seed=0))
     pairs, dropped = make_pairs(PROMPTS, outputs, min_words=1)
-    assert pairs.height + sum(dropped.values()) == 3
+    assert pairs.height + dropped.get("too_short", 0) + dropped.get("identical", 0) == 3
+    assert dropped["candidates/sampled"] == 6
     assert dropped.get("identical", 0) == 0
     assert (pairs["response_a"] != pairs["response_b"]).all()
