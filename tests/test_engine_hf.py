@@ -1,5 +1,7 @@
 """The transformers backend: padding-invariance, scoring, prefix sharing, generation, errors."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -181,3 +183,31 @@ def test_judge_left_truncation(tiny_checkpoint):
     text = judge_prefix(item.instruction, item.output_1, item.output_2) + judge_suffix(*principles[0])
     plain = left.next_token_logits([text], [a, b])
     np.testing.assert_allclose(scores[0, 0, 0], plain[0, 0] - plain[0, 1], atol=1e-4)
+
+
+def test_generation_over_a_shared_prompt_prefix_equals_plain_generation(engine, monkeypatch):
+    """A long prefix shared by a batch (the self-align prompt) is encoded once; every row must
+    still see exactly its own prompt: greedy tokens and their log-probs match plain generation."""
+    import salmon_dag.engine.hf as hf
+
+    shared = "Principles: be kind, be brief, be honest. " * 12
+    prompts = [format_chat_prompt(shared + q) for q in ("Name a planet.", "How do I boil an egg?", "Say hi.")]
+    assert len(os.path.commonprefix([engine.encode(p) for p in prompts])) >= hf.SHARED_PROMPT_MIN_TOKENS
+    greedy = SamplingParams(max_new_tokens=10, temperature=0.0, stop=(), logprobs=True)
+    widths = []
+    forward = engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda ids, *a, **kw: widths.append(tuple(ids.shape)) or forward(ids, *a, **kw))
+    fast = engine.generate(prompts, greedy)
+    assert len(widths) == 1 and widths[0][0] == 1 and widths[0][1] >= hf.SHARED_PROMPT_MIN_TOKENS  # once, one row
+    monkeypatch.setattr(hf, "SHARED_PROMPT_MIN_TOKENS", 10**9)
+    plain = engine.generate(prompts, greedy)
+    assert len(widths) == 1  # the plain path encodes every prompt in full inside generate
+    assert [c[0].token_ids for c in fast] == [c[0].token_ids for c in plain]
+    for f, p in zip(fast, plain):
+        np.testing.assert_allclose(f[0].logprobs, p[0].logprobs, atol=1e-4)
+    monkeypatch.undo()
+    # several samples per prompt over the shared cache, reproducible with a seed
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=3, seed=5, stop=())
+    first, again = engine.generate(prompts, params), engine.generate(prompts, params)
+    assert [[c.token_ids for c in cs] for cs in first] == [[c.token_ids for c in cs] for cs in again]
+    assert all(len(cs) == 3 for cs in first) and any(len({c.token_ids for c in cs}) > 1 for cs in first)

@@ -2,11 +2,13 @@
 
 Batches are sorted by length and left-padded, with attention masks and position ids derived from
 the mask, so padding never changes a result. ``shared_prefix_logits`` encodes each judge prefix
-once and scores every principle suffix from a copy of its KV cache.
+once and scores every principle suffix from its KV cache; generation encodes a long prompt
+prefix shared by a batch (the self-align principles and exemplars) once.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -15,6 +17,9 @@ import torch
 from transformers import DynamicCache
 
 from salmon_dag.engine.base import Completion, Engine, Prompt, SamplingParams
+
+# Prompts of one generation batch that share at least this many leading tokens encode them once.
+SHARED_PROMPT_MIN_TOKENS = 64
 
 
 class HFEngine(Engine):
@@ -134,13 +139,36 @@ class HFEngine(Engine):
         return logits[:, -1, :].index_select(-1, cand).double().cpu().numpy()
 
     # ------------------------------------------------------------------ generation
+    def _shared_prompt_inputs(self, seqs: list[list[int]], n: int) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None]:
+        """(input_ids, attention_mask, past_key_values) for generating from ``seqs``.
+
+        When the prompts share a long token prefix (the self-align prompt: ~3.5k tokens of
+        principles and exemplars before each request) it is encoded once, its cache is expanded to
+        every row (``n`` samples per prompt), and each row is ``prefix + pads + own tail``: the
+        pads are masked out and positions follow the mask, so rows see exactly their own prompt.
+        Otherwise: plain left padding and no cache.
+        """
+        shared = min(len(os.path.commonprefix(seqs)), min(len(q) for q in seqs) - 1)
+        if shared < SHARED_PROMPT_MIN_TOKENS:
+            ids, mask, _ = self._left_pad(seqs)
+            return ids, mask, None
+        prefix = torch.tensor([seqs[0][:shared]], device=self.device)
+        ones = torch.ones_like(prefix)
+        cache = self._forward(prefix, ones, (ones.cumsum(-1) - 1), use_cache=True, logits_to_keep=1).past_key_values
+        rows = len(seqs) * n
+        layers = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in _cache_layers(cache)]
+        t_ids, t_mask, _ = self._left_pad([q[shared:] for q in seqs])
+        ids = torch.cat([prefix.expand(len(seqs), -1), t_ids], dim=-1)
+        mask = torch.cat([ones.expand(len(seqs), -1), t_mask], dim=-1)
+        return ids, mask, _cache_over(layers)
+
     def _generate_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         results: list[list[Completion]] = [[] for _ in prompts]
         sample = params.temperature > 0
         per_batch = max(1, self.max_batch_size // params.n)
         with self._inference():
             for b, batch in enumerate(self._batches([len(p) for p in prompts], size=per_batch)):
-                ids, mask, _ = self._left_pad([prompts[i] for i in batch])
+                ids, mask, cache = self._shared_prompt_inputs([prompts[i] for i in batch], params.n)
                 if params.seed is not None:
                     torch.manual_seed(params.seed + b)  # reproducible for the same inputs and batching
                 kwargs = dict(
@@ -158,6 +186,8 @@ class HFEngine(Engine):
                     kwargs.update(temperature=None, top_p=None, top_k=None)
                 if params.stop:
                     kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+                if cache is not None:
+                    kwargs.update(past_key_values=cache)
                 self.stats["calls"] += 1
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
                 new = gen.sequences[:, ids.shape[1] :]
