@@ -98,6 +98,10 @@ class TinyModelConfig(_Strict):
     long_context_steps: int = Field(default=0, ge=0)
     long_context_seq_len: int | None = Field(default=None, gt=8)
     shared_data_dir: str | None = None
+    # Training precision. "auto": bf16 autocast (weights, optimizer and the saved model stay
+    # fp32) where the CPU computes bf16 natively (AVX512-BF16 or AMX: ~1.65x faster steps),
+    # float32 elsewhere, where emulated bf16 would be slower.
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")
     def _heads(self) -> "TinyModelConfig":

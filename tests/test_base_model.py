@@ -139,6 +139,23 @@ def test_loss_goes_down_on_repetitive_corpus(tmp_path: Path) -> None:
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_both_precisions_train_and_save_float32_weights(tmp_path: Path, precision: str) -> None:
+    cfg = MICRO.model_copy(update={"steps": 40, "warmup_steps": 4, "learning_rate": 1e-2, "precision": precision})
+    out, report = _pretrain(tmp_path, precision, cfg=cfg, texts=FIXTURE_TEXTS[:5] * 20)
+    assert report["precision"] == ("bf16-autocast" if precision == "bfloat16" else "float32")
+    losses = report["losses"]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    assert all(t.dtype == torch.float32 for t in load_causal_lm(str(out)).state_dict().values())
+
+
+def test_auto_precision_uses_bf16_only_on_native_bf16_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not pretrain_mod.use_bf16_autocast("float32") and pretrain_mod.use_bf16_autocast("bfloat16")
+    for native in (True, False):
+        monkeypatch.setattr(pretrain_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert pretrain_mod.use_bf16_autocast("auto") is native
+
+
 def test_head_dim_must_be_64(tmp_path: Path) -> None:
     cfg = MICRO.model_copy(update={"num_heads": 2, "num_kv_heads": 2})  # head_dim 32
     with pytest.raises(ValueError, match="head_dim.*64"):

@@ -98,6 +98,19 @@ def _deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probes: assume not
+        return False
+
+
+def use_bf16_autocast(precision: str) -> bool:
+    """Whether pre-training runs under bf16 autocast for ``precision`` (auto / float32 / bfloat16)."""
+    return cpu_has_native_bf16() if precision == "auto" else precision == "bfloat16"
+
+
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
     # nanoGPT's split: decay matrices (incl. embeddings), not norms.
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -152,7 +165,9 @@ def pretrain_tiny_llama(
             pad_token_id=tokenizer.pad_token_id,
         )
         n_params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
-        log(f"pretrain: LlamaForCausalLM with {n_params:,} parameters, {cfg.steps} steps x batch {cfg.batch_size}")
+        bf16 = use_bf16_autocast(cfg.precision)
+        log(f"pretrain: LlamaForCausalLM with {n_params:,} parameters, {cfg.steps} steps x batch {cfg.batch_size}, "
+            f"{'bf16 autocast' if bf16 else 'float32'}")
 
         optimizer = _optimizer(model, cfg.learning_rate)
         schedule = get_cosine_schedule_with_warmup(optimizer, min(cfg.warmup_steps, cfg.steps), cfg.steps)
@@ -171,7 +186,8 @@ def pretrain_tiny_llama(
             pool, size = (long_blocks, long_batch) if step >= long_from else (blocks, cfg.batch_size)
             idx = torch.randint(pool.shape[0], (size,), generator=gen)
             batch = pool[idx]
-            loss = model(input_ids=batch, labels=batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             optimizer.step()
@@ -196,6 +212,7 @@ def pretrain_tiny_llama(
         "n_docs": len(texts),
         "n_blocks": int(blocks.shape[0]),
         "steps": cfg.steps,
+        "precision": "bf16-autocast" if bf16 else "float32",
         "batch_size": cfg.batch_size,
         "seq_len": cfg.seq_len,
         "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
