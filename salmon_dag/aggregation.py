@@ -164,12 +164,15 @@ def _validate(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[Pri
 
 
 def _with_rule_verdicts(prefs: pl.DataFrame) -> pl.DataFrame:
-    """Ensure ``rule_a`` / ``rule_b`` (null = no rule); they may be derived from ``rule_score``."""
+    """Ensure ``rule_a`` / ``rule_b`` (null = no rule); they may be derived from ``rule_score``.
+
+    A ``rule_score`` of 0 ("both or neither") is read as both passing, so that it never drops an
+    example under a global language rule (which drops only when both responses fail)."""
     if "rule_a" in prefs.columns and "rule_b" in prefs.columns:
         return prefs
     if "rule_score" in prefs.columns:
         r = pl.col("rule_score")
-        return prefs.with_columns((r > 0).alias("rule_a"), (r < 0).alias("rule_b"))
+        return prefs.with_columns((r >= 0).alias("rule_a"), (r <= 0).alias("rule_b"))
     return prefs.with_columns(pl.lit(None, dtype=pl.Boolean).alias("rule_a"),
                               pl.lit(None, dtype=pl.Boolean).alias("rule_b"))
 

@@ -455,3 +455,11 @@ def test_comparative_rule_follows_negation_in_principle_scope():
     for row, text in zip(df.iter_rows(named=True), preferred_text(df)):
         assert text.startswith("B" if row["deciding_negated"] else "A")
     assert 0.4 < df["deciding_negated"].mean() < 0.6
+
+
+def test_rule_score_alone_never_drops_an_example_in_global_scope():
+    # only rule_score (a - b) known: 0 may mean both pass, so the language rule must not drop
+    pairs = make_pairs(20)
+    prefs = make_prefs([(pid, n, 1.0, 0 if n == "lang" else None) for pid in pairs["pair_id"] for n in ("p0", "lang")])
+    df, st = aggregate(prefs, pairs, GLOBAL[:3], cfg(rule_scope="global", exclude_principles=["lang"]), seed=0)
+    assert df.height == 20 and st["dropped_rule"] == 0 and not df["rule_decided"].any()
