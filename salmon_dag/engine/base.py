@@ -39,6 +39,12 @@ class PromptTooLongError(EngineError):
     pass
 
 
+def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common token prefix of ``seqs``, capped so that every sequence keeps
+    at least one token of its own (whose logits are what a caller needs)."""
+    return min(len(os.path.commonprefix([list(s) for s in seqs])), min(len(s) for s in seqs) - 1)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to generate. ``temperature == 0`` means greedy decoding."""
@@ -108,8 +114,7 @@ class Engine(ABC):
         if not prompts:
             raise EngineError("encode_shared needs at least one prompt")
         encoded = [list(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
-        common = len(os.path.commonprefix(encoded))
-        common = min(common, min(len(e) for e in encoded) - 1)
+        common = shared_prefix_length(encoded)
         return encoded[0][:common], [e[common:] for e in encoded]
 
     def fit(self, ids: list[int], reserve: int, index: int) -> list[int]:

@@ -8,7 +8,6 @@ prefix shared by a batch (the self-align principles and exemplars) once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from salmon_dag.engine.base import Completion, Engine, Prompt, SamplingParams
+from salmon_dag.engine.base import Completion, Engine, Prompt, SamplingParams, shared_prefix_length
 
 # Prompts of one generation batch that share at least this many leading tokens encode them once.
 SHARED_PROMPT_MIN_TOKENS = 64
@@ -148,7 +147,7 @@ class HFEngine(Engine):
         pads are masked out and positions follow the mask, so rows see exactly their own prompt.
         Otherwise: plain left padding and no cache.
         """
-        shared = min(len(os.path.commonprefix(seqs)), min(len(q) for q in seqs) - 1)
+        shared = shared_prefix_length(seqs)
         if shared < SHARED_PROMPT_MIN_TOKENS:
             ids, mask, _ = self._left_pad(seqs)
             return ids, mask, None
