@@ -12,9 +12,11 @@ from assets_defs.tables import lineage_for, materialize_table
 from salmon_dag.engine import create_engine
 from salmon_dag.model_ref import ModelRef, read_model_ref
 from salmon_dag.settings import Settings
+from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
 from salmon_dag.warehouse import WarehouseError
 
-STAGE_VERSION = "1"
+# 2: SALMON's normaliser, rule scopes, comparative rules
+STAGE_VERSION = "2"
 GROUP = "preferences"
 PREFS = dg.AssetKey("synthetic_preferences")
 RM_DATA = dg.AssetKey("rm_training_data")
@@ -42,7 +44,9 @@ def build_preference_assets(settings: Settings) -> list:
         description="One row per (response pair, reward-model principle): judge scores in both orders, "
         "order consistency, combined score, and the verdict of the principle's verifiable rule.",
         group_name=GROUP,
-        code_version=f"{STAGE_VERSION}.{profile.section_hash('judge', 'engine')}",
+        # the judge template version is in the cache key and the code version: a new template
+        # makes existing judgements stale
+        code_version=f"{STAGE_VERSION}.{JUDGE_TEMPLATE_VERSION}.{profile.section_hash('judge', 'engine')}",
         kinds={"parquet", "pytorch"},
         pool="accelerator",
     )

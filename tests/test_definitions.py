@@ -91,3 +91,13 @@ def test_principle_coverage_check_reads_the_materialized_principles(settings):
     excluded = Path(settings.warehouse_dir).parent / "excluding.yaml"
     excluded.write_text(f"extends: tiny\naggregation:\n  exclude_principles: [{json.dumps(names[0])}]\n")
     assert run(str(excluded)).passed
+
+
+def test_a_new_judge_template_makes_judgements_stale(settings, monkeypatch):
+    import assets_defs.preferences as prefs
+
+    key = dg.AssetKey("synthetic_preferences")
+    before = build_definitions(settings).resolve_asset_graph().get(key).code_version
+    monkeypatch.setattr(prefs, "JUDGE_TEMPLATE_VERSION", "999")
+    after = build_definitions(settings).resolve_asset_graph().get(key).code_version
+    assert before != after
