@@ -43,25 +43,25 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
     fewer than two long-enough completions; ``identical``: no two different ones) and, under
     ``candidates/``, how many completions were sampled and how many were too short.
     """
-    rows, dropped = [], Counter()
+    rows, counts = [], Counter()
     for (pid, prompt, qtype), comps in zip(prompts.select("prompt_id", "prompt", "question_type").iter_rows(), outputs):
         if len(comps) < 2:
             raise ValueError(f"prompt {pid}: expected at least 2 completions, got {len(comps)}")
-        dropped["candidates/sampled"] += len(comps)
+        counts["candidates/sampled"] += len(comps)
         usable = []
         for c in comps:
             text = c.text.strip()
             if word_count(text) < min_words or len(text) < min_chars:
-                dropped["candidates/too_short"] += 1
+                counts["candidates/too_short"] += 1
             else:
                 usable.append((text, c))
         if len(usable) < 2:
-            dropped["too_short"] += 1
+            counts["too_short"] += 1
             continue
         first = usable[0]
         second = next((u for u in usable[1:] if u[0] != first[0]), None)
         if second is None:
-            dropped["identical"] += 1
+            counts["identical"] += 1
             continue
         (a, ca), (b, cb) = first, second
         rows.append({
@@ -71,4 +71,4 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
             "tokens_a": len(ca.token_ids), "tokens_b": len(cb.token_ids),
             "words_a": word_count(a), "words_b": word_count(b),
         })
-    return pl.DataFrame(rows, schema=PAIR_SCHEMA), dict(dropped)
+    return pl.DataFrame(rows, schema=PAIR_SCHEMA), dict(counts)
