@@ -301,18 +301,21 @@ def aggregate(
         deciding = np.array([names[subset[i, position[i]]] for i in range(n_pairs)], dtype=object)
         deciding_negated = negated[ar, position]
 
-        # Global rules (never negated) override the label, in file order; the language rule last.
+        def override(hit: np.ndarray, j: int) -> None:
+            """Rule j (never negated) sets the label of the ``hit`` examples."""
+            score[hit] = rule[hit, j]
+            rule_decided[hit] = True
+            deciding[hit] = names[j]
+            deciding_negated[hit] = False
+
+        # Global rules override the label in file order; the language rule last.
         for c, j in enumerate(coin):
-            hit = keep & (np.nan_to_num(rule[:, j]) != 0) & (coin_u[:, c] < cfg.global_rule_prob)
-            score, rule_decided = np.where(hit, rule[:, j], score), rule_decided | hit
-            deciding[hit], deciding_negated = names[j], deciding_negated & ~hit
+            override(keep & (np.nan_to_num(rule[:, j]) != 0) & (coin_u[:, c] < cfg.global_rule_prob), j)
         for j in hard:
             both_fail = keep & (rule_a[:, j] == 0) & (rule_b[:, j] == 0)
             stats["dropped_rule"] += int(both_fail.sum())
             keep &= ~both_fail
-            hit = keep & (np.nan_to_num(rule[:, j]) != 0)
-            score, rule_decided = np.where(hit, rule[:, j], score), rule_decided | hit
-            deciding[hit], deciding_negated = names[j], deciding_negated & ~hit
+            override(keep & (np.nan_to_num(rule[:, j]) != 0), j)
 
         chosen_a = score > 0
         preferred = np.where(chosen_a ^ swap, 1, 2)  # a shown first iff not swapped
