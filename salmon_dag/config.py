@@ -160,8 +160,11 @@ class LoraConfig(_Strict):
     quantization: Literal["none", "4bit", "8bit"] = "none"
 
 
-class TrainStageConfig(_Strict):
-    """Shared knobs of the SFT / reward-model / PPO training stages."""
+class TrainingConfig(_Strict):
+    """What every training stage (SFT, reward model, PPO) is configured with.
+
+    ``lora`` unset means full fine-tuning; ``lora.quantization`` 4bit/8bit means QLoRA (CUDA).
+    """
 
     lora: LoraConfig | None = None
     per_device_batch_size: int = Field(default=4, gt=0)
@@ -173,6 +176,22 @@ class TrainStageConfig(_Strict):
     launcher: Literal["local", "accelerate", "deepspeed"] = "local"
     num_processes: int = Field(default=1, gt=0)
     deepspeed_stage: Literal[0, 1, 2, 3] = 0
+
+
+class SFTStageConfig(TrainingConfig):
+    """Principle engraving (``profile.sft``). Not TRL's ``SFTConfig``, which is built from it."""
+
+
+class RewardModelConfig(TrainingConfig):
+    """The instructable reward model (``profile.reward_model``)."""
+
+    # reward-model-only fields arrive with the reward-model trainer
+
+
+class PPOConfig(TrainingConfig):
+    """RL with the instructable reward model (``profile.ppo``)."""
+
+    # PPO-only fields arrive with the PPO loop
 
 
 class SelfAlignConfig(_Strict):
@@ -255,9 +274,9 @@ class Profile(_Strict):
     pairs: PairsConfig = PairsConfig()
     judge: JudgeConfig = JudgeConfig()
     aggregation: AggregationConfig = AggregationConfig()
-    sft: TrainStageConfig = TrainStageConfig()
-    reward_model: TrainStageConfig = TrainStageConfig()
-    ppo: TrainStageConfig = TrainStageConfig()
+    sft: SFTStageConfig = SFTStageConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    ppo: PPOConfig = PPOConfig()
 
     def section_hash(self, *sections: str) -> str:
         """Stable short hash of the named sections (plus the seed): the config part of lineage."""

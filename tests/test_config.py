@@ -2,7 +2,17 @@
 
 import pytest
 
-from salmon_dag.config import AggregationConfig, PairsConfig, ProfileError, available_profiles, load_profile
+from salmon_dag.config import (
+    AggregationConfig,
+    PairsConfig,
+    PPOConfig,
+    ProfileError,
+    RewardModelConfig,
+    SFTStageConfig,
+    TrainingConfig,
+    available_profiles,
+    load_profile,
+)
 
 
 def test_bundled_profiles_validate():
@@ -73,3 +83,14 @@ def test_preference_defaults_are_the_papers_and_profiles_state_their_rule_scope(
     assert load_profile("tiny").aggregation.rule_scope == "principle"
     with pytest.raises(ProfileError, match=r"aggregation\.rule_scope"):
         load_profile("tiny", {"aggregation": {"rule_scope": "everywhere"}})
+
+
+def test_each_training_stage_has_its_own_config_class():
+    for name in available_profiles():
+        p = load_profile(name)
+        assert (type(p.sft), type(p.reward_model), type(p.ppo)) == (SFTStageConfig, RewardModelConfig, PPOConfig)
+        assert all(isinstance(c, TrainingConfig) for c in (p.sft, p.reward_model, p.ppo))
+    tiny = load_profile("tiny")
+    assert tiny.sft.lora.r == 8 and tiny.reward_model.max_seq_len == 768 and tiny.ppo.max_steps == 20
+    with pytest.raises(ProfileError, match=r"reward_model\.epochs"):
+        load_profile("tiny", {"reward_model": {"epochs": 0}})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from salmon_dag import templates
-from salmon_dag.config import LoraConfig, TrainStageConfig
+from salmon_dag.config import LoraConfig, SFTStageConfig
 
 PROMPTS = [
     "What is the capital of France?",
@@ -29,10 +29,10 @@ ANSWERS = [
 LORA = LoraConfig(r=4, alpha=8, dropout=0.0)
 
 
-def _cfg(**kw) -> TrainStageConfig:
+def _cfg(**kw) -> SFTStageConfig:
     base = dict(lora=LORA, per_device_batch_size=2, learning_rate=1e-2, max_steps=4, max_seq_len=96)
     base.update(kw)
-    return TrainStageConfig(**base)
+    return SFTStageConfig(**base)
 
 
 def _examples():
@@ -106,7 +106,7 @@ def test_train_writes_loadable_adapter_atomically(tiny_checkpoint, tmp_path):
     lines: list[str] = []
     res = train_sft(str(tiny_checkpoint), _examples(), _cfg(), out, seed=0, log=lines.append)
 
-    assert res.adapter_dir == out and res.steps == 4 and res.resumed_from is None
+    assert res.out_dir == out and res.is_adapter and res.steps == 4 and res.resumed_from is None
     assert res.train_examples == len(PROMPTS) and res.seconds > 0
     assert [s for s, _ in res.losses] == [1, 2, 3, 4]
     assert all(loss > 0 for _, loss in res.losses)
@@ -176,7 +176,7 @@ def test_same_inputs_give_same_adapter(tiny_checkpoint, tmp_path):
     for run in ("a", "b"):
         res = train_sft(str(tiny_checkpoint), _examples(), cfg, tmp_path / run / "sft", seed=7, log=_quiet)
         assert res.resumed_from is None
-        weights.append(load_file(str(res.adapter_dir / "adapter_model.safetensors")))
+        weights.append(load_file(str(res.out_dir / "adapter_model.safetensors")))
     a, b = weights
     assert a.keys() == b.keys() and a
     assert any(k for k in a if "lora_B" in k and a[k].abs().sum() > 0)  # the adapter did train
@@ -215,3 +215,37 @@ def test_qlora_on_cpu_is_a_one_line_error(tiny_checkpoint, tmp_path, bits):
     assert "sft.lora.quantization" in msg and "CUDA" in msg and "bitsandbytes" in msg
     assert "pip install -e '.[gpu]'" in msg
     assert not (tmp_path / "sft").exists() and not (tmp_path / ".sft.work").exists()
+
+
+# --------------------------------------------------------------------------- full fine-tuning, revisions
+def test_full_fine_tune_saves_a_whole_model(tiny_checkpoint, tmp_path):
+    from salmon_dag.base_model.loading import load_causal_lm
+    from salmon_dag.training import train_sft
+
+    out = tmp_path / "sft"
+    res = train_sft(str(tiny_checkpoint), _examples(), _cfg(lora=None, max_steps=2, learning_rate=1e-3), out,
+                    seed=0, log=_quiet)
+    assert not res.is_adapter and res.out_dir == out and res.steps == 2
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    assert json.loads((out / "training_log.json").read_text())["is_adapter"] is False
+    model = load_causal_lm(str(out))  # loads alone, no base model needed
+    assert model.config.vocab_size == load_causal_lm(str(tiny_checkpoint)).config.vocab_size
+
+
+def test_revision_and_trust_remote_code_reach_loading(tiny_checkpoint, tmp_path, monkeypatch):
+    from salmon_dag.base_model import loading
+    from salmon_dag.training import train_sft
+
+    seen: list[tuple[str, str | None, bool]] = []
+    real = loading.load_pretrained
+
+    def spy(fn, model_id, revision, trust_remote_code, **kwargs):
+        seen.append((fn.__name__, revision, trust_remote_code))
+        # a local checkpoint has no revisions and no remote code: load it plainly
+        return real(fn, model_id, None, False, **kwargs)
+
+    monkeypatch.setattr(loading, "load_pretrained", spy)
+    train_sft(str(tiny_checkpoint), _examples(), _cfg(max_steps=1), tmp_path / "sft", seed=0, log=_quiet,
+              revision="v1", trust_remote_code=True)
+    assert {name for name, _, _ in seen} == {"AutoTokenizer", "AutoModelForCausalLM"}
+    assert all(rev == "v1" and trust for _, rev, trust in seen)

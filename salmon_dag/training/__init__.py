@@ -1,20 +1,37 @@
-"""Training stages (principle-engraving SFT, ...). Plain Python: no dagster here.
+"""Training stages (principle-engraving SFT, ...) and the harness they share. No dagster here.
 
-Names are imported on first use: torch/transformers/TRL take seconds to import, and the Dagster
-definitions only need to know that the module exists.
+``harness`` runs any HF/TRL trainer resumably and saves its model atomically; ``lora`` loads
+models for (Q)LoRA or full fine-tuning; ``checkpoints`` and ``reporting`` are the pieces the
+harness is made of. Names are imported on first use: torch/transformers/TRL take seconds to
+import, and the Dagster definitions only need to know that the module exists.
 """
 
 from importlib import import_module
 
 _HOME = {
-    "SFTResult": "sft",
+    # stages
     "TURN_SEPARATOR_END": "sft",
-    "default_work_dir": "sft",
-    "peft_config": "sft",
-    "quantization_config": "sft",
     "sft_examples": "sft",
     "build_sft_trainer": "sft",
     "train_sft": "sft",
+    # harness
+    "TrainResult": "harness",
+    "TrainerFactory": "harness",
+    "run_training": "harness",
+    "common_training_args": "harness",
+    "expected_steps": "harness",
+    # (Q)LoRA and model loading
+    "quantization_config": "lora",
+    "peft_config": "lora",
+    "check_quantization_runtime": "lora",
+    "training_device": "lora",
+    "load_for_training": "lora",
+    # checkpoints and reporting
+    "default_work_dir": "checkpoints",
+    "fingerprint": "checkpoints",
+    "find_resumable": "checkpoints",
+    "ProgressLog": "reporting",
+    "plot_curves": "reporting",
 }
 
 __all__ = sorted(_HOME)

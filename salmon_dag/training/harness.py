@@ -1,0 +1,179 @@
+"""One way to run any Hugging Face / TRL ``Trainer``: fingerprint the inputs, resume from the newest
+checkpoint of the same inputs, train, and save the final model atomically with its tokenizer,
+``training_log.json`` and a plot of the curves.
+
+A stage (SFT, reward model, PPO) supplies a factory that builds its configured trainer; it gets
+the work dir for checkpoints and the callbacks this harness needs. Plain Python: no dagster import.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from salmon_dag.config import TrainingConfig
+from salmon_dag.training.checkpoints import (
+    StampCheckpoints,
+    default_work_dir,
+    find_resumable,
+    fingerprint,
+    stamp_work_dir,
+    write_json,
+)
+from salmon_dag.training.reporting import (
+    LOSS_PLOT,
+    TRAINING_LOG,
+    ProgressLog,
+    curves_from_history,
+    metric_points,
+    plot_curves,
+    point_tensorboard,
+)
+from salmon_dag.warehouse import atomic_path
+
+CHECKPOINTS_PER_RUN = 4  # default save_steps gives about this many checkpoints
+
+# (work_dir, callbacks) -> a configured transformers.Trainer (or subclass)
+TrainerFactory = Callable[[Path, list[TrainerCallback]], Any]
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. ``out_dir`` holds a PEFT adapter when ``is_adapter``, else
+    the whole fine-tuned model; ``losses`` are (step, training loss)."""
+
+    out_dir: Path
+    steps: int
+    losses: list[tuple[int, float]]
+    log_history: list[dict[str, Any]]
+    resumed_from: str | None
+    seconds: float
+    train_examples: int
+    is_adapter: bool
+
+
+def expected_steps(n_examples: int, cfg: TrainingConfig) -> int:
+    """Optimizer steps a run will take (``max_steps``, else epochs over the batches)."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    per_epoch = max(1, math.ceil(math.ceil(n_examples / cfg.per_device_batch_size) / cfg.gradient_accumulation_steps))
+    return max(1, math.ceil(per_epoch * cfg.epochs))
+
+
+def common_training_args(
+    cfg: TrainingConfig, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None
+) -> dict[str, Any]:
+    """``TrainingArguments`` keywords every stage shares (TRL's ``SFTConfig`` / ``RewardConfig``
+    take them too): optimisation from ``cfg``, precision from ``device``, checkpoints and logs."""
+    on_cuda = device == "cuda"
+    return dict(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        seed=seed,
+        data_seed=seed,
+        bf16=on_cuda,
+        fp16=False,
+        use_cpu=not on_cuda,
+        gradient_checkpointing=on_cuda,  # a memory saver for real models; only slows tiny CPU runs
+        dataloader_num_workers=0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps or max(1, math.ceil(expected_steps(n_examples, cfg) / CHECKPOINTS_PER_RUN)),
+        save_total_limit=2,
+        report_to=["tensorboard"],
+    )
+
+
+def run_training(
+    stage: str,
+    build_trainer: TrainerFactory,
+    inputs: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    work_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    callbacks: Sequence[TrainerCallback] = (),
+    plot_title: str = "{stage}: {steps} steps",
+    loss_label: str = "training loss",
+    metrics: Sequence[str] = ("accuracy",),
+    log_fields: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train with the trainer ``build_trainer(work_dir, callbacks)`` returns; save to ``out_dir``.
+
+    ``inputs`` (JSON-able: base model stamp, data hash, config, seed, device) fingerprint the run.
+    Checkpoints live in ``work_dir`` (default :func:`default_work_dir`), which outlives the call:
+    a run with the same fingerprint resumes from the newest checkpoint there, other inputs clear
+    it. ``out_dir`` appears atomically with the model (or adapter), tokenizer, ``training_log.json``
+    (``log_fields`` + steps + history) and ``loss.png`` (loss, plus ``metrics`` when logged;
+    ``plot_title`` may use ``{stage}`` and ``{steps}``).
+    ``callbacks`` are extra ``TrainerCallback`` s (tests use one to interrupt a run).
+    """
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
+    fp = fingerprint(stage, inputs)
+    resume = find_resumable(work_dir, fp, log)
+    stamp_work_dir(work_dir, fp)
+
+    trainer = build_trainer(work_dir, [ProgressLog(stage, log, metrics), StampCheckpoints(fp), *callbacks])
+    point_tensorboard(trainer, work_dir)
+    train_examples = len(trainer.train_dataset)
+    if resume:
+        log(f"{stage}: resuming from {resume}")
+    trainer.train(resume_from_checkpoint=resume)
+
+    history = list(trainer.state.log_history)
+    steps = int(trainer.state.global_step)
+    trainer.accelerator.wait_for_everyone()
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    result = TrainResult(
+        out_dir=out_dir,
+        steps=steps,
+        losses=metric_points(history, "loss"),
+        log_history=history,
+        resumed_from=resume,
+        seconds=0.0,
+        train_examples=train_examples,
+        is_adapter=_is_peft(final),
+    )
+    if trainer.is_world_process_zero():  # several processes (accelerate launch): one writer
+        title = plot_title.format(stage=stage, steps=steps)
+        _save(trainer, final, result, fp.value, title, loss_label, metrics, log_fields or {})
+        last = f", final loss {result.losses[-1][1]:.4f}" if result.losses else ""
+        log(f"{stage}: wrote {out_dir} ({steps} steps{last})")
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _is_peft(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _save(trainer: Any, model: Any, result: TrainResult, fp: str, title: str, loss_label: str,
+          metrics: Sequence[str], log_fields: Mapping[str, Any]) -> None:
+    with atomic_path(result.out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(str(tmp))
+        trainer.processing_class.save_pretrained(str(tmp))
+        write_json(tmp / TRAINING_LOG, {
+            **log_fields,
+            "steps": result.steps,
+            "train_examples": result.train_examples,
+            "resumed_from": result.resumed_from,
+            "is_adapter": result.is_adapter,
+            "fingerprint": fp,
+            "log_history": result.log_history,
+        })
+        plot_curves(tmp / LOSS_PLOT, title, curves_from_history(result.log_history, loss_label, metrics))
