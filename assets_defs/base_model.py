@@ -5,9 +5,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_for, lineage_metadata, loss_curve_markdown
+from assets_defs.models import materialize_model
+from assets_defs.tables import lineage_for
 from salmon_dag.lineage import files_hash
-from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
+from salmon_dag.model_ref import read_model_ref
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -41,31 +42,17 @@ def build_base_model_assets(settings: Settings) -> list:
         profile = salmon.load_profile()
         cfg = profile.base_model
         lineage = lineage_for(context, KEY, profile.section_hash("base_model"))
-        metadata: dict[str, object] = {}
         if cfg.kind == "tiny":
             texts = build_corpus(cfg.tiny.shared_data_dir)
             out = salmon.warehouse.model_dir("base_model")
             report = pretrain_tiny_llama(cfg.tiny, texts, out, seed=profile.seed, log=context.log.info)
-            losses = report.pop("losses")
-            metadata["loss_curve"] = loss_curve_markdown([(i + 1, loss) for i, loss in enumerate(losses)])
+            losses = [(i + 1, loss) for i, loss in enumerate(report.pop("losses"))]
             info = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
-            ref = ModelRef(name="base_model", model_id=str(out), lineage=lineage.as_dict(), info=info)
-        else:
-            info = validate_pretrained(cfg.model_id, cfg.revision, cfg.trust_remote_code)
-            ref = ModelRef(
-                name="base_model", model_id=cfg.model_id, revision=cfg.revision,
-                lineage=lineage.as_dict(), info=info,
-            )
-        path = write_model_ref(salmon.warehouse, ref)
-        metadata.update({f"model/{k}": v for k, v in ref.info.items() if isinstance(v, (int, float, str))})
-        return dg.MaterializeResult(
-            metadata={
-                "model_id": ref.model_id,
-                "manifest": dg.MetadataValue.path(str(path)),
-                **metadata,
-                **lineage_metadata(lineage),
-            }
-        )
+            return materialize_model(salmon.warehouse, KEY, lineage, str(out), info=info, info_prefix="model",
+                                     losses=losses)
+        info = validate_pretrained(cfg.model_id, cfg.revision, cfg.trust_remote_code)
+        return materialize_model(salmon.warehouse, KEY, lineage, cfg.model_id, revision=cfg.revision,
+                                 trust_remote_code=cfg.trust_remote_code, info=info, info_prefix="model")
 
     @dg.asset_check(asset=KEY, description="The checkpoint loads with from_pretrained and generates text.")
     def loads_and_generates(salmon: SalmonResource) -> dg.AssetCheckResult:

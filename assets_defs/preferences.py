@@ -64,7 +64,7 @@ def build_preference_assets(settings: Settings) -> list:
             cached = None
         ref, judge_id = judge_model(salmon, profile.judge.model)
         principles = [p for _, p in pset.principles()]
-        with create_engine(profile.engine, ref.model_id, ref.revision, ref.adapter_path) as engine:
+        with create_engine(profile.engine, ref.model_id, ref.revision, ref.adapter_path, ref.trust_remote_code) as engine:
             df, counts = judge_preferences(engine, pairs, principles, judge_id, cached, log=context.log.info,
                                            inconsistent=profile.judge.inconsistent)
         context.log.info(f"synthetic_preferences: {df.height} judgements, {counts}")

@@ -1,7 +1,6 @@
 """Stage 2: Self-Align SFT data, principle engraving (SFT) and response pairs (SALMON §1.1–1.2)."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -10,9 +9,10 @@ from assets_defs.base_model import KEY as BASE_MODEL
 from assets_defs.principles import TABLE_KEYS, materialized_principles
 from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_for, lineage_metadata, loss_curve_markdown, materialize_table
+from assets_defs.models import materialize_trained_model
+from assets_defs.tables import lineage_for, materialize_table
 from salmon_dag.engine import SamplingParams, create_engine
-from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
+from salmon_dag.model_ref import read_model_ref
 from salmon_dag.principles import load_principles
 from salmon_dag.settings import Settings
 
@@ -66,7 +66,7 @@ def build_self_align_assets(settings: Settings) -> list:
         texts = [build_prompt(pset, p) for p in prompts["prompt"].to_list()]
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, seed=profile.seed)
-        with create_engine(profile.engine, base.model_id, base.revision, base.adapter_path) as engine:
+        with create_engine(profile.engine, base.model_id, base.revision, base.adapter_path, base.trust_remote_code) as engine:
             context.log.info(f"self-align prompt: {len(engine.encode(texts[0])) if texts else 0} tokens")
             outputs = generate_in_chunks(context, engine, texts, params, "self-align")
             prompt_tokens = [len(engine.encode(t)) for t in texts]
@@ -99,8 +99,8 @@ def build_self_align_assets(settings: Settings) -> list:
     @dg.asset(
         key=SFT_MODEL,
         deps=[SFT_DATA, BASE_MODEL],
-        description="Principle engraving: the base model fine-tuned (LoRA) on the kept self-align answers, "
-        "without principles or exemplars in context; saved as adapter + tokenizer.",
+        description="Principle engraving: the base model fine-tuned (LoRA, or in full when sft.lora is unset) "
+        "on the kept self-align answers, without principles or exemplars in context; saved with its tokenizer.",
         group_name=GROUP,
         code_version=f"{STAGE_VERSION}.{profile.section_hash('sft')}",
         kinds={"pytorch", "huggingface"},
@@ -119,24 +119,12 @@ def build_self_align_assets(settings: Settings) -> list:
             )
         out = salmon.warehouse.model_dir("sft_model")
         result = train_sft(base.model_id, sft_examples(data["prompt"].to_list(), data["response"].to_list()),
-                           profile.sft, out, seed=profile.seed, log=context.log.info, device=profile.engine.device)
+                           profile.sft, out, seed=profile.seed, log=context.log.info, device=profile.engine.device,
+                           revision=base.revision, trust_remote_code=base.trust_remote_code)
         principle_hash = salmon.warehouse.read_table("self_align_sft_data")["principle_hash"][0]
         lineage = lineage_for(context, SFT_MODEL, profile.section_hash("sft"),
                               principle_hash=principle_hash, model_id=base.model_id)
-        info = {"steps": result.steps, "train_examples": result.train_examples, "seconds": round(result.seconds, 1),
-                "final_loss": result.losses[-1][1] if result.losses else None,
-                "resumed_from": result.resumed_from or ""}
-        ref = ModelRef(name="sft_model", model_id=base.model_id, revision=base.revision,
-                       adapter_path=str(result.adapter_dir), lineage=lineage.as_dict(), info=info)
-        write_model_ref(salmon.warehouse, ref)
-        return dg.MaterializeResult(metadata={
-            "model_id": f"{base.model_id} + adapter {result.adapter_dir}",
-            "adapter": dg.MetadataValue.path(str(result.adapter_dir)),
-            "loss_plot": dg.MetadataValue.path(str(Path(result.adapter_dir) / "loss.png")),
-            "loss_curve": loss_curve_markdown(result.losses),
-            **{f"train/{k}": v for k, v in info.items() if v is not None},
-            **lineage_metadata(lineage),
-        })
+        return materialize_trained_model(salmon.warehouse, SFT_MODEL, lineage, base, result)
 
     @dg.asset(
         key=PAIRS,
@@ -157,7 +145,7 @@ def build_self_align_assets(settings: Settings) -> list:
         prompts = train_prompts(salmon, cfg.max_prompts)
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                 n=cfg.candidates, seed=profile.seed)
-        with create_engine(profile.engine, sft.model_id, sft.revision, sft.adapter_path) as engine:
+        with create_engine(profile.engine, sft.model_id, sft.revision, sft.adapter_path, sft.trust_remote_code) as engine:
             from salmon_dag.templates import format_chat_prompt
 
             outputs = generate_in_chunks(context, engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()],
@@ -165,7 +153,7 @@ def build_self_align_assets(settings: Settings) -> list:
         pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars)
         context.log.info(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")
         lineage = lineage_for(context, PAIRS, profile.section_hash("pairs", "engine"),
-                              principle_hash=sft.lineage.get("principle_hash"), model_id=sft.adapter_path)
+                              principle_hash=sft.lineage.get("principle_hash"), model_id=sft.adapter_path or sft.model_id)
         sampled = counts.get("candidates/sampled", 0)
         return materialize_table(salmon.warehouse, PAIRS, pairs, lineage, extra_metadata={
             "prompts": prompts.height,

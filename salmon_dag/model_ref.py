@@ -12,12 +12,14 @@ from salmon_dag.warehouse import Warehouse, WarehouseError, atomic_path
 
 @dataclass(frozen=True)
 class ModelRef:
-    """``model_id`` is what ``from_pretrained`` takes: a local checkpoint dir or a Hub id."""
+    """``model_id`` is what ``from_pretrained`` takes: a local checkpoint dir or a Hub id;
+    ``adapter_path``, when set, a PEFT adapter to apply on top of it."""
 
     name: str
     model_id: str
     revision: str | None = None
     adapter_path: str | None = None
+    trust_remote_code: bool = False
     lineage: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
