@@ -4,11 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets_defs.decl import AssetDecl
+from assets_defs.models import materialize_model, read_model
 from assets_defs.resources import SalmonResource
-from assets_defs.models import materialize_model
-from assets_defs.tables import lineage_for
+from assets_defs.tables import table_name
 from salmon_dag.lineage import files_hash
-from salmon_dag.model_ref import read_model_ref
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -17,22 +17,25 @@ KEY = dg.AssetKey("base_model")
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "corpus"
 
 
-def _code_version(settings: Settings) -> str:
+def _corpus_hash(settings: Settings) -> str:
+    # The tiny model is pre-trained on these files: their content decides its weights.
     from salmon_dag.base_model import corpus_sources
 
     cfg = settings.profile.base_model
     inputs: list[Path | str] = []
     if cfg.kind == "tiny":
         inputs = sorted(CORPUS_DIR.glob("*")) + list(corpus_sources(cfg.tiny.shared_data_dir))
-    return f"{STAGE_VERSION}.{settings.profile.section_hash('base_model')}.{files_hash(inputs)}"
+    return files_hash(inputs)
+
+
+BASE_MODEL_ASSET = AssetDecl(KEY, STAGE_VERSION, sections=("base_model",), extra_version=_corpus_hash)
 
 
 def build_base_model_assets(settings: Settings) -> list:
-    @dg.asset(
-        key=KEY,
+    @BASE_MODEL_ASSET.asset(
+        settings,
         description="Base LLM: a tiny Llama pre-trained here (tiny profile) or a Hub id / local path (real profiles).",
         group_name=GROUP,
-        code_version=_code_version(settings),
         kinds={"pytorch", "huggingface"},
         pool="accelerator",
     )
@@ -41,10 +44,10 @@ def build_base_model_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         cfg = profile.base_model
-        lineage = lineage_for(context, KEY, profile.section_hash("base_model"))
+        lineage = BASE_MODEL_ASSET.lineage(context, profile)
         if cfg.kind == "tiny":
             texts = build_corpus(cfg.tiny.shared_data_dir)
-            out = salmon.warehouse.model_dir("base_model")
+            out = salmon.warehouse.model_dir(table_name(KEY))
             report = pretrain_tiny_llama(cfg.tiny, texts, out, seed=profile.seed, log=context.log.info)
             losses = [(i + 1, loss) for i, loss in enumerate(report.pop("losses"))]
             info = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
@@ -58,7 +61,7 @@ def build_base_model_assets(settings: Settings) -> list:
     def loads_and_generates(salmon: SalmonResource) -> dg.AssetCheckResult:
         from salmon_dag.base_model import load_causal_lm, load_tokenizer
 
-        ref = read_model_ref(salmon.warehouse, "base_model")
+        ref = read_model(salmon.warehouse, KEY)
         if not Path(ref.model_id).is_dir():
             return dg.AssetCheckResult(passed=True, metadata={"skipped": "remote model: validated at materialization"})
         tok = load_tokenizer(ref.model_id)

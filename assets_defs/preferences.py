@@ -5,12 +5,14 @@ import json
 import dagster as dg
 import polars as pl
 
+from assets_defs.decl import AssetDecl
+from assets_defs.models import read_model
 from assets_defs.principles import TABLE_KEYS, materialized_principles
 from assets_defs.resources import SalmonResource
 from assets_defs.self_align import PAIRS, SFT_MODEL
-from assets_defs.tables import lineage_for, materialize_table
+from assets_defs.tables import materialize_table, read_table
 from salmon_dag.engine import create_engine
-from salmon_dag.model_ref import ModelRef, read_model_ref
+from salmon_dag.model_ref import ModelRef
 from salmon_dag.settings import Settings
 from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
 from salmon_dag.warehouse import WarehouseError
@@ -25,28 +27,28 @@ RM_PRINCIPLES = TABLE_KEYS["reward_model"]
 BALANCE_TOLERANCE = 0.15
 BALANCE_MIN_EXAMPLES = 40
 
+# The judge template version is in the judgement cache key and in the code version: a new
+# template makes existing judgements stale (read at build time, so a changed template counts).
+PREFS_ASSET = AssetDecl(PREFS, STAGE_VERSION, sections=("judge", "engine"), deps=(PAIRS, RM_PRINCIPLES, SFT_MODEL),
+                        extra_version=lambda _settings: JUDGE_TEMPLATE_VERSION)
+RM_DATA_ASSET = AssetDecl(RM_DATA, STAGE_VERSION, sections=("aggregation",), deps=(PREFS, PAIRS, RM_PRINCIPLES))
+
 
 def judge_model(salmon: SalmonResource, name: str) -> tuple[ModelRef, str]:
     """(model to load, cache identity). Pipeline models are identified by the run that built them,
     so a retrained SFT policy never reuses the old policy's judgements."""
     if name in ("sft_model", "base_model"):
-        ref = read_model_ref(salmon.warehouse, name)
+        ref = read_model(salmon.warehouse, dg.AssetKey(name))
         return ref, f"{name}@{ref.lineage.get('run_id', '')}"
     return ModelRef(name="judge", model_id=name), name
 
 
 def build_preference_assets(settings: Settings) -> list:
-    profile = settings.profile
-
-    @dg.asset(
-        key=PREFS,
-        deps=[PAIRS, RM_PRINCIPLES, SFT_MODEL],
+    @PREFS_ASSET.asset(
+        settings,
         description="One row per (response pair, reward-model principle): judge scores in both orders, "
         "order consistency, combined score, and the verdict of the principle's verifiable rule.",
         group_name=GROUP,
-        # the judge template version is in the cache key and the code version: a new template
-        # makes existing judgements stale
-        code_version=f"{STAGE_VERSION}.{JUDGE_TEMPLATE_VERSION}.{profile.section_hash('judge', 'engine')}",
         kinds={"parquet", "pytorch"},
         pool="accelerator",
     )
@@ -55,11 +57,11 @@ def build_preference_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         pset = materialized_principles(salmon, "reward_model")
-        pairs = salmon.warehouse.read_table("response_pairs").sort("pair_id")
+        pairs = read_table(salmon.warehouse, PAIRS).sort("pair_id")
         if profile.judge.max_pairs:
             pairs = pairs.head(profile.judge.max_pairs)
         try:
-            cached = salmon.warehouse.read_table("synthetic_preferences")
+            cached = read_table(salmon.warehouse, PREFS)
         except WarehouseError:
             cached = None
         ref, judge_id = judge_model(salmon, profile.judge.model)
@@ -69,21 +71,18 @@ def build_preference_assets(settings: Settings) -> list:
                                            inconsistent=profile.judge.inconsistent)
         context.log.info(f"synthetic_preferences: {df.height} judgements, {counts}")
         consistency = dict(df.group_by("principle").agg(pl.col("consistent").mean()).iter_rows())
-        lineage = lineage_for(context, PREFS, profile.section_hash("judge", "engine"),
-                              principle_hash=pset.content_hash, model_id=judge_id)
+        lineage = PREFS_ASSET.lineage(context, profile, principle_hash=pset.content_hash, model_id=judge_id)
         return materialize_table(salmon.warehouse, PREFS, df, lineage, extra_metadata={
             "judged": counts["judged"], "reused_from_cache": counts["reused"],
             "consistency_rate": round(float(df["consistent"].mean() or 0), 3),
             "consistency_per_principle": dg.MetadataValue.json({k: round(v, 3) for k, v in sorted(consistency.items())}),
         })
 
-    @dg.asset(
-        key=RM_DATA,
-        deps=[PREFS, PAIRS, RM_PRINCIPLES],
+    @RM_DATA_ASSET.asset(
+        settings,
         description="Reward-model training examples: sampled principle subsets with negations, the label "
         "from the dominant principle (or a rule), random response order and label noise.",
         group_name=GROUP,
-        code_version=f"{STAGE_VERSION}.{profile.section_hash('aggregation')}",
         kinds={"parquet", "polars"},
     )
     def rm_training_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
@@ -91,14 +90,14 @@ def build_preference_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         pset = materialized_principles(salmon, "reward_model")
-        prefs = salmon.warehouse.read_table("synthetic_preferences")
-        pairs = salmon.warehouse.read_table("response_pairs")
+        prefs = read_table(salmon.warehouse, PREFS)
+        pairs = read_table(salmon.warehouse, PAIRS)
         texts = [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
         df, stats = aggregate(prefs.select("pair_id", "principle", "score_ab", "score_ba", "score", "rule_a", "rule_b"),
                               pairs, texts, profile.aggregation, profile.seed)
         context.log.info(f"rm_training_data: {stats}")
-        lineage = lineage_for(context, RM_DATA, profile.section_hash("aggregation"),
-                              principle_hash=pset.content_hash, model_id=prefs["judge_model"][0] if prefs.height else None)
+        lineage = RM_DATA_ASSET.lineage(context, profile, principle_hash=pset.content_hash,
+                                        model_id=prefs["judge_model"][0] if prefs.height else None)
         deciding = dict(df.group_by("deciding_principle").len().iter_rows()) if df.height else {}
         return materialize_table(salmon.warehouse, RM_DATA, df, lineage, extra_metadata={
             **{k: int(v) for k, v in stats.items()},
@@ -113,13 +112,13 @@ def build_preference_assets(settings: Settings) -> list:
 def _checks() -> list:
     @dg.asset_check(asset=PREFS, description="Every (pair, principle) is judged exactly once.")
     def one_judgement_per_pair_and_principle(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("synthetic_preferences")
+        df = read_table(salmon.warehouse, PREFS)
         dupes = df.height - df.select("pair_id", "principle").unique().height
         return dg.AssetCheckResult(passed=df.height > 0 and dupes == 0, metadata={"rows": df.height, "duplicates": dupes})
 
     @dg.asset_check(asset=RM_DATA, description="Labels prefer response 1 about half the time (order is randomised).")
     def label_balance(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("rm_training_data")
+        df = read_table(salmon.warehouse, RM_DATA)
         share = float((df["preferred"] == 1).mean()) if df.height else 0.0
         ok = df.height > 0 and (df.height < BALANCE_MIN_EXAMPLES or abs(share - 0.5) <= BALANCE_TOLERANCE)
         return dg.AssetCheckResult(passed=ok, metadata={"examples": df.height, "share_preferred_1": round(share, 3)})
@@ -127,10 +126,10 @@ def _checks() -> list:
     @dg.asset_check(asset=RM_DATA, description="Every materialized reward-model principle that is not in "
                     "aggregation.exclude_principles appears in some example.")
     def covers_every_principle(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("rm_training_data")
+        df = read_table(salmon.warehouse, RM_DATA)
         # the principle set the data was built from (the materialized table), not the file, which
         # may have been edited since
-        table = salmon.warehouse.read_table(RM_PRINCIPLES.to_user_string())
+        table = read_table(salmon.warehouse, RM_PRINCIPLES)
         expected = set(table.filter(pl.col("entry_kind") == "principle")["name"].to_list())
         expected -= set(salmon.load_profile().aggregation.exclude_principles)
         seen = {p["name"] for row in df["principles"].to_list() for p in json.loads(row)}

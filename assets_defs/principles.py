@@ -6,8 +6,9 @@ each table asset depends on its file only, so editing ``rl.yaml`` makes only the
 
 import dagster as dg
 
+from assets_defs.decl import AssetDecl
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_for, materialize_table
+from assets_defs.tables import materialize_table, read_table
 from salmon_dag.principles import PRINCIPLE_KINDS, PrincipleSet, file_hash, load_principles, principle_path, to_frame
 from salmon_dag.settings import Settings
 
@@ -16,6 +17,8 @@ GROUP = "principles"
 
 FILE_KEYS = {kind: dg.AssetKey(["principle_files", kind]) for kind in PRINCIPLE_KINDS}
 TABLE_KEYS = {kind: dg.AssetKey(["principles", kind]) for kind in PRINCIPLE_KINDS}
+# A principle table reads its file only, no profile config.
+TABLE_ASSETS = {kind: AssetDecl(TABLE_KEYS[kind], STAGE_VERSION, deps=(FILE_KEYS[kind],)) for kind in PRINCIPLE_KINDS}
 
 _DESCRIPTIONS = {
     "self_align": "Self-Align principles and in-context exemplars (principles/self_align.yaml).",
@@ -37,7 +40,7 @@ def materialized_principles(salmon: SalmonResource, kind: str) -> PrincipleSet:
     """The principle file of ``kind``, checked against its materialized table: a stage must not
     mix a newer file with data built from the older one."""
     pset = load_principles(salmon.settings().principles_path, kind)
-    table = salmon.warehouse.read_table(f"principles/{kind}")
+    table = read_table(salmon.warehouse, TABLE_KEYS[kind])
     if table.height and table["principle_hash"][0] != pset.content_hash:
         raise RuntimeError(f"{pset.path} changed since principles/{kind} was built; rebuild it first (salmon run)")
     return pset
@@ -60,32 +63,25 @@ def build_principle_assets(settings: Settings) -> list:
     @dg.multi_asset(
         name="principles",
         specs=[
-            dg.AssetSpec(
-                key,
-                deps=[FILE_KEYS[kind]],
-                description=_DESCRIPTIONS[kind],
-                group_name=GROUP,
-                code_version=STAGE_VERSION,
-                kinds={"parquet"},
-            )
-            for kind, key in TABLE_KEYS.items()
+            decl.spec(settings, description=_DESCRIPTIONS[kind], group_name=GROUP, kinds={"parquet"})
+            for kind, decl in TABLE_ASSETS.items()
         ],
         can_subset=True,
     )
     def principles(context: dg.AssetExecutionContext, salmon: SalmonResource):
         """Validate each selected principle file and store it as a table (data version = file hash)."""
         settings = salmon.settings()
-        for kind, key in TABLE_KEYS.items():
-            if key not in context.selected_asset_keys:
+        for kind, decl in TABLE_ASSETS.items():
+            if decl.key not in context.selected_asset_keys:
                 continue
             pset = load_principles(settings.principles_path, kind)
             df = to_frame(pset)
             context.log.info(f"{pset.path}: {df.height} entries, hash {pset.content_hash}")
             yield materialize_table(
                 salmon.warehouse,
-                key,
+                decl.key,
                 df,
-                lineage_for(context, key, config_hash=STAGE_VERSION, principle_hash=pset.content_hash),
+                decl.lineage(context, settings.profile, principle_hash=pset.content_hash),
                 data_version=pset.content_hash,
                 extra_metadata={"principle_file": dg.MetadataValue.path(str(pset.path))},
             )
@@ -97,7 +93,7 @@ def build_principle_assets(settings: Settings) -> list:
 def _non_empty_unique_names_check(kind: str, key: dg.AssetKey):
     @dg.asset_check(asset=key, name="has_unique_principles", description="At least one principle; names unique.")
     def _check(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("/".join(key.path))
+        df = read_table(salmon.warehouse, key)
         names = df.filter(df["entry_kind"] == "principle")["name"]
         dupes = names.filter(names.is_duplicated()).unique().to_list()
         return dg.AssetCheckResult(

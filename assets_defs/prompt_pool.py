@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+from dataclasses import replace
+
 import dagster as dg
 
+from assets_defs.decl import AssetDecl
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import lineage_for, materialize_table
+from assets_defs.tables import materialize_table, read_table
 from salmon_dag.config import QUESTION_TYPES
 from salmon_dag.lineage import files_hash
 from salmon_dag.settings import Settings
@@ -17,33 +20,33 @@ REJECTS = dg.AssetKey("prompt_pool_rejects")
 BUNDLED_PROMPTS = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "default_prompts.jsonl"
 
 
-def _code_version(settings: Settings) -> str:
-    # Config and the content of local prompt files both decide the output.
+def _prompt_files_hash(settings: Settings) -> str:
+    # The content of local prompt files decides the output along with the config.
     cfg = settings.profile.prompt_pool
     files = [BUNDLED_PROMPTS] + [
         Path(s.path) for s in cfg.sources if s.type in ("jsonl", "parquet", "csv") and s.path
     ]
-    return f"{STAGE_VERSION}.{settings.profile.section_hash('prompt_pool')}.{files_hash(files)}"
+    return files_hash(files)
+
+
+POOL_ASSET = AssetDecl(POOL, STAGE_VERSION, sections=("prompt_pool",), extra_version=_prompt_files_hash)
+REJECTS_ASSET = replace(POOL_ASSET, key=REJECTS)
 
 
 def build_prompt_pool_assets(settings: Settings) -> list:
-    code_version = _code_version(settings)
-
     @dg.multi_asset(
         name="prompt_pool",
         specs=[
-            dg.AssetSpec(
-                POOL,
+            POOL_ASSET.spec(
+                settings,
                 description="Cleaned, de-duplicated user prompts with language, question type and split.",
                 group_name=GROUP,
-                code_version=code_version,
                 kinds={"parquet", "polars"},
             ),
-            dg.AssetSpec(
-                REJECTS,
+            REJECTS_ASSET.spec(
+                settings,
                 description="Prompt rows dropped while loading or cleaning, with the reason.",
                 group_name=GROUP,
-                code_version=code_version,
                 kinds={"parquet", "polars"},
             ),
         ],
@@ -53,7 +56,6 @@ def build_prompt_pool_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         pool, rejects = build_from_config(profile.prompt_pool, profile.seed, log=context.log.info)
-        config_hash = profile.section_hash("prompt_pool")
         by_type = dict(pool.group_by("question_type").len().iter_rows())
         by_reason = dict(rejects.group_by("reason").len().iter_rows())
         context.log.info(f"prompt_pool: {pool.height} kept {by_type}; {rejects.height} rejected {by_reason}")
@@ -61,7 +63,7 @@ def build_prompt_pool_assets(settings: Settings) -> list:
             salmon.warehouse,
             POOL,
             pool,
-            lineage_for(context, POOL, config_hash),
+            POOL_ASSET.lineage(context, profile),
             extra_metadata={
                 **{f"count/{t}": by_type.get(t, 0) for t in QUESTION_TYPES},
                 "count/eval": pool.filter(pool["split"] == "eval").height,
@@ -71,7 +73,7 @@ def build_prompt_pool_assets(settings: Settings) -> list:
             salmon.warehouse,
             REJECTS,
             rejects,
-            lineage_for(context, REJECTS, config_hash),
+            REJECTS_ASSET.lineage(context, profile),
             extra_metadata={f"reason/{r}": n for r, n in sorted(by_reason.items())},
         )
 
@@ -81,7 +83,7 @@ def build_prompt_pool_assets(settings: Settings) -> list:
 def _checks() -> list:
     @dg.asset_check(asset=POOL, description="The pool has rows of every question type.")
     def covers_all_question_types(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("prompt_pool")
+        df = read_table(salmon.warehouse, POOL)
         counts = dict(df.group_by("question_type").len().iter_rows())
         return dg.AssetCheckResult(
             passed=df.height > 0 and all(counts.get(t, 0) > 0 for t in QUESTION_TYPES),
@@ -90,13 +92,13 @@ def _checks() -> list:
 
     @dg.asset_check(asset=POOL, description="prompt_id is unique.")
     def unique_prompt_ids(salmon: SalmonResource) -> dg.AssetCheckResult:
-        ids = salmon.warehouse.read_table("prompt_pool")["prompt_id"]
+        ids = read_table(salmon.warehouse, POOL)["prompt_id"]
         dupes = ids.filter(ids.is_duplicated()).unique().to_list()
         return dg.AssetCheckResult(passed=not dupes, metadata={"duplicates": len(dupes), "sample": str(dupes[:5])})
 
     @dg.asset_check(asset=POOL, description="question_type and split take only their allowed values.")
     def valid_categories(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("prompt_pool")
+        df = read_table(salmon.warehouse, POOL)
         bad_types = sorted(set(df["question_type"].to_list()) - set(QUESTION_TYPES))
         bad_splits = sorted(set(df["split"].to_list()) - {"train", "eval"})
         return dg.AssetCheckResult(

@@ -6,13 +6,13 @@ import dagster as dg
 import polars as pl
 
 from assets_defs.base_model import KEY as BASE_MODEL
+from assets_defs.decl import AssetDecl
+from assets_defs.models import materialize_trained_model, read_model
 from assets_defs.principles import TABLE_KEYS, materialized_principles
 from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
-from assets_defs.models import materialize_trained_model
-from assets_defs.tables import lineage_for, materialize_table
+from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.engine import SamplingParams, create_engine
-from salmon_dag.model_ref import read_model_ref
 from salmon_dag.principles import load_principles
 from salmon_dag.settings import Settings
 
@@ -25,9 +25,15 @@ PRINCIPLES = TABLE_KEYS["self_align"]
 # prompts per engine call: a progress line after each
 CHUNK = 64
 
+SFT_DATA_ASSET = AssetDecl(SFT_DATA, STAGE_VERSION, sections=("self_align", "engine"),
+                           deps=(PRINCIPLES, POOL, BASE_MODEL))
+# training reads the engine's device only (it trains there)
+SFT_MODEL_ASSET = AssetDecl(SFT_MODEL, STAGE_VERSION, sections=("sft", "engine.device"), deps=(SFT_DATA, BASE_MODEL))
+PAIRS_ASSET = AssetDecl(PAIRS, STAGE_VERSION, sections=("pairs", "engine"), deps=(SFT_MODEL, POOL))
+
 
 def train_prompts(salmon: SalmonResource, limit: int | None) -> pl.DataFrame:
-    pool = salmon.warehouse.read_table("prompt_pool").filter(pl.col("split") == "train").sort("prompt_id")
+    pool = read_table(salmon.warehouse, POOL).filter(pl.col("split") == "train").sort("prompt_id")
     return pool.head(limit) if limit else pool
 
 
@@ -42,16 +48,11 @@ def generate_in_chunks(context, engine, prompts: list[str], params: SamplingPara
 
 
 def build_self_align_assets(settings: Settings) -> list:
-    profile = settings.profile
-    sa_version = f"{STAGE_VERSION}.{profile.section_hash('self_align', 'engine')}"
-
-    @dg.asset(
-        key=SFT_DATA,
-        deps=[PRINCIPLES, POOL, BASE_MODEL],
+    @SFT_DATA_ASSET.asset(
+        settings,
         description="Base-model answers to training prompts with the self-align principles and exemplars in "
         "context; internal thoughts split off; every row kept with its filter_reason (null = used for SFT).",
         group_name=GROUP,
-        code_version=sa_version,
         kinds={"parquet", "pytorch"},
         pool="accelerator",
     )
@@ -61,7 +62,7 @@ def build_self_align_assets(settings: Settings) -> list:
         profile = salmon.load_profile()
         cfg = profile.self_align
         pset = materialized_principles(salmon, "self_align")
-        base = read_model_ref(salmon.warehouse, "base_model")
+        base = read_model(salmon.warehouse, BASE_MODEL)
         prompts = train_prompts(salmon, cfg.max_prompts)
         texts = [build_prompt(pset, p) for p in prompts["prompt"].to_list()]
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -91,18 +92,15 @@ def build_self_align_assets(settings: Settings) -> list:
         kept = df.filter(pl.col("filter_reason").is_null()).height
         reasons = dict(df.filter(pl.col("filter_reason").is_not_null()).group_by("filter_reason").len().iter_rows())
         context.log.info(f"self_align_sft_data: kept {kept}/{df.height}; filtered {reasons}")
-        lineage = lineage_for(context, SFT_DATA, profile.section_hash("self_align", "engine"),
-                              principle_hash=pset.content_hash, model_id=base.model_id)
+        lineage = SFT_DATA_ASSET.lineage(context, profile, principle_hash=pset.content_hash, model_id=base.model_id)
         return materialize_table(salmon.warehouse, SFT_DATA, df, lineage, extra_metadata={
             "kept": kept, **{f"filtered/{r}": n for r, n in sorted(reasons.items())}})
 
-    @dg.asset(
-        key=SFT_MODEL,
-        deps=[SFT_DATA, BASE_MODEL],
+    @SFT_MODEL_ASSET.asset(
+        settings,
         description="Principle engraving: the base model fine-tuned (LoRA, or in full when sft.lora is unset) "
         "on the kept self-align answers, without principles or exemplars in context; saved with its tokenizer.",
         group_name=GROUP,
-        code_version=f"{STAGE_VERSION}.{profile.section_hash('sft')}",
         kinds={"pytorch", "huggingface"},
         pool="accelerator",
     )
@@ -110,29 +108,27 @@ def build_self_align_assets(settings: Settings) -> list:
         from salmon_dag.training import sft_examples, train_sft
 
         profile = salmon.load_profile()
-        base = read_model_ref(salmon.warehouse, "base_model")
-        data = salmon.warehouse.read_table("self_align_sft_data").filter(pl.col("filter_reason").is_null())
+        base = read_model(salmon.warehouse, BASE_MODEL)
+        table = read_table(salmon.warehouse, SFT_DATA)
+        data = table.filter(pl.col("filter_reason").is_null())
         if data.height == 0:
             raise RuntimeError(
                 "self_align_sft_data kept no answers to train on; see its filter_reason column "
                 "(salmon sql \"select filter_reason, count(*) from self_align_sft_data group by 1\")"
             )
-        out = salmon.warehouse.model_dir("sft_model")
+        out = salmon.warehouse.model_dir(table_name(SFT_MODEL))
         result = train_sft(base.model_id, sft_examples(data["prompt"].to_list(), data["response"].to_list()),
                            profile.sft, out, seed=profile.seed, log=context.log.info, device=profile.engine.device,
                            revision=base.revision, trust_remote_code=base.trust_remote_code)
-        principle_hash = salmon.warehouse.read_table("self_align_sft_data")["principle_hash"][0]
-        lineage = lineage_for(context, SFT_MODEL, profile.section_hash("sft"),
-                              principle_hash=principle_hash, model_id=base.model_id)
+        lineage = SFT_MODEL_ASSET.lineage(context, profile, principle_hash=table["principle_hash"][0],
+                                          model_id=base.model_id)
         return materialize_trained_model(salmon.warehouse, SFT_MODEL, lineage, base, result)
 
-    @dg.asset(
-        key=PAIRS,
-        deps=[SFT_MODEL, POOL],
+    @PAIRS_ASSET.asset(
+        settings,
         description="Two sampled SFT-policy responses per training prompt (stop at the turn separator); pairs "
         "with a response shorter than pairs.min_words, or two identical responses, are dropped.",
         group_name=GROUP,
-        code_version=f"{STAGE_VERSION}.{profile.section_hash('pairs', 'engine')}",
         kinds={"parquet", "pytorch"},
         pool="accelerator",
     )
@@ -141,7 +137,7 @@ def build_self_align_assets(settings: Settings) -> list:
 
         profile = salmon.load_profile()
         cfg = profile.pairs
-        sft = read_model_ref(salmon.warehouse, "sft_model")
+        sft = read_model(salmon.warehouse, SFT_MODEL)
         prompts = train_prompts(salmon, cfg.max_prompts)
         params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                 n=cfg.candidates, seed=profile.seed)
@@ -152,8 +148,8 @@ def build_self_align_assets(settings: Settings) -> list:
                                          params, "response pairs")
         pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars)
         context.log.info(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")
-        lineage = lineage_for(context, PAIRS, profile.section_hash("pairs", "engine"),
-                              principle_hash=sft.lineage.get("principle_hash"), model_id=sft.adapter_path or sft.model_id)
+        lineage = PAIRS_ASSET.lineage(context, profile, principle_hash=sft.lineage.get("principle_hash"),
+                                      model_id=sft.adapter_path or sft.model_id)
         sampled = counts.get("candidates/sampled", 0)
         return materialize_table(salmon.warehouse, PAIRS, pairs, lineage, extra_metadata={
             "prompts": prompts.height,
@@ -168,7 +164,7 @@ def build_self_align_assets(settings: Settings) -> list:
 def _checks() -> list:
     @dg.asset_check(asset=SFT_DATA, description="Some answers kept; filtered share within self_align.max_filtered_share.")
     def filtered_share_within_bound(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("self_align_sft_data")
+        df = read_table(salmon.warehouse, SFT_DATA)
         bound = salmon.load_profile().self_align.max_filtered_share
         filtered = df.filter(pl.col("filter_reason").is_not_null()).height
         share = filtered / df.height if df.height else 1.0
@@ -180,13 +176,13 @@ def _checks() -> list:
         from salmon_dag.self_align import leaks_principles
 
         pset = load_principles(salmon.settings().principles_path, "self_align")
-        kept = salmon.warehouse.read_table("self_align_sft_data").filter(pl.col("filter_reason").is_null())
+        kept = read_table(salmon.warehouse, SFT_DATA).filter(pl.col("filter_reason").is_null())
         leaks = [r for r in kept["response"].to_list() if leaks_principles(r, pset)]
         return dg.AssetCheckResult(passed=not leaks, metadata={"leaking_rows": len(leaks)})
 
     @dg.asset_check(asset=PAIRS, description="There are pairs, and each has two different responses.")
     def pairs_non_empty_and_distinct(salmon: SalmonResource) -> dg.AssetCheckResult:
-        df = salmon.warehouse.read_table("response_pairs")
+        df = read_table(salmon.warehouse, PAIRS)
         same = df.filter(pl.col("response_a") == pl.col("response_b")).height
         return dg.AssetCheckResult(passed=df.height > 0 and same == 0, metadata={"pairs": df.height, "identical": same})
 

@@ -1,4 +1,5 @@
-"""Writing a table asset: lineage columns, atomic Parquet, DuckDB refresh, Dagster metadata."""
+"""Table assets by key: writing (lineage columns, atomic Parquet, DuckDB refresh, Dagster metadata)
+and reading."""
 
 from __future__ import annotations
 
@@ -13,23 +14,13 @@ PREVIEW_CELL_CHARS = 60
 
 
 def table_name(key: dg.AssetKey) -> str:
+    """The warehouse table (and model manifest) name of an asset key: its path joined by '/'."""
     return "/".join(key.path)
 
 
-def lineage_for(
-    context: dg.AssetExecutionContext,
-    key: dg.AssetKey,
-    config_hash: str,
-    principle_hash: str | None = None,
-    model_id: str | None = None,
-) -> Lineage:
-    return Lineage(
-        run_id=context.run.run_id,
-        config_hash=config_hash,
-        code_version=context.assets_def.code_versions_by_key.get(key) or "",
-        principle_hash=principle_hash,
-        model_id=model_id,
-    )
+def read_table(warehouse: Warehouse, key: dg.AssetKey) -> pl.DataFrame:
+    """The table that the asset ``key`` wrote (see :func:`materialize_table`)."""
+    return warehouse.read_table(table_name(key))
 
 
 def preview_markdown(df: pl.DataFrame, rows: int = PREVIEW_ROWS) -> str:

@@ -279,10 +279,22 @@ class Profile(_Strict):
     ppo: PPOConfig = PPOConfig()
 
     def section_hash(self, *sections: str) -> str:
-        """Stable short hash of the named sections (plus the seed): the config part of lineage."""
-        payload = {s: getattr(self, s).model_dump(mode="json") for s in sections}
+        """Stable short hash of the named sections (plus the seed): the config part of lineage.
+
+        A section is a top-level key (``"sft"``) or a dotted path to one field (``"engine.device"``),
+        so a stage that reads one field of a shared section is not rebuilt when another changes.
+        """
+        payload = {s: self._section(s) for s in sections}
         payload["seed"] = self.seed
         return stable_hash(payload)
+
+    def _section(self, dotted: str) -> Any:
+        value: Any = self
+        for part in dotted.split("."):
+            if not isinstance(value, BaseModel) or part not in type(value).model_fields:
+                raise KeyError(f"profile has no section {dotted!r}")
+            value = getattr(value, part)
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 # --------------------------------------------------------------------------- loading

@@ -70,6 +70,12 @@ def test_extends_from_file_and_section_hash(tmp_path):
     # a change elsewhere leaves the base_model hash alone (only the seed is shared)
     other = load_profile("tiny", {"engine": {"max_batch_size": 3}})
     assert other.section_hash("base_model") == tiny.section_hash("base_model")
+    # a dotted section is one field: other fields of its section do not count
+    assert other.section_hash("engine.device") == tiny.section_hash("engine.device")
+    assert other.section_hash("engine") != tiny.section_hash("engine")
+    assert load_profile("tiny", {"engine": {"device": "cuda"}}).section_hash("engine.device") != tiny.section_hash("engine.device")
+    with pytest.raises(KeyError, match="engine.nope"):
+        tiny.section_hash("engine.nope")
 
 
 def test_preference_defaults_are_the_papers_and_profiles_state_their_rule_scope():

@@ -101,3 +101,40 @@ def test_a_new_judge_template_makes_judgements_stale(settings, monkeypatch):
     monkeypatch.setattr(prefs, "JUDGE_TEMPLATE_VERSION", "999")
     after = build_definitions(settings).resolve_asset_graph().get(key).code_version
     assert before != after
+
+
+def _declarations() -> list:
+    import importlib
+
+    from assets_defs.decl import AssetDecl
+
+    found = []
+    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences"):
+        for value in vars(importlib.import_module(f"assets_defs.{name}")).values():
+            found += [v for v in (value.values() if isinstance(value, dict) else [value]) if isinstance(v, AssetDecl)]
+    return found
+
+
+def test_every_asset_is_declared_once_and_its_code_version_comes_from_the_declaration(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    decls = {d.key: d for d in _declarations()}
+    assert set(decls) == set(graph.materializable_asset_keys)
+    profile = settings.profile
+    for key, decl in decls.items():
+        node = graph.get(key)
+        assert node.code_version == decl.code_version(settings), key
+        assert decl.config_hash(profile) in node.code_version  # what lineage records as config_hash
+        assert node.parent_keys == set(decl.deps), key
+
+
+def test_sft_model_is_stale_when_the_training_device_changes(settings, tmp_path):
+    def versions(overrides: str) -> dict[str, str]:
+        path = tmp_path / f"profile{len(list(tmp_path.glob('*.yaml')))}.yaml"
+        path.write_text("extends: tiny\n" + overrides)
+        graph = build_definitions(Settings(str(path), settings.warehouse_dir, settings.principles_dir)).resolve_asset_graph()
+        return {k.to_user_string(): graph.get(k).code_version for k in graph.materializable_asset_keys}
+
+    base, device, batch = versions(""), versions("engine: {device: cuda}\n"), versions("engine: {max_batch_size: 3}\n")
+    assert base["sft_model"] != device["sft_model"]  # it trains on engine.device
+    assert base["sft_model"] == batch["sft_model"]  # but reads no other engine field
+    assert base["response_pairs"] != batch["response_pairs"]  # generation does
