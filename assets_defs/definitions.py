@@ -6,6 +6,8 @@ UI and the CLI started with the same environment share one project and one insta
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from assets_defs.automation import build_automation
@@ -16,6 +18,11 @@ from assets_defs.prompt_pool import build_prompt_pool_assets
 from assets_defs.resources import SalmonResource
 from assets_defs.self_align import build_self_align_assets
 from salmon_dag.settings import Settings
+
+# We use a few beta APIs on purpose (multi observable sources, AssetSelection include_sources);
+# their warnings, raised while the definitions are built, would drown the CLI output.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 MAIN_JOB = "salmon_main"
 

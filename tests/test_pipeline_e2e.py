@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def salmon(project, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     root, env = project
     proc = subprocess.run(
-        [sys.executable, "-m", "salmon_dag.cli", *args],
+        [sys.executable, "-m", "assets_defs.cli", *args],
         env=env, cwd=root, capture_output=True, text=True, timeout=900,
     )
     if check and proc.returncode != 0:

@@ -83,7 +83,7 @@ def test_salmon_sql_command_refuses_each_hostile_query(hostile):
     wh, root, queries = hostile
     before = _snapshot(root)
     for what, sql in queries.items():
-        proc = subprocess.run([sys.executable, "-m", "salmon_dag.cli", "sql", "--warehouse", str(wh.root), sql],
+        proc = subprocess.run([sys.executable, "-m", "assets_defs.cli", "sql", "--warehouse", str(wh.root), sql],
                               capture_output=True, text=True)
         assert proc.returncode != 0, what
         lines = proc.stderr.strip().splitlines()

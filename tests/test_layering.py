@@ -1,0 +1,66 @@
+"""salmon_dag is the method as plain Python: no module of it imports Dagster or the Dagster layer."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "salmon_dag"
+FORBIDDEN = ("dagster", "assets_defs")  # dagster also covers dagster_* packages
+
+
+def _forbidden(module: str) -> bool:
+    top = module.split(".")[0]
+    return top in FORBIDDEN or top.startswith("dagster_")
+
+
+def _imports(tree: ast.AST) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
+            "import_module", "__import__"
+        ) and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def _modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_no_salmon_dag_source_imports_dagster_or_the_dagster_layer():
+    offences = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, module in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        if _forbidden(module)
+    ]
+    assert not offences, "salmon_dag must stay Dagster-free:\n" + "\n".join(offences)
+
+
+def test_importing_every_salmon_dag_module_loads_no_dagster():
+    modules = _modules()
+    assert "salmon_dag.training.harness" in modules and "salmon_dag.config" in modules
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'assets_defs')"
+        " or m.startswith('dagster_'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"importing salmon_dag loaded {loaded[:10]}"
