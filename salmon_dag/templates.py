@@ -99,3 +99,48 @@ def self_align_prompt(
         f"{preamble.strip()}\n\n{PRINCIPLES_HEADER}\n{rules}\n\n{shots}\n\n"
         f"{format_turn('user', user_prompt)}\n\n{ASSISTANT_TAG} {THOUGHTS_TAG}"
     )
+
+
+# --------------------------------------------------------------------------- reward model (SALMON §1.4)
+# The reviewer prompt of the instructable reward model: the principles to judge by (negated ones
+# appear as their negative definitions, names are not shown), the request, the reply, then a fixed
+# cue. The scalar score is read at the cue's last token, so the cue must never be cut and never
+# end in a padding token. Our layout puts the principles first and the reply last: the score token
+# sits right after the reply, and a principle-free variant (PMP) only drops the principle block.
+REWARD_TEMPLATE_VERSION = "1"
+REWARD_PRINCIPLES_HEADER = "Rate the reply by these principles only:"
+REWARD_CUE = f"{ASSISTANT_TAG} The reply's rating under these principles is"
+PMP_CUE = f"{ASSISTANT_TAG} The reply's rating is"
+
+
+def reward_prompt_parts(principle_texts: list[str], instruction: str) -> tuple[str, str]:
+    """(head, tail) of a reviewer prompt: the reply goes between them.
+
+    Kept as two parts so a long reply can be shortened without ever cutting the principles, the
+    request or the cue."""
+    if not principle_texts:
+        raise ValueError("a reviewer prompt needs at least one principle (use pmp_prompt_parts for none)")
+    rules = "\n".join(f"- {t.strip()}" for t in principle_texts)
+    head = (
+        f"{USER_TAG} You are reviewing a reply that an AI assistant wrote to a request. "
+        f"{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n"
+        f"Request:\n{instruction.strip()}\n\nReply:\n"
+    )
+    return head, f"\n\n{REWARD_CUE}"
+
+
+def reward_prompt(principle_texts: list[str], instruction: str, response: str) -> str:
+    """The whole reviewer prompt for ``response`` under ``principle_texts`` (in that order)."""
+    head, tail = reward_prompt_parts(principle_texts, instruction)
+    return head + response.strip() + tail
+
+
+def pmp_prompt_parts(context: str) -> tuple[str, str]:
+    """(head, tail) of the principle-free reviewer prompt used for preference-model pre-training:
+    ``context`` is the conversation so far (it ends where the assistant's reply begins)."""
+    context = context.strip().removesuffix(ASSISTANT_TAG).strip()
+    head = (
+        f"{USER_TAG} You are reviewing the last reply of an AI assistant in the conversation below.\n\n"
+        f"Conversation:\n{context}\n\nReply:\n"
+    )
+    return head, f"\n\n{PMP_CUE}"
