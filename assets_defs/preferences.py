@@ -123,15 +123,17 @@ def _checks() -> list:
         ok = df.height > 0 and (df.height < BALANCE_MIN_EXAMPLES or abs(share - 0.5) <= BALANCE_TOLERANCE)
         return dg.AssetCheckResult(passed=ok, metadata={"examples": df.height, "share_preferred_1": round(share, 3)})
 
-    @dg.asset_check(asset=RM_DATA, description="Every materialized reward-model principle that is not in "
-                    "aggregation.exclude_principles appears in some example.")
+    @dg.asset_check(asset=RM_DATA, description="Every materialized reward-model principle that aggregation "
+                    "samples (include_principles minus exclude_principles) appears in some example.")
     def covers_every_principle(salmon: SalmonResource) -> dg.AssetCheckResult:
         df = read_table(salmon.warehouse, RM_DATA)
         # the principle set the data was built from (the materialized table), not the file, which
         # may have been edited since
         table = read_table(salmon.warehouse, RM_PRINCIPLES)
-        expected = set(table.filter(pl.col("entry_kind") == "principle")["name"].to_list())
-        expected -= set(salmon.load_profile().aggregation.exclude_principles)
+        from salmon_dag.aggregation import sampled_principles
+
+        names = table.filter(pl.col("entry_kind") == "principle")["name"].to_list()
+        expected = set(sampled_principles(salmon.load_profile().aggregation, names))
         seen = {p["name"] for row in df["principles"].to_list() for p in json.loads(row)}
         missing = sorted(expected - seen)
         return dg.AssetCheckResult(passed=not missing, metadata={"missing": str(missing), "expected": len(expected)})

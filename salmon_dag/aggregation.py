@@ -129,6 +129,13 @@ def _empty_examples() -> pl.DataFrame:
     return pl.DataFrame(schema=EXAMPLE_SCHEMA)
 
 
+def sampled_principles(cfg: AggregationConfig, names: Sequence[str]) -> list[str]:
+    """The principles of ``names`` that training examples may list: ``cfg.include_principles``
+    (all when unset) minus ``cfg.exclude_principles``."""
+    include = set(names) if cfg.include_principles is None else set(cfg.include_principles)
+    return [n for n in names if n in include and n not in cfg.exclude_principles]
+
+
 def _validate(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[PrincipleText],
               cfg: AggregationConfig) -> None:
     missing = [c for c in ("pair_id", "principle", "score", "score_ab", "score_ba") if c not in prefs.columns]
@@ -141,11 +148,12 @@ def _validate(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[Pri
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"aggregate: duplicate principle name(s) {', '.join(dup)}")
-    unknown = sorted(set(cfg.exclude_principles) - set(names))
-    if unknown:
-        raise ValueError(f"aggregation.exclude_principles: unknown principle(s) {', '.join(map(repr, unknown))}")
-    if names and set(names) <= set(cfg.exclude_principles):
-        raise ValueError("aggregation.exclude_principles: excludes every principle, nothing left to aggregate")
+    for field in ("exclude_principles", "include_principles"):
+        unknown = sorted(set(getattr(cfg, field) or ()) - set(names))
+        if unknown:
+            raise ValueError(f"aggregation.{field}: unknown principle(s) {', '.join(map(repr, unknown))}")
+    if names and not sampled_principles(cfg, names):
+        raise ValueError("aggregation.exclude_principles/include_principles: no principle left to aggregate")
     unknown = sorted(set(prefs["principle"].unique().to_list()) - set(names))
     if unknown:
         raise ValueError(f"aggregate: principle(s) in prefs but not in the principle set: {', '.join(map(str, unknown))}")
@@ -253,7 +261,8 @@ def aggregate(
     rule = rule_a - rule_b  # +1 only a satisfies the rule, -1 only b, 0 both or neither
     avail = np.zeros(shape, dtype=bool)
     avail[rows, cols] = True
-    excluded = np.array([n in cfg.exclude_principles for n in names], dtype=bool)
+    sampled = set(sampled_principles(cfg, names))
+    excluded = np.array([n not in sampled for n in names], dtype=bool)
     avail &= ~excluded[None, :]
     n_avail = avail.sum(axis=1)
 

@@ -372,8 +372,20 @@ def test_excluded_principles_are_judged_but_never_sampled():
     assert df["n_principles"].max() == 2
     with pytest.raises(ValueError, match="exclude_principles: unknown principle.*'nope'"):
         aggregate(prefs, pairs, PRINCIPLES, cfg(exclude_principles=["nope"]), seed=0)
-    with pytest.raises(ValueError, match="excludes every principle"):
+    with pytest.raises(ValueError, match="no principle left"):
         aggregate(prefs, pairs, PRINCIPLES[:4], cfg(exclude_principles=["p0", "p1", "p2", "p3"]), seed=0)
+
+
+def test_included_principles_are_the_only_ones_sampled():
+    prefs, pairs = _random_case(200, 4)
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(include_principles=["p0", "p1", "p2"],
+                                                    exclude_principles=["p2"], passes=3), seed=0)
+    used = {c["name"] for row in df["principles"].to_list() for c in json.loads(row)}
+    assert used == {"p0", "p1"}
+    with pytest.raises(ValueError, match="include_principles: unknown principle.*'nope'"):
+        aggregate(prefs, pairs, PRINCIPLES, cfg(include_principles=["nope"]), seed=0)
+    with pytest.raises(ValueError, match="no principle left"):
+        aggregate(prefs, pairs, PRINCIPLES, cfg(include_principles=["p0"], exclude_principles=["p0"]), seed=0)
 
 
 # --------------------------------------------------------------------------- rule scope: global

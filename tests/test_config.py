@@ -97,6 +97,20 @@ def test_each_training_stage_has_its_own_config_class():
         assert (type(p.sft), type(p.reward_model), type(p.ppo)) == (SFTStageConfig, RewardModelConfig, PPOConfig)
         assert all(isinstance(c, TrainingConfig) for c in (p.sft, p.reward_model, p.ppo))
     tiny = load_profile("tiny")
-    assert tiny.sft.lora.r == 8 and tiny.reward_model.max_seq_len == 768 and tiny.ppo.max_steps == 20
+    assert tiny.sft.lora.r == 8 and tiny.reward_model.max_seq_len == 512 and tiny.ppo.max_steps == 20
     with pytest.raises(ProfileError, match=r"reward_model\.epochs"):
         load_profile("tiny", {"reward_model": {"epochs": 0}})
+
+
+def test_reward_model_config():
+    tiny = load_profile("tiny").reward_model
+    assert tiny.lora is None and tiny.save == "merged" and tiny.human_eval.optional
+    assert tiny.pmp.data is None and 0 < tiny.pmp.share < 1  # a disjoint share of the human pairs
+    for name in ("llama2-7b-qlora", "llama2-70b-qlora"):
+        rm = load_profile(name).reward_model
+        assert rm.lora.quantization == "4bit" and "score" not in rm.lora.target_modules
+        assert rm.save == "adapter" and rm.lr_scheduler == "cosine" and rm.pmp.data.split == "train"
+    with pytest.raises(ProfileError, match=r"reward_model\.pmp\.share"):
+        load_profile("tiny", {"reward_model": {"pmp": {"share": 1.0}}})
+    with pytest.raises(ProfileError, match=r"reward_model\.human_eval\.source"):
+        load_profile("tiny", {"reward_model": {"human_eval": {"split": "test", "source": None}}})

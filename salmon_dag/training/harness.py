@@ -41,6 +41,8 @@ CHECKPOINTS_PER_RUN = 4  # default save_steps gives about this many checkpoints
 
 # (work_dir, callbacks) -> a configured transformers.Trainer (or subclass)
 TrainerFactory = Callable[[Path, list[TrainerCallback]], Any]
+# (trainer, final unwrapped model, directory) -> writes the model and tokenizer into directory
+ModelSaver = Callable[[Any, Any, Path], None]
 
 
 @dataclass
@@ -107,6 +109,7 @@ def run_training(
     loss_label: str = "training loss",
     metrics: Sequence[str] = ("accuracy",),
     log_fields: Mapping[str, Any] | None = None,
+    save_model: ModelSaver | None = None,
 ) -> TrainResult:
     """Train with the trainer ``build_trainer(work_dir, callbacks)`` returns; save to ``out_dir``.
 
@@ -117,6 +120,8 @@ def run_training(
     (``log_fields`` + steps + history) and ``loss.png`` (loss, plus ``metrics`` when logged;
     ``plot_title`` may use ``{stage}`` and ``{steps}``).
     ``callbacks`` are extra ``TrainerCallback`` s (tests use one to interrupt a run).
+    ``save_model`` replaces the default ``save_pretrained`` of model and tokenizer (the reward
+    model merges LoRA or checks its head there).
     """
     t0 = time.monotonic()
     out_dir = Path(out_dir)
@@ -148,7 +153,7 @@ def run_training(
     )
     if trainer.is_world_process_zero():  # several processes (accelerate launch): one writer
         title = plot_title.format(stage=stage, steps=steps)
-        _save(trainer, final, result, fp.value, title, loss_label, metrics, log_fields or {})
+        _save(trainer, final, result, fp.value, title, loss_label, metrics, log_fields or {}, save_model)
         last = f", final loss {result.losses[-1][1]:.4f}" if result.losses else ""
         log(f"{stage}: wrote {out_dir} ({steps} steps{last})")
     result.seconds = time.monotonic() - t0
@@ -162,11 +167,14 @@ def _is_peft(model: Any) -> bool:
 
 
 def _save(trainer: Any, model: Any, result: TrainResult, fp: str, title: str, loss_label: str,
-          metrics: Sequence[str], log_fields: Mapping[str, Any]) -> None:
+          metrics: Sequence[str], log_fields: Mapping[str, Any], save_model: ModelSaver | None) -> None:
     with atomic_path(result.out_dir) as tmp:
         tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp))
-        trainer.processing_class.save_pretrained(str(tmp))
+        if save_model is not None:
+            save_model(trainer, model, tmp)
+        else:
+            model.save_pretrained(str(tmp))
+            trainer.processing_class.save_pretrained(str(tmp))
         write_json(tmp / TRAINING_LOG, {
             **log_fields,
             "steps": result.steps,
