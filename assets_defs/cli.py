@@ -179,6 +179,58 @@ def sql(
 
 
 @app.command()
+def score(
+    prompt: Annotated[str, typer.Option("--prompt", help="The user's request.")],
+    response: Annotated[str, typer.Option("--response", help="The reply to score.")],
+    principle: Annotated[
+        list[str] | None,
+        typer.Option("--principle", help="A reward-model principle by name (repeatable; default: all)."),
+    ] = None,
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
+    fmt: FormatOpt = "table",
+) -> None:
+    """Score a reply with the trained reward model: under all chosen principles, and under each
+    principle alone and negated (the breakdown RL and evaluation use)."""
+    from salmon_dag.aggregation import PrincipleText
+    from salmon_dag.principles import PrincipleError, load_principles
+    from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
+    from salmon_dag.warehouse import Warehouse
+
+    _check_format(fmt, ("table", "json"))
+    settings = _settings(profile, warehouse, principles)
+    try:
+        checkpoint = warehouse_checkpoint(Warehouse(settings.warehouse_dir))
+        pset = load_principles(settings.principles_path, "reward_model")
+    except (WarehouseError, PrincipleError) as exc:
+        _fail(str(exc))
+    known = [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
+    by_name = {p.name: p for p in known}
+    unknown = [n for n in principle or [] if n not in by_name]
+    if unknown:
+        _fail(f"unknown principle(s) {', '.join(map(repr, unknown))} in {pset.path} (known: {', '.join(by_name)})")
+    chosen = [by_name[n] for n in principle] if principle else known
+    try:
+        scorer = load_scorer(checkpoint)
+        total, rows = scorer.breakdown(prompt, response, chosen)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc).splitlines()[0])
+    if fmt == "json":
+        print(json.dumps({"score": total, "principles": [
+            {"principle": r.principle, "score": r.score, "negated_score": r.negated_score, "delta": r.delta}
+            for r in rows]}, indent=2))
+        return
+    _print_rows(
+        ["principle", "score", "negated", "score - negated"],
+        [(r.principle, f"{r.score:+.3f}", f"{r.negated_score:+.3f}", f"{r.delta:+.3f}") for r in rows],
+        "table",
+        title=(f"reward {total:+.3f} under the {len(chosen)} principle(s) together" if total is not None else
+               f"the {len(chosen)} principles together do not fit in {scorer.max_len} tokens: scored one by one"),
+    )
+
+
+@app.command()
 def profiles() -> None:
     """List the bundled profiles."""
     rows: list[tuple[Any, ...]] = []

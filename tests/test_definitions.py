@@ -86,11 +86,14 @@ def test_principle_coverage_check_reads_the_materialized_principles(settings):
         return check(salmon=SalmonResource(profile=profile, warehouse_dir=settings.warehouse_dir,
                                            principles_dir=settings.principles_dir))
 
-    result = run("tiny")
+    every = Path(settings.warehouse_dir).parent / "every.yaml"  # tiny samples only two principles
+    every.write_text("extends: tiny\naggregation:\n  include_principles: null\n")
+    result = run(str(every))
     assert not result.passed and result.metadata["missing"].value == str([names[0]])
     excluded = Path(settings.warehouse_dir).parent / "excluding.yaml"
-    excluded.write_text(f"extends: tiny\naggregation:\n  exclude_principles: [{json.dumps(names[0])}]\n")
+    excluded.write_text(f"extends: every.yaml\naggregation:\n  exclude_principles: [{json.dumps(names[0])}]\n")
     assert run(str(excluded)).passed
+    assert run("tiny").passed  # its include_principles are both in the data
 
 
 def test_a_new_judge_template_makes_judgements_stale(settings, monkeypatch):
@@ -109,7 +112,7 @@ def _declarations() -> list:
     from assets_defs.decl import AssetDecl
 
     found = []
-    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences"):
+    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences", "reward_model"):
         for value in vars(importlib.import_module(f"assets_defs.{name}")).values():
             found += [v for v in (value.values() if isinstance(value, dict) else [value]) if isinstance(v, AssetDecl)]
     return found

@@ -55,7 +55,7 @@ def test_everything_materialized_and_queryable(project):
     assert set(st) >= {"principles/self_align", "principles/reward_model", "principles/rl",
                        "prompt_pool", "prompt_pool_rejects", "base_model",
                        "self_align_sft_data", "sft_model", "response_pairs",
-                       "synthetic_preferences", "rm_training_data"}
+                       "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval"}
     assert set(st.values()) == {"materialized"}, st
 
     out = salmon(project, "sql", "select question_type, count(*) as n from prompt_pool group by 1 order by 1",
@@ -118,6 +118,37 @@ def test_preference_stage(project):
     assert sum(r["n"] for r in out) == rm.height
 
 
+def test_reward_model_stage(project):
+    root, _ = project
+    from salmon_dag.model_ref import read_model_ref
+    from salmon_dag.reward_model.checkpoint import load_reward_model
+    from salmon_dag.warehouse import Warehouse
+
+    ref = read_model_ref(Warehouse(root / "warehouse"), "reward_model")
+    assert ref.adapter_path is None and ref.info["steps"] == 4  # tiny: full fine-tune, saved whole
+    _, _, manifest = load_reward_model(ref.model_id)
+    assert manifest.kind == "merged" and (Path(ref.model_id) / "loss.png").is_file()
+    rm = pl.read_parquet(root / "warehouse" / "rm_training_data" / "data.parquet")
+    assert ref.lineage["principle_hash"] == rm["principle_hash"][0]
+
+    rows = json.loads(salmon(project, "sql", "select metric, value, n, run_id from reward_model_eval",
+                             "--format", "json").stdout)
+    metrics = {r["metric"]: r for r in rows}
+    assert all(r["run_id"] and r["n"] > 0 and 0 <= r["value"] <= 1 for r in rows)
+    assert any(m.startswith("probe/") for m in metrics) or "heldout_accuracy" in metrics
+    if (ROOT.parent / "shared" / "data").is_dir():  # human pairs: half for PMP, half for agreement
+        assert metrics["hh_harmless_agreement"]["n"] == 16 and ref.info["pmp_steps"] == 2
+
+    out = json.loads(salmon(project, "score", "--prompt", "Name a colour.", "--response", "Blue.",
+                            "--principle", "Concise", "--principle", "Harmless", "--format", "json").stdout)
+    assert [p["principle"] for p in out["principles"]] == ["Concise", "Harmless"]
+    assert all(p["score"] != p["negated_score"] for p in out["principles"])
+    table = salmon(project, "score", "--prompt", "Name a colour.", "--response", "Blue.").stdout
+    assert "Matches User Language" in table and "negated" in table
+    bad = salmon(project, "score", "--prompt", "x", "--response", "y", "--principle", "Nope", check=False)
+    assert bad.returncode == 1 and bad.stderr.count("error:") == 1 and "unknown principle(s) 'Nope'" in bad.stderr
+
+
 def test_new_reward_principle_judges_only_itself(project):
     root, env = project
     rm_file = root / "principles" / "reward_model.yaml"
@@ -126,7 +157,8 @@ def test_new_reward_principle_judges_only_itself(project):
         rm_file.write_text(original.rstrip() + "\n  - name: Mentions Water\n    definition: The reply mentions water.\n"
                            "    negative_definition: The reply never mentions water.\n")
         stale = {a for a, s in states(project).items() if s != "materialized"}
-        assert stale == {"principles/reward_model", "synthetic_preferences", "rm_training_data"}
+        assert stale == {"principles/reward_model", "synthetic_preferences", "rm_training_data", "reward_model",
+                         "reward_model_eval"}
         n_pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet").height
         proc = salmon(project, "run")
         assert f"judged {n_pairs} pairs x 1 principles" in proc.stderr + proc.stdout
@@ -146,7 +178,7 @@ def test_self_align_edit_makes_its_side_stale(project):
         sa.write_text(original.replace("definition: ", "definition: Always, ", 1))
         stale = {a for a, s in states(project).items() if s != "materialized"}
         assert stale == {"principles/self_align", "self_align_sft_data", "sft_model", "response_pairs",
-                         "synthetic_preferences", "rm_training_data"}
+                         "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval"}
     finally:
         sa.write_text(original)
     assert set(states(project).values()) == {"materialized"}

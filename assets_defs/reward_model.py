@@ -1,0 +1,122 @@
+"""Stage 4: the instructable reward model and the evidence that it follows principles (SALMON §1.4)."""
+
+import dagster as dg
+import polars as pl
+
+from assets_defs.base_model import KEY as BASE_MODEL
+from assets_defs.decl import AssetDecl
+from assets_defs.models import materialize_trained_model, read_model
+from assets_defs.preferences import RM_DATA, RM_PRINCIPLES
+from assets_defs.principles import materialized_principles
+from assets_defs.resources import SalmonResource
+from assets_defs.self_align import PAIRS
+from assets_defs.tables import materialize_table, read_table, table_name
+from salmon_dag.lineage import files_hash
+from salmon_dag.settings import Settings
+from salmon_dag.templates import REWARD_TEMPLATE_VERSION
+
+STAGE_VERSION = "1"
+GROUP = "reward_model"
+REWARD_MODEL = dg.AssetKey("reward_model")
+RM_EVAL = dg.AssetKey("reward_model_eval")
+
+
+def _human_files(settings: Settings) -> str:
+    """Template version plus the content of local human-pair files (PMP / agreement data)."""
+    cfg = settings.profile.reward_model
+    sources = [c.source for c in (cfg.human_eval, cfg.pmp.data if cfg.pmp else None) if c is not None]
+    local = [s for s in sources if s.endswith((".jsonl", ".jsonl.gz"))]
+    return f"{REWARD_TEMPLATE_VERSION}.{files_hash(local)}"
+
+
+RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, sections=("reward_model", "engine.device"),
+                     deps=(RM_DATA, BASE_MODEL), extra_version=_human_files)
+RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, sections=("reward_model", "engine.device"),
+                          deps=(REWARD_MODEL, RM_DATA, PAIRS, RM_PRINCIPLES), extra_version=_human_files)
+
+
+def load_scorer(salmon: SalmonResource):
+    """A RewardScorer over the materialized reward model."""
+    from salmon_dag.reward_model.checkpoint import load_scorer as load, warehouse_checkpoint
+
+    cfg = salmon.load_profile().reward_model
+    return load(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL)), batch_size=cfg.eval_batch_size)
+
+
+def principle_texts(salmon: SalmonResource):
+    from salmon_dag.aggregation import PrincipleText
+
+    pset = materialized_principles(salmon, "reward_model")
+    return pset, [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
+
+
+def build_reward_model_assets(settings: Settings) -> list:
+    @RM_ASSET.asset(
+        settings,
+        description="Instructable reward model: a scalar head read at the last token of a reviewer prompt "
+        "(principles, request, reply, cue), trained with the Bradley-Terry loss on rm_training_data "
+        "(TRL RewardTrainer, LoRA with the head trained), after optional PMP on human pairs.",
+        group_name=GROUP,
+        kinds={"pytorch", "huggingface"},
+        pool="accelerator",
+    )
+    def reward_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.reward_model.stage import train_stage
+        from salmon_dag.training.reporting import metric_points
+
+        profile = salmon.load_profile()
+        base = read_model(salmon.warehouse, BASE_MODEL)
+        examples = read_table(salmon.warehouse, RM_DATA)
+        out = salmon.warehouse.model_dir(table_name(REWARD_MODEL))
+        result, pmp = train_stage(base, examples, profile.reward_model, out, profile.seed,
+                                  device=profile.engine.device, log=context.log.info)
+        evals = metric_points(result.log_history, "eval_accuracy")
+        info = {"pmp_steps": pmp.steps if pmp else 0, "pmp_pairs": pmp.train_examples if pmp else 0,
+                "heldout_accuracy_during_training": round(evals[-1][1], 3) if evals else None}
+        lineage = RM_ASSET.lineage(context, profile, principle_hash=examples["principle_hash"][0] if examples.height else None,
+                                   model_id=base.model_id)
+        return materialize_trained_model(salmon.warehouse, REWARD_MODEL, lineage, base, result, extra_info=info)
+
+    @RM_EVAL_ASSET.asset(
+        settings,
+        description="Evidence that the reward model follows principles, on held-out data: heldout_accuracy, "
+        "negation_flip_rate, probe/<principle>/<direction> from verifiable rules, hh_harmless_agreement.",
+        group_name=GROUP,
+        kinds={"parquet", "pytorch"},
+        pool="accelerator",
+    )
+    def reward_model_eval(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
+        from salmon_dag.reward_model.evaluate import metrics_frame
+        from salmon_dag.reward_model.stage import evaluate
+
+        profile = salmon.load_profile()
+        pset, texts = principle_texts(salmon)
+        scorer = load_scorer(salmon)
+        metrics = evaluate(scorer, read_table(salmon.warehouse, RM_DATA), read_table(salmon.warehouse, PAIRS),
+                           texts, profile.reward_model, profile.seed, log=context.log.info)
+        lineage = RM_EVAL_ASSET.lineage(context, profile, principle_hash=pset.content_hash,
+                                        model_id=str(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))))
+        df = metrics_frame(metrics)
+        return materialize_table(salmon.warehouse, RM_EVAL, df, lineage, extra_metadata={
+            m.metric: round(float(m.value), 4) for m in metrics})
+
+    return [reward_model, reward_model_eval, *_checks()]
+
+
+def _checks() -> list:
+    @dg.asset_check(asset=RM_EVAL, description="The RM follows principles both ways: at least "
+                    "reward_model.probe_min_principles principles have both probes >= reward_model.probe_threshold.")
+    def follows_principles_both_ways(salmon: SalmonResource) -> dg.AssetCheckResult:
+        cfg = salmon.load_profile().reward_model
+        df = read_table(salmon.warehouse, RM_EVAL).filter(pl.col("metric").str.starts_with("probe/"))
+        by_principle: dict[str, list[float]] = {}
+        for metric, value in df.select("metric", "value").iter_rows():
+            by_principle.setdefault(metric.split("/")[1], []).append(value)
+        passing = sorted(p for p, v in by_principle.items() if len(v) == 2 and min(v) >= cfg.probe_threshold)
+        return dg.AssetCheckResult(
+            passed=len(passing) >= cfg.probe_min_principles,
+            metadata={"passing": str(passing), "probed": len(by_principle), "threshold": cfg.probe_threshold},
+        )
+
+    return [follows_principles_both_ways]

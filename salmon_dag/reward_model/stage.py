@@ -1,0 +1,167 @@
+"""The reward-model stage end to end, without Dagster: data, optional PMP, principle fine-tune,
+evaluation. The Dagster assets (assets_defs/reward_model.py) and a bare GPU machine call these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from salmon_dag.aggregation import PrincipleText
+from salmon_dag.config import HumanPairsConfig, RewardModelConfig
+from salmon_dag.model_ref import ModelRef
+from salmon_dag.reward_model.data import (
+    ReviewPair,
+    heldout_split,
+    pairs_from_examples,
+    in_heldout,
+    tokenize_pairs,
+)
+from salmon_dag.reward_model.evaluate import Metric, heldout_metrics, pairwise_accuracy, rule_probes
+from salmon_dag.reward_model.scoring import RewardScorer
+
+Log = Callable[[str], None]
+# The principle whose text scores human harmlessness labels, when the principle set has it.
+HARMLESS = "Harmless"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class HumanData:
+    """Human pairs for PMP and for evaluation (never the same rows), and why either is empty."""
+
+    pmp: list[ReviewPair]
+    evaluation: list[ReviewPair]
+    note: str = ""
+
+
+def resolve_source(source: str) -> str:
+    """A relative local file is read from the working directory, else from the project root
+    (profiles name ``../shared/data/...`` relative to the project, and Dagster may run elsewhere)."""
+    path = Path(source).expanduser()
+    if path.is_absolute() or path.exists() or not source.endswith((".jsonl", ".jsonl.gz")):
+        return source
+    from_root = PROJECT_ROOT / source
+    return str(from_root) if from_root.exists() else source
+
+
+def _read_human(cfg: HumanPairsConfig, log: Log):
+    from salmon_dag.reward_model.hh_rlhf import read_hh_pairs
+
+    try:
+        pairs, skipped = read_hh_pairs(resolve_source(cfg.source), cfg.split, cfg.max_pairs)
+    except FileNotFoundError:
+        if cfg.optional:
+            log(f"reward_model: human pairs {cfg.source} not found; skipped (optional)")
+            return None
+        raise
+    if skipped:
+        log(f"reward_model: {cfg.source}: skipped rows {skipped}")
+    return pairs
+
+
+def _as_review(pairs, group: str) -> list[ReviewPair]:
+    return [ReviewPair(f"{group}:{p.row}", p.context, None, p.chosen, p.rejected) for p in pairs]
+
+
+def human_data(cfg: RewardModelConfig, seed: int, log: Log = print) -> HumanData:
+    """PMP pairs and evaluation pairs from ``cfg.human_eval`` / ``cfg.pmp.data``. When PMP reads the
+    same source as the evaluation (or none of its own), a fixed share by content hash goes to PMP
+    and the rest to evaluation, so no row is used for both."""
+    from salmon_dag.reward_model.hh_rlhf import disjoint_split
+
+    ev = _read_human(cfg.human_eval, log) if cfg.human_eval else None
+    pmp_cfg = cfg.pmp
+    if pmp_cfg is None:
+        return HumanData([], _as_review(ev or [], "hh")[: cfg.human_eval_max_pairs])
+    own = pmp_cfg.data
+    shared = own is None or (cfg.human_eval is not None and (own.source, own.split) == (cfg.human_eval.source, cfg.human_eval.split))
+    if shared:
+        if ev is None:
+            return HumanData([], [], "pmp skipped: no human pairs")
+        pmp_rows, eval_rows = disjoint_split(ev, pmp_cfg.share, seed)
+        return HumanData(_as_review(pmp_rows, "pmp"), _as_review(eval_rows, "hh")[: cfg.human_eval_max_pairs])
+    pm = _read_human(own, log)
+    return HumanData(_as_review(pm or [], "pmp"), _as_review(ev or [], "hh")[: cfg.human_eval_max_pairs],
+                     "" if pm else "pmp skipped: no human pairs")
+
+
+def split_examples(examples: pl.DataFrame, cfg: RewardModelConfig, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, held-out) rows of rm_training_data, by response pair."""
+    held = examples["pair_id"].map_elements(lambda g: in_heldout(g, cfg.eval_fraction, seed), return_dtype=pl.Boolean)
+    return examples.filter(~held), examples.filter(held)
+
+
+def reward_data(tok, examples: pl.DataFrame, cfg: RewardModelConfig, seed: int):
+    """Tokenized train / held-out pairs of ``rm_training_data``."""
+    from salmon_dag.reward_model.train import RewardData
+
+    train, held = heldout_split(pairs_from_examples(examples), cfg.eval_fraction, seed)
+    return RewardData(tokenize_pairs(tok, train, cfg.max_seq_len),
+                      tokenize_pairs(tok, held, cfg.max_seq_len) if held else None)
+
+
+def train_stage(
+    base: ModelRef,
+    examples: pl.DataFrame,
+    cfg: RewardModelConfig,
+    out_dir: Path,
+    seed: int,
+    device: str = "auto",
+    log: Log = print,
+):
+    """Optional PMP, then the principle fine-tune into ``out_dir``. Returns (result, pmp result)."""
+    from salmon_dag.base_model.loading import load_tokenizer
+    from salmon_dag.reward_model.train import RewardData, train_reward_model
+
+    tok = load_tokenizer(base.model_id, base.revision, base.trust_remote_code)
+    pmp_result, init_from = None, None
+    if cfg.pmp is not None:
+        human = human_data(cfg, seed, log)
+        if human.pmp:
+            pmp_cfg = cfg.model_copy(update={
+                "learning_rate": cfg.pmp.learning_rate, "epochs": cfg.pmp.epochs, "max_steps": cfg.pmp.max_steps,
+                "save": "adapter" if cfg.lora is not None else "merged",
+            })
+            data = RewardData(tokenize_pairs(tok, human.pmp, cfg.max_seq_len), None)
+            init_from = Path(out_dir).parent / f".{Path(out_dir).name}.pmp"
+            pmp_result = train_reward_model("pmp", base, data, pmp_cfg, init_from, seed, device,
+                                            save=pmp_cfg.save, log=log)
+        else:
+            log(f"reward_model: {human.note}")
+    data = reward_data(tok, examples, cfg, seed)
+    result = train_reward_model("reward_model", base, data, cfg, out_dir, seed, device,
+                                save=cfg.save, init_from=init_from, log=log)
+    return result, pmp_result
+
+
+def evaluate(
+    scorer: RewardScorer,
+    examples: pl.DataFrame,
+    pairs: pl.DataFrame,
+    principles: Sequence[PrincipleText],
+    cfg: RewardModelConfig,
+    seed: int,
+    log: Log = print,
+) -> list[Metric]:
+    """Every ``reward_model_eval`` metric (see salmon_dag.reward_model.evaluate) on held-out data."""
+    _, held = split_examples(examples, cfg, seed)
+    held_pairs = pairs.filter(pl.col("pair_id").is_in(held["pair_id"].unique().to_list()))
+    metrics = []
+    if held.height:
+        metrics += heldout_metrics(scorer, held, principles)
+    metrics += rule_probes(scorer, held_pairs, principles)
+    human = human_data(cfg, seed, log).evaluation if cfg.human_eval else []
+    if human:
+        harmless = next((p for p in principles if p.name == HARMLESS), None)
+        if harmless is not None:
+            under = [ReviewPair(p.group, p.prompt, (harmless.definition,), p.chosen, p.rejected) for p in human]
+            metrics.append(Metric("hh_harmless_agreement", pairwise_accuracy(scorer, under).value, len(under)))
+        free = pairwise_accuracy(scorer, human)
+        metrics.append(Metric("hh_harmless_agreement/principle_free", free.value, free.n))
+    for m in metrics:
+        log(f"reward_model_eval: {m.metric} = {m.value:.3f} (n={m.n})")
+    return metrics
