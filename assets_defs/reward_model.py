@@ -75,7 +75,11 @@ def build_reward_model_assets(settings: Settings) -> list:
                 "heldout_accuracy_during_training": round(evals[-1][1], 3) if evals else None}
         lineage = RM_ASSET.lineage(context, profile, principle_hash=examples["principle_hash"][0] if examples.height else None,
                                    model_id=base.model_id)
-        return materialize_trained_model(salmon.warehouse, REWARD_MODEL, lineage, base, result, extra_info=info)
+        rows = "\n".join(f"| {step} | {acc:.3f} |" for step, acc in evals)
+        return materialize_trained_model(
+            salmon.warehouse, REWARD_MODEL, lineage, base, result, extra_info=info,
+            extra_metadata={"heldout_accuracy_curve": dg.MetadataValue.md(f"| step | held-out accuracy |\n|---|---|\n{rows}")},
+        )
 
     @RM_EVAL_ASSET.asset(
         settings,

@@ -105,7 +105,7 @@ def test_each_training_stage_has_its_own_config_class():
 def test_reward_model_config():
     tiny = load_profile("tiny").reward_model
     assert tiny.lora is None and tiny.save == "merged" and tiny.human_eval.optional
-    assert tiny.pmp.data is None and 0 < tiny.pmp.share < 1  # a disjoint share of the human pairs
+    assert tiny.pmp is None and tiny.human_eval.source.endswith("hh_rlhf_harmless_base_test.jsonl.gz")
     for name in ("llama2-7b-qlora", "llama2-70b-qlora"):
         rm = load_profile(name).reward_model
         assert rm.lora.quantization == "4bit" and "score" not in rm.lora.target_modules

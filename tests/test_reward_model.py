@@ -77,6 +77,12 @@ def test_long_prompts_lose_request_and_reply_but_keep_principles_and_cue(tok):
     assert CONCISE.definition in text and KIND.definition in text
     assert text.rstrip().endswith(templates.REWARD_CUE)
     assert "Here is more detail" in text and "Please explain this" in text  # both shortened, not dropped
+    # a long conversation (PMP prompt) in text that retokenizes differently once cut still fits
+    context = "### User: Qué tal? 🤖 Ünïcödé — “quotes” …\n\n### Assistant: Ça va ✓.\n\n" * 40 + "### Assistant:"
+    for max_len in (96, 160, 256):
+        ids = encode_review(tok, review_parts(None), context, "Réponse: très bien 👍 " * 30, max_len)
+        assert len(ids) <= max_len
+        assert tok.decode(ids, skip_special_tokens=True).rstrip().endswith(templates.PMP_CUE)
     with pytest.raises(ValueError, match="max_seq_len 20 is too small"):
         encode_review(tok, parts, "q", "r", 20)
 

@@ -13,7 +13,7 @@ from salmon_dag import templates
 
 # The request keeps at least this share of max_len before the reply is shortened.
 REQUEST_SHARE = 0.25
-_MAX_FIT_ROUNDS = 6
+_MAX_FIT_ROUNDS = 8
 
 PartsFn = Callable[[str], tuple[str, str]]
 
@@ -46,31 +46,34 @@ def encode_review(tok, parts: PartsFn, instruction: str, response: str, max_len:
     too long for ``max_len``) or when the prompt would end in the padding token (its score could
     not be located)."""
     instruction, response = instruction.strip(), response.strip()
+    head, tail = parts("")
+    fixed = len(tok(head + tail)["input_ids"])
+    if fixed > max_len:
+        raise ValueError(
+            f"reward_model.max_seq_len {max_len} is too small: the principles and cue alone take {fixed} tokens"
+        )
+    n_instr, n_resp = _n_tokens(tok, instruction), _n_tokens(tok, response)
+    # Token budgets for the two variable parts; the request keeps at least its floor.
+    room = max_len - fixed
+    instr_budget = min(n_instr, max(int(REQUEST_SHARE * max_len), room - n_resp))
+    resp_budget = min(n_resp, room - instr_budget)
     for _ in range(_MAX_FIT_ROUNDS):
-        head, tail = parts(instruction)
-        ids = tok(head + response + tail)["input_ids"]
+        instr = instruction if instr_budget >= n_instr else _keep_tokens(tok, instruction, instr_budget, from_end=True)
+        resp = response if resp_budget >= n_resp else _keep_tokens(tok, response, resp_budget, from_end=False)
+        head, tail = parts(instr)
+        ids = tok(head + resp + tail)["input_ids"]
         over = len(ids) - max_len
         if over <= 0:
             break
-        # Retokenizing a cut string may merge differently: cut a couple of tokens more.
-        n_instr = _n_tokens(tok, instruction)
-        floor = int(REQUEST_SHARE * max_len)
-        if n_instr > floor:
-            instruction = _keep_tokens(tok, instruction, max(floor, n_instr - over - 2), from_end=True)
-            continue
-        n_resp = _n_tokens(tok, response)
-        if n_resp > 0:
-            response = _keep_tokens(tok, response, n_resp - over - 2, from_end=False)
-            continue
-        if n_instr > 0:
-            instruction = _keep_tokens(tok, instruction, n_instr - over - 2, from_end=True)
-            continue
-        break
-    if len(ids) > max_len:
-        raise ValueError(
-            f"reward_model.max_seq_len {max_len} is too small: the principles and cue alone take "
-            f"{len(ids)} tokens"
-        )
+        # Cut text retokenizes differently (merges across the cut): take the excess, and a little
+        # more, from the reply first, then from the request.
+        cut = over + 2
+        take = min(cut, resp_budget)
+        resp_budget -= take
+        instr_budget = max(0, instr_budget - (cut - take))
+    else:
+        head, tail = parts("")
+        ids = tok(head + tail)["input_ids"]  # fits: checked above
     if tok.pad_token_id is not None and ids[-1] == tok.pad_token_id:
         raise ValueError("the reviewer prompt ends in the padding token, so its score cannot be located")
     return ids
