@@ -76,6 +76,9 @@ class RLFile(_Strict):
     version: Literal[1]
     kind: Literal["rl"]
     groups: dict[QuestionType, list[Principle]]
+    # shown to the reward model at every RL step, whatever the question type (SALMON's fixed
+    # lines against reward hacking); never sampled, so they carry no weight
+    always_on: list[Principle] = []
 
 
 _SCHEMAS: dict[str, type[BaseModel]] = {
@@ -95,10 +98,14 @@ class PrincipleSet:
     data: SelfAlignFile | RewardModelFile | RLFile
 
     def principles(self) -> list[tuple[str | None, Principle]]:
-        """(question_type or None, principle) in file order."""
+        """(question_type or None, principle) in file order (RL: the sampled groups only)."""
         if isinstance(self.data, RLFile):
             return [(qt, p) for qt in QUESTION_TYPES for p in self.data.groups.get(qt, [])]
         return [(None, p) for p in self.data.principles]
+
+    def always_on(self) -> list[Principle]:
+        """RL principles shown at every step (empty for other kinds)."""
+        return list(self.data.always_on) if isinstance(self.data, RLFile) else []
 
 
 def principle_path(principles_dir: Path | str, kind: str) -> Path:
@@ -168,9 +175,11 @@ def load_principles(principles_dir: Path | str, kind: str) -> PrincipleSet:
 
 def _check_names(data: BaseModel, path: Path | str) -> None:
     seen: dict[str, str] = {}
-    groups = data.groups.items() if isinstance(data, RLFile) else [("principles", data.principles)]
-    for group, principles in groups:
-        field = group if group == "principles" else f"groups.{group}"
+    if isinstance(data, RLFile):
+        groups = [(f"groups.{g}", ps) for g, ps in data.groups.items()] + [("always_on", data.always_on)]
+    else:
+        groups = [("principles", data.principles)]
+    for field, principles in groups:
         for i, p in enumerate(principles):
             key = p.name.strip().casefold()
             if key in seen:
@@ -204,7 +213,8 @@ def file_hash(path: Path | str) -> str:
 
 
 def to_rows(pset: PrincipleSet) -> list[dict[str, Any]]:
-    """Table form: one row per principle, then one per exemplar (self-align only)."""
+    """Table form: one row per principle, then one per always-on RL principle (``entry_kind``
+    ``always_on``) or exemplar (self-align)."""
     rows: list[dict[str, Any]] = []
     for i, (qt, p) in enumerate(pset.principles()):
         rows.append(
@@ -223,6 +233,13 @@ def to_rows(pset: PrincipleSet) -> list[dict[str, Any]]:
                 "answer": None,
             }
         )
+    for i, p in enumerate(pset.always_on()):
+        rows.append({
+            "file_kind": pset.kind, "entry_kind": "always_on", "idx": i, "name": p.name, "question_type": None,
+            "definition": p.definition, "negative_definition": p.negative_definition, "weight": None,
+            "rule": json.dumps(p.rule.model_dump(exclude_none=True)) if p.rule else None,
+            "prompt": None, "internal_thoughts": None, "answer": None,
+        })
     if isinstance(pset.data, SelfAlignFile):
         for i, ex in enumerate(pset.data.exemplars):
             rows.append(

@@ -39,7 +39,10 @@ def test_table_form():
     assert df.filter(df["entry_kind"] == "principle").height == len(sa.data.principles)
     assert "principle_hash" not in df.columns  # the lineage columns add it when the table is stored
     rl = to_frame(load_principles(PRINCIPLES, "rl"))
-    assert set(rl["question_type"].to_list()) == {"general", "reasoning", "red_teaming"}
+    sampled = rl.filter(rl["entry_kind"] == "principle")
+    assert set(sampled["question_type"].to_list()) == {"general", "reasoning", "red_teaming"}
+    always = rl.filter(rl["entry_kind"] == "always_on")
+    assert always.height == 3 and always["question_type"].null_count() == 3 and always["weight"].null_count() == 3
 
 
 RM_OK = """
