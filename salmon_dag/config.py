@@ -227,6 +227,29 @@ class RewardModelConfig(TrainingConfig):
     probe_min_principles: int = Field(default=2, ge=0)
 
 
+class RLRewardConfig(_Strict):
+    """SALMON's RL reward: the RM score under sampled principles, a length bonus and a penalty
+    for answers that never stop. Defaults are the paper's constants."""
+
+    # principles drawn by weight, without replacement, from the prompt's question-type group of
+    # rl.yaml, on top of its always_on lines; fresh draws for every rollout
+    max_principles: int = Field(default=3, ge=0)
+    # bonus = length_bonus_coef * min(response_tokens / length_norm_tokens * multiplier, cap)
+    length_bonus_coef: float = 5.0
+    length_norm_tokens: int = Field(default=1024, gt=0)
+    length_bonus_cap: float = 0.8
+    # per question type; negative = a penalty (SALMON: -0.4 for reasoning; not clamped at 0)
+    length_multiplier: dict[QuestionType, float] = {"general": 1.0, "reasoning": -0.4, "red_teaming": 1.0}
+    # added when the response ended without producing a stop sequence
+    no_stop_penalty: float = -6.0
+
+
+class RLConfig(_Strict):
+    """RL against the instructable reward model (``profile.rl``)."""
+
+    reward: RLRewardConfig = RLRewardConfig()
+
+
 class PPOConfig(TrainingConfig):
     """RL with the instructable reward model (``profile.ppo``)."""
 
@@ -318,6 +341,7 @@ class Profile(_Strict):
     sft: SFTStageConfig = SFTStageConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
     ppo: PPOConfig = PPOConfig()
+    rl: RLConfig = RLConfig()
 
     def section_hash(self, *sections: str) -> str:
         """Stable short hash of the named sections (plus the seed): the config part of lineage.

@@ -1,0 +1,111 @@
+"""SALMON's RL reward, one module: sampled principles, RM score, length bonus, stop penalty.
+
+For every rollout sample: up to ``max_principles`` principles are drawn by weight without
+replacement from the ``rl.yaml`` group of the prompt's question type and shown to the reward
+model after the file's ``always_on`` lines; the RM scores the (prompt, response) under that list;
+a length bonus ``coef * min(tokens / norm * m, cap)`` with a per-question-type multiplier ``m``
+(negative = a penalty, not clamped) and a penalty for a response that never produced a stop
+sequence are added. Every part of every sample is returned, so it can be stored and read.
+Draws depend on (seed, rollout step) only: the same step redraws the same principles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from salmon_dag.config import RLRewardConfig
+from salmon_dag.principles import Principle, PrincipleSet
+
+
+@dataclass(frozen=True)
+class RewardParts:
+    """One sample's reward and where it came from."""
+
+    principles: tuple[str, ...]  # names shown to the RM, always-on lines first
+    rm_score: float
+    length_bonus: float
+    stop_penalty: float
+
+    @property
+    def total(self) -> float:
+        return self.rm_score + self.length_bonus + self.stop_penalty
+
+
+def sample_principles(group: Sequence[Principle], k: int, rng: np.random.Generator) -> list[Principle]:
+    """``min(k, len(group))`` principles drawn by weight without replacement (successive draws,
+    each proportional to the weight among those left), in draw order."""
+    k = min(k, len(group))
+    if k == 0:
+        return []
+    weights = np.array([p.weight for p in group], dtype=float)
+    picked = rng.choice(len(group), size=k, replace=False, p=weights / weights.sum())
+    return [group[i] for i in picked]
+
+
+def length_bonus(response_tokens: int, question_type: str, cfg: RLRewardConfig) -> float:
+    """``coef * min(tokens / norm * m, cap)``; ``m`` < 0 (reasoning in SALMON) makes it a penalty."""
+    m = cfg.length_multiplier.get(question_type, 0.0)
+    return cfg.length_bonus_coef * min(response_tokens / cfg.length_norm_tokens * m, cfg.length_bonus_cap)
+
+
+def stop_penalty(stopped: bool, cfg: RLRewardConfig) -> float:
+    """``no_stop_penalty`` for a response that ended without a stop sequence, else 0."""
+    return 0.0 if stopped else cfg.no_stop_penalty
+
+
+class SalmonReward:
+    """The RL reward: ``reward(step, prompts, responses, question_types, response_tokens, stopped)``.
+
+    ``scorer`` is a :class:`salmon_dag.reward_model.scoring.RewardScorer` (anything with its
+    ``score(prompts, responses, principle_lists)``); it re-tokenizes the text with the RM's own
+    tokenizer, so policy and RM tokenizers may differ.
+    """
+
+    def __init__(self, scorer, rl_principles: PrincipleSet, cfg: RLRewardConfig, seed: int):
+        if rl_principles.kind != "rl":
+            raise ValueError(f"SalmonReward needs the rl principle file, got {rl_principles.kind!r}")
+        self.scorer = scorer
+        self.cfg = cfg
+        self.seed = seed
+        self.always_on = rl_principles.always_on()
+        self.groups: dict[str, list[Principle]] = {}
+        for qt, p in rl_principles.principles():
+            self.groups.setdefault(qt, []).append(p)
+
+    def draw(self, step: int, question_types: Sequence[str]) -> list[list[Principle]]:
+        """The principle list of each sample of rollout ``step`` (always-on lines first)."""
+        rng = np.random.default_rng([self.seed, step])
+        out = []
+        for qt in question_types:
+            out.append(self.always_on + sample_principles(self.groups.get(qt, []), self.cfg.max_principles, rng))
+        return out
+
+    def __call__(
+        self,
+        step: int,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        question_types: Sequence[str],
+        response_tokens: Sequence[int],
+        stopped: Sequence[bool],
+    ) -> list[RewardParts]:
+        n = len(prompts)
+        if not (len(responses) == len(question_types) == len(response_tokens) == len(stopped) == n):
+            raise ValueError("SalmonReward: prompts, responses, question_types, response_tokens and stopped "
+                             "must have the same length")
+        lists = self.draw(step, question_types)
+        # an empty list (no group for the type, no always-on lines) scores with the principle-free prompt
+        texts = [[p.definition for p in ps] or None for ps in lists]
+        scores = self.scorer.score(list(prompts), list(responses), texts)
+        return [
+            RewardParts(
+                principles=tuple(p.name for p in ps),
+                rm_score=float(score),
+                length_bonus=length_bonus(int(tokens), qt, self.cfg),
+                stop_penalty=stop_penalty(bool(done), self.cfg),
+            )
+            for ps, score, qt, tokens, done in zip(lists, scores, question_types, response_tokens, stopped)
+        ]
