@@ -1,2 +1,2 @@
-"""RL against the instructable reward model (SALMON §2): the reward (``reward``). Plain Python:
-no dagster."""
+"""RL against the instructable reward model (SALMON §2): the reward (``reward``) and PPO's
+arithmetic (``losses``). Plain Python: no dagster."""
