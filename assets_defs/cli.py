@@ -193,7 +193,7 @@ def score(
 ) -> None:
     """Score a reply with the trained reward model: under all chosen principles, and under each
     principle alone and negated (the breakdown RL and evaluation use)."""
-    from salmon_dag.aggregation import PrincipleText
+    from salmon_dag.aggregation import principle_texts
     from salmon_dag.principles import PrincipleError, load_principles
     from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
     from salmon_dag.warehouse import Warehouse
@@ -205,7 +205,7 @@ def score(
         pset = load_principles(settings.principles_path, "reward_model")
     except (WarehouseError, PrincipleError) as exc:
         _fail(str(exc))
-    known = [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
+    known = principle_texts(pset)
     by_name = {p.name: p for p in known}
     unknown = [n for n in principle or [] if n not in by_name]
     if unknown:

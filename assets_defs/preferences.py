@@ -86,13 +86,13 @@ def build_preference_assets(settings: Settings) -> list:
         kinds={"parquet", "polars"},
     )
     def rm_training_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.aggregation import PrincipleText, aggregate
+        from salmon_dag.aggregation import aggregate, principle_texts
 
         profile = salmon.load_profile()
         pset = materialized_principles(salmon, "reward_model")
         prefs = read_table(salmon.warehouse, PREFS)
         pairs = read_table(salmon.warehouse, PAIRS)
-        texts = [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
+        texts = principle_texts(pset)
         df, stats = aggregate(prefs.select("pair_id", "principle", "score_ab", "score_ba", "score", "rule_a", "rule_b"),
                               pairs, texts, profile.aggregation, profile.seed)
         context.log.info(f"rm_training_data: {stats}")

@@ -35,21 +35,6 @@ RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, sections=("reward_model", "eng
                           deps=(REWARD_MODEL, RM_DATA, PAIRS, RM_PRINCIPLES), extra_version=_human_files)
 
 
-def load_scorer(salmon: SalmonResource):
-    """A RewardScorer over the materialized reward model."""
-    from salmon_dag.reward_model.checkpoint import load_scorer as load, warehouse_checkpoint
-
-    cfg = salmon.load_profile().reward_model
-    return load(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL)), batch_size=cfg.eval_batch_size)
-
-
-def principle_texts(salmon: SalmonResource):
-    from salmon_dag.aggregation import PrincipleText
-
-    pset = materialized_principles(salmon, "reward_model")
-    return pset, [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
-
-
 def build_reward_model_assets(settings: Settings) -> list:
     @RM_ASSET.asset(
         settings,
@@ -90,17 +75,18 @@ def build_reward_model_assets(settings: Settings) -> list:
         pool="accelerator",
     )
     def reward_model_eval(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
+        from salmon_dag.aggregation import principle_texts
+        from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
         from salmon_dag.reward_model.evaluate import metrics_frame
         from salmon_dag.reward_model.stage import evaluate
 
         profile = salmon.load_profile()
-        pset, texts = principle_texts(salmon)
-        scorer = load_scorer(salmon)
+        pset = materialized_principles(salmon, "reward_model")
+        checkpoint = warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))
+        scorer = load_scorer(checkpoint, batch_size=profile.reward_model.eval_batch_size)
         metrics = evaluate(scorer, read_table(salmon.warehouse, RM_DATA), read_table(salmon.warehouse, PAIRS),
-                           texts, profile.reward_model, profile.seed, log=context.log.info)
-        lineage = RM_EVAL_ASSET.lineage(context, profile, principle_hash=pset.content_hash,
-                                        model_id=str(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))))
+                           principle_texts(pset), profile.reward_model, profile.seed, log=context.log.info)
+        lineage = RM_EVAL_ASSET.lineage(context, profile, principle_hash=pset.content_hash, model_id=str(checkpoint))
         df = metrics_frame(metrics)
         return materialize_table(salmon.warehouse, RM_EVAL, df, lineage, extra_metadata={
             m.metric: round(float(m.value), 4) for m in metrics})

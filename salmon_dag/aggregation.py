@@ -60,6 +60,12 @@ class PrincipleText:
 
 
 # --------------------------------------------------------------------------- normalisation
+def principle_texts(pset) -> list[PrincipleText]:
+    """The principles of a reward-model :class:`~salmon_dag.principles.PrincipleSet`, as shown to
+    the judge and the reward model."""
+    return [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
+
+
 def normalise_scores(prefs: pl.DataFrame) -> pl.DataFrame:
     """Add ``norm_score`` = ``score`` / (per-principle variance of the raw per-order scores).
 

@@ -55,6 +55,7 @@ class RewardScorer:
         """Scores of pre-tokenized reviewer prompts. Batches are formed by length (less padding)
         and results come back in input order."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        backbone, head = self._backbone_and_head()
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         out = [0.0] * len(sequences)
         for start in range(0, len(order), self.batch_size):
@@ -68,26 +69,19 @@ class RewardScorer:
                 mask[row, width - len(seq):] = 1
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
             ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-            hidden = self._last_hidden(ids, mask, positions)
+            hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
             last = hidden[torch.arange(len(idx), device=self.device), last_token_index(mask)]
-            values = self._head(last).float().squeeze(-1).tolist()
+            values = head(last.to(next(head.parameters()).dtype)).float().squeeze(-1).tolist()
             for row, i in enumerate(idx):
                 out[i] = float(values[row])
         return out
 
     def _backbone_and_head(self):
+        """(transformer body, scalar head) of the model; a PEFT model keeps its LoRA layers in place."""
         model = self.model
-        if hasattr(model, "get_base_model"):  # a PEFT model: LoRA layers stay in place
+        if hasattr(model, "get_base_model"):
             model = model.get_base_model()
         return model.base_model, model.score
-
-    def _last_hidden(self, ids, mask, positions) -> torch.Tensor:
-        backbone, _ = self._backbone_and_head()
-        return backbone(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
-
-    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
-        _, head = self._backbone_and_head()
-        return head(hidden.to(next(head.parameters()).dtype))
 
     # ------------------------------------------------------------------ text
     def score(

@@ -89,10 +89,11 @@ def human_data(cfg: RewardModelConfig, seed: int, log: Log = print) -> HumanData
                      "" if pm else "pmp skipped: no human pairs")
 
 
-def split_examples(examples: pl.DataFrame, cfg: RewardModelConfig, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(train, held-out) rows of rm_training_data, by response pair."""
-    held = examples["pair_id"].map_elements(lambda g: in_heldout(g, cfg.eval_fraction, seed), return_dtype=pl.Boolean)
-    return examples.filter(~held), examples.filter(held)
+def heldout_examples(examples: pl.DataFrame, cfg: RewardModelConfig, seed: int) -> pl.DataFrame:
+    """The held-out rows of rm_training_data (the same response pairs :func:`reward_data` holds out)."""
+    return examples.filter(
+        examples["pair_id"].map_elements(lambda g: in_heldout(g, cfg.eval_fraction, seed), return_dtype=pl.Boolean)
+    )
 
 
 def reward_data(tok, examples: pl.DataFrame, cfg: RewardModelConfig, seed: int):
@@ -148,7 +149,7 @@ def evaluate(
     log: Log = print,
 ) -> list[Metric]:
     """Every ``reward_model_eval`` metric (see salmon_dag.reward_model.evaluate) on held-out data."""
-    _, held = split_examples(examples, cfg, seed)
+    held = heldout_examples(examples, cfg, seed)
     held_pairs = pairs.filter(pl.col("pair_id").is_in(held["pair_id"].unique().to_list()))
     metrics = []
     if held.height:

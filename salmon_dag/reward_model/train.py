@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, TrainerCallback, set_seed
 
 from salmon_dag.base_model.loading import load_tokenizer
+from salmon_dag.base_model.pretrain import use_bf16_autocast
 from salmon_dag.config import RewardModelConfig, TrainingConfig
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.reward_model.checkpoint import RewardModelManifest, save_reward_model
@@ -89,7 +90,7 @@ def build_reward_trainer(
         per_device_eval_batch_size=cfg.per_device_batch_size * 2,
         eval_strategy="steps" if eval_steps else "no",
         eval_steps=eval_steps,
-        bf16=args["bf16"] or (device == "cpu" and cfg.cpu_precision == "auto" and _cpu_has_bf16()),
+        bf16=args["bf16"] or (device == "cpu" and use_bf16_autocast(cfg.cpu_precision)),
     )
     set_seed(seed)
     tokenizer = load_tokenizer(base.model_id, base.revision, base.trust_remote_code)
@@ -104,12 +105,6 @@ def build_reward_trainer(
         peft_config=lora,
         callbacks=list(callbacks),
     )
-
-
-def _cpu_has_bf16() -> bool:
-    from salmon_dag.base_model.pretrain import cpu_has_native_bf16
-
-    return cpu_has_native_bf16()
 
 
 def train_reward_model(

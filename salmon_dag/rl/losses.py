@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from salmon_dag.reward_model.scoring import last_token_index
+
 KLEstimator = Literal["k1", "k3"]
 
 
@@ -52,7 +54,7 @@ def token_rewards(
     """Per-token rewards: ``-kl_coef * kl`` on every response token, plus the sequence's score on
     its last response token (as SALMON and most RLHF PPO implementations do)."""
     rewards = -kl_coef * kl * mask
-    last = (mask.long().cumsum(dim=1).argmax(dim=1))  # index of the last 1 in each row
+    last = last_token_index(mask)
     rewards[torch.arange(rewards.shape[0]), last] += scores.to(rewards.dtype)
     return rewards * mask
 
