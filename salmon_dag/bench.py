@@ -56,6 +56,22 @@ def random_model(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def random_reward_model(policy_dir: Path, out: Path, seed: int = 1, max_len: int = 512) -> Path:
+    """A reward-model checkpoint on ``policy_dir``'s random weights with a random (not zero) head."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from salmon_dag.base_model.loading import load_tokenizer
+    from salmon_dag.reward_model.checkpoint import RewardModelManifest, save_reward_model
+
+    model = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(model.score.weight, std=0.5)  # a head that tells responses apart
+    save_reward_model(model, load_tokenizer(str(policy_dir)), out,
+                      RewardModelManifest("merged", str(policy_dir), None, False, max_len))
+    return out
+
+
 def _dialogues() -> list[tuple[str, str]]:
     rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
     return [(r["user"], r["assistant"]) for r in rows]
@@ -151,5 +167,9 @@ def run_benchmark(name: str, model: str | None = None, log=print) -> None:
             bench_judge(path, log=log)
         elif name == "generate":
             bench_generate(path, log=log)
+        elif name == "rl":
+            from salmon_dag.rl.bench import bench_rl
+
+            bench_rl(Path(path), random_reward_model(Path(path), Path(tmp) / "rm"), Path(tmp), log=log)
         else:
-            raise ValueError(f"unknown benchmark {name!r} (judge, generate)")
+            raise ValueError(f"unknown benchmark {name!r} (judge, generate, rl)")

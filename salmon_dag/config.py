@@ -245,15 +245,57 @@ class RLRewardConfig(_Strict):
 
 
 class RLConfig(_Strict):
-    """RL against the instructable reward model (``profile.rl``)."""
+    """RL against the instructable reward model (``profile.rl``); the trainer's hyperparameters
+    are in ``profile.ppo``."""
 
+    # ppo: our PPO loop (policy + value model); rloo / grpo: TRL's critic-free trainers, same reward
+    algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
+    # rloo / grpo: completions sampled per prompt (the baseline is computed within each group)
+    group_size: int = Field(default=4, ge=2)
+    # When set, every question type draws from these reward-model principles (their definitions
+    # verbatim) instead of rl.yaml's groups: for a reward model that only follows the texts it was
+    # trained on (the tiny profile's). rl.yaml's always_on lines still apply unless always_on is off.
+    reward_model_principles: list[str] | None = None
+    always_on: bool = True
     reward: RLRewardConfig = RLRewardConfig()
 
 
 class PPOConfig(TrainingConfig):
-    """RL with the instructable reward model (``profile.ppo``)."""
+    """The RL trainer (``profile.ppo``). Inherited: ``lora`` (the policy's and value model's),
+    ``learning_rate``, ``per_device_batch_size`` (sequences per forward/backward),
+    ``gradient_accumulation_steps``, ``epochs`` (passes over the prompts; SALMON: 2),
+    ``max_steps`` (a cap on rollouts). Defaults are SALMON's where it states them."""
 
-    # PPO-only fields arrive with the PPO loop
+    # prompts per rollout per process (SALMON: 576 in all, split into 2 optimizer batches of 288)
+    rollout_batch_size: int = Field(default=64, gt=0)
+    # optimisation epochs over each rollout batch
+    ppo_epochs: int = Field(default=2, gt=0)
+    # prompts whose policy prompt is longer are dropped (SALMON: 256)
+    max_prompt_tokens: int = Field(default=256, gt=0)
+    max_new_tokens: int = Field(default=1024, gt=0)
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    # per-token penalty -kl_coef * KL(policy || SFT reference)
+    kl_coef: float = Field(default=0.01, ge=0)
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    # the sequence reward (RM score + length bonus + stop penalty) times this (SALMON: 10)
+    reward_scale: float = Field(default=1.0, gt=0)
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    lam: float = Field(default=0.95, ge=0, le=1)
+    whiten_advantages: bool = True
+    clip_range: float = Field(default=0.2, gt=0)
+    value_clip_range: float = Field(default=0.2, gt=0)
+    # loss = policy loss + vf_coef * value loss (SALMON: 0.1)
+    vf_coef: float = Field(default=0.1, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    # optimizer steps of linear warm-up (SALMON: 5)
+    warmup_steps: int = Field(default=5, ge=0)
+    # checkpoint every this many rollouts (and at the end); a rerun resumes from the newest
+    save_every: int = Field(default=10, gt=0)
+    # decoded responses with their principles and reward parts, every this many rollouts
+    samples_every: int = Field(default=5, gt=0)
+    samples_per_step: int = Field(default=4, gt=0)
 
 
 class SelfAlignConfig(_Strict):

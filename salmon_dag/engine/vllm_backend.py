@@ -67,6 +67,8 @@ class VLLMEngine(Engine):
         super().__init__(model_id=model_id, tokenizer=tokenizer, max_context=max_context, truncation=truncation)
         self.llm = llm
         self._restore_threads = restore_threads
+        # a vllm.lora.request.LoRARequest applied to every generation (engines made with enable_lora)
+        self.lora_request = None
         self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
 
     def _run(self, ids: list[list[int]], params: list) -> list:
@@ -75,7 +77,7 @@ class VLLMEngine(Engine):
         self.stats["calls"] += 1
         self.stats["forward_tokens"] += sum(len(i) for i in ids)
         prompts = [TokensPrompt(prompt_token_ids=list(i)) for i in ids]
-        return self.llm.generate(prompts, params, use_tqdm=False)
+        return self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora_request)
 
     def _generate_ids(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VSampling
@@ -145,7 +147,10 @@ class VLLMEngine(Engine):
 
 
 def load_vllm_engine(cfg: EngineConfig, model_id: str, revision: str | None = None,
-                     adapter_path: str | None = None, trust_remote_code: bool = False) -> VLLMEngine:
+                     adapter_path: str | None = None, trust_remote_code: bool = False,
+                     max_lora_rank: int | None = None) -> VLLMEngine:
+    """``max_lora_rank`` set: LoRA adapters up to that rank can be passed per call (``lora_request``);
+    RL reloads its current adapter this way at every rollout."""
     cpu = _on_cpu(cfg)
     if cpu:
         for k, v in CPU_ENV.items():
@@ -185,5 +190,6 @@ def load_vllm_engine(cfg: EngineConfig, model_id: str, revision: str | None = No
         tensor_parallel_size=cfg.tensor_parallel_size,
         enforce_eager=cfg.enforce_eager if cfg.enforce_eager is not None else cpu,
         max_num_seqs=max(cfg.max_batch_size, 1) if cpu else 256,
+        **({"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if max_lora_rank else {}),
     )
     return VLLMEngine(target, llm, tokenizer, max_context, cfg.truncation, restore_threads=restore)

@@ -25,7 +25,7 @@ from salmon_dag.warehouse import atomic_path
 FINGERPRINT_FILE = "salmon_fingerprint.json"
 TENSORBOARD_SUBDIR = "tensorboard"
 # What training writes to the work dir besides checkpoint-N/ (cleared when the inputs change).
-_WORK_DIR_ENTRIES = frozenset({FINGERPRINT_FILE, TENSORBOARD_SUBDIR, "runs", "README.md"})
+_WORK_DIR_ENTRIES = frozenset({FINGERPRINT_FILE, TENSORBOARD_SUBDIR, "runs", "README.md", "sft_merged", "vllm_adapter"})
 
 
 @dataclass(frozen=True)
