@@ -240,17 +240,52 @@ def profiles() -> None:
     _print_rows(["profile", "base model", "backend", "description"], rows, "table")
 
 
+BENCHMARKS = ("judge", "generate", "rl", "steer")
+
+
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="judge or generate")],
+    name: Annotated[str, typer.Argument(help="judge, generate, rl or steer")],
     model: Annotated[str | None, typer.Option("--model", help="Checkpoint dir or Hub id (default: tiny shape, random weights).")] = None,
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
 ) -> None:
-    """Run a benchmark; it prints its measurements and ends with one ratio line."""
+    """Run a benchmark; it prints its measurements and ends with one ratio line. ``steer`` trains
+    two policies from the warehouse's SFT model and reward model (materialize them first)."""
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if name not in BENCHMARKS:
+        _fail(f"unknown benchmark {name!r} (expected {', '.join(BENCHMARKS)})")
+    if name == "steer":
+        _bench_steer(_settings(profile, warehouse, principles), log)
+        return
     from salmon_dag.bench import run_benchmark
 
-    if name not in ("judge", "generate"):
-        _fail(f"unknown benchmark {name!r} (expected judge or generate)")
-    run_benchmark(name, model, log=lambda line: print(line, flush=True))
+    run_benchmark(name, model, log=log)
+
+
+def _bench_steer(settings: Settings, log) -> None:
+    import tempfile
+
+    import polars as pl
+
+    from salmon_dag.model_ref import read_model_ref
+    from salmon_dag.principles import PrincipleError, load_principles
+    from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
+    from salmon_dag.rl.steer import bench_steer
+    from salmon_dag.warehouse import Warehouse
+
+    wh = Warehouse(settings.warehouse_dir)
+    try:
+        sft, checkpoint = read_model_ref(wh, "sft_model"), warehouse_checkpoint(wh)
+        pool = wh.read_table("prompt_pool").sort("prompt_id")
+        rm_pset = load_principles(settings.principles_path, "reward_model")
+        rl_pset = load_principles(settings.principles_path, "rl")
+    except (WarehouseError, PrincipleError) as exc:
+        _fail(f"{exc} (salmon bench steer needs sft_model, reward_model and prompt_pool: salmon run)")
+    with tempfile.TemporaryDirectory(prefix="salmon-steer-") as tmp:
+        bench_steer(sft, checkpoint, rm_pset, rl_pset, pool.filter(pl.col("split") == "train"),
+                    pool.filter(pl.col("split") == "eval"), settings.profile, tmp, log=log)
 
 
 @app.command()

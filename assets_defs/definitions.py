@@ -17,6 +17,7 @@ from assets_defs.principles import build_principle_assets
 from assets_defs.prompt_pool import build_prompt_pool_assets
 from assets_defs.resources import SalmonResource
 from assets_defs.reward_model import build_reward_model_assets
+from assets_defs.rl import build_rl_assets
 from assets_defs.self_align import build_self_align_assets
 from salmon_dag.settings import Settings
 
@@ -37,6 +38,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *build_self_align_assets(settings),
         *build_preference_assets(settings),
         *build_reward_model_assets(settings),
+        *build_rl_assets(settings),
     ]
     assets = [
         a.with_attributes(automation_condition=automation) if isinstance(a, dg.AssetsDefinition) and a.is_executable and not a.is_observable else a

@@ -270,6 +270,8 @@ class PPOConfig(TrainingConfig):
     rollout_batch_size: int = Field(default=64, gt=0)
     # optimisation epochs over each rollout batch
     ppo_epochs: int = Field(default=2, gt=0)
+    # sequences per no-grad forward while making experience (log-probs, values); None = per_device_batch_size
+    forward_batch_size: int | None = Field(default=None, gt=0)
     # prompts whose policy prompt is longer are dropped (SALMON: 256)
     max_prompt_tokens: int = Field(default=256, gt=0)
     max_new_tokens: int = Field(default=1024, gt=0)
@@ -296,6 +298,9 @@ class PPOConfig(TrainingConfig):
     # decoded responses with their principles and reward parts, every this many rollouts
     samples_every: int = Field(default=5, gt=0)
     samples_per_step: int = Field(default=4, gt=0)
+    # CPU precision of forward/backward passes; "auto" = bf16 autocast where the CPU computes bf16
+    # natively (CUDA always autocasts to bf16); losses and statistics stay float32
+    cpu_precision: Literal["auto", "float32"] = "auto"
 
 
 class SelfAlignConfig(_Strict):

@@ -97,7 +97,7 @@ def test_each_training_stage_has_its_own_config_class():
         assert (type(p.sft), type(p.reward_model), type(p.ppo)) == (SFTStageConfig, RewardModelConfig, PPOConfig)
         assert all(isinstance(c, TrainingConfig) for c in (p.sft, p.reward_model, p.ppo))
     tiny = load_profile("tiny")
-    assert tiny.sft.lora.r == 8 and tiny.reward_model.max_seq_len == 512 and tiny.ppo.max_steps == 20
+    assert tiny.sft.lora.r == 8 and tiny.reward_model.max_seq_len == 512 and tiny.ppo.max_steps == 30
     with pytest.raises(ProfileError, match=r"reward_model\.epochs"):
         load_profile("tiny", {"reward_model": {"epochs": 0}})
 

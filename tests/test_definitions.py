@@ -112,7 +112,7 @@ def _declarations() -> list:
     from assets_defs.decl import AssetDecl
 
     found = []
-    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences", "reward_model"):
+    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences", "reward_model", "rl"):
         for value in vars(importlib.import_module(f"assets_defs.{name}")).values():
             found += [v for v in (value.values() if isinstance(value, dict) else [value]) if isinstance(v, AssetDecl)]
     return found

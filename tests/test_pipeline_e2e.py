@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+RL_SIDE = {"ppo_policy", "ppo_steps", "ppo_samples"}
 
 
 def salmon(project, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,7 +56,8 @@ def test_everything_materialized_and_queryable(project):
     assert set(st) >= {"principles/self_align", "principles/reward_model", "principles/rl",
                        "prompt_pool", "prompt_pool_rejects", "base_model",
                        "self_align_sft_data", "sft_model", "response_pairs",
-                       "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval"}
+                       "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval",
+                       "ppo_policy", "ppo_steps", "ppo_samples"}
     assert set(st.values()) == {"materialized"}, st
 
     out = salmon(project, "sql", "select question_type, count(*) as n from prompt_pool group by 1 order by 1",
@@ -149,6 +151,24 @@ def test_reward_model_stage(project):
     assert bad.returncode == 1 and bad.stderr.count("error:") == 1 and "unknown principle(s) 'Nope'" in bad.stderr
 
 
+def test_rl_stage(project):
+    root, _ = project
+    from salmon_dag.model_ref import read_model_ref
+    from salmon_dag.warehouse import Warehouse
+
+    ref = read_model_ref(Warehouse(root / "warehouse"), "ppo_policy")
+    assert ref.info["algorithm"] == "ppo" and ref.info["steps"] == 3 and not ref.info["is_adapter"]
+    assert (Path(ref.model_id) / "rl_curves.png").is_file()
+    steps = json.loads(salmon(project, "sql", "select step, metric, value from ppo_steps where metric like 'objective/%'",
+                              "--format", "json").stdout)
+    assert {r["step"] for r in steps} == {0, 1, 2}
+    assert {"objective/rm_score", "objective/kl", "objective/response_tokens"} <= {r["metric"] for r in steps}
+    samples = pl.read_parquet(root / "warehouse" / "ppo_samples" / "data.parquet")
+    assert set(samples["step"]) == {0, 2} and samples["run_id"].null_count() == 0
+    # tiny: the RM's own "Complete and Thorough" text after rl.yaml's always-on lines
+    assert all(p[-1] == "Complete and Thorough" and len(p) == 4 for p in samples["principles"].to_list())
+
+
 def test_new_reward_principle_judges_only_itself(project):
     root, env = project
     rm_file = root / "principles" / "reward_model.yaml"
@@ -158,7 +178,7 @@ def test_new_reward_principle_judges_only_itself(project):
                            "    negative_definition: The reply never mentions water.\n")
         stale = {a for a, s in states(project).items() if s != "materialized"}
         assert stale == {"principles/reward_model", "synthetic_preferences", "rm_training_data", "reward_model",
-                         "reward_model_eval"}
+                         "reward_model_eval", *RL_SIDE}
         n_pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet").height
         proc = salmon(project, "run")
         assert f"judged {n_pairs} pairs x 1 principles" in proc.stderr + proc.stdout
@@ -178,7 +198,7 @@ def test_self_align_edit_makes_its_side_stale(project):
         sa.write_text(original.replace("definition: ", "definition: Always, ", 1))
         stale = {a for a, s in states(project).items() if s != "materialized"}
         assert stale == {"principles/self_align", "self_align_sft_data", "sft_model", "response_pairs",
-                         "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval"}
+                         "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval", *RL_SIDE}
     finally:
         sa.write_text(original)
     assert set(states(project).values()) == {"materialized"}
@@ -200,10 +220,12 @@ def test_rl_edit_makes_only_the_rl_side_stale(project):
 
     st = states(project)
     assert st["principles/rl"] == "stale"
-    assert {a for a, s in st.items() if s != "materialized"} == {"principles/rl"}
+    # RL-time intervention: only the RL side is stale; the reward model is not retrained
+    assert {a for a, s in st.items() if s != "materialized"} == {"principles/rl", *RL_SIDE}
 
     out = salmon(project, "run", "--quiet").stdout
-    assert "materializing principles/rl\n" in out
+    line = next(ln for ln in out.splitlines() if "materializing " in ln)
+    assert set(line.split("materializing ", 1)[1].split(", ")) == {"principles/rl", *RL_SIDE}
     assert set(states(project).values()) == {"materialized"}
 
 

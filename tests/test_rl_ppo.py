@@ -92,9 +92,9 @@ def test_kl_is_exactly_zero_while_policy_equals_reference_and_the_critic_starts_
     trainer.update(exp, 0)
     _, after, _ = trainer.rollout(0)  # same prompts and sampling seed, updated policy
     assert torch.count_nonzero(after.kl) > 0
-    with trainer.policy.as_reference() as ref:  # the reference did not move
-        from salmon_dag.rl.experience import token_logprobs
+    from salmon_dag.rl.experience import token_logprobs
 
+    with trainer.policy.as_reference() as ref, trainer.autocast():  # the reference did not move
         assert torch.equal(token_logprobs(ref, exp.batch, CFG.temperature)[0], exp.ref_logprobs)
 
 
@@ -196,3 +196,16 @@ def test_steering_sets_use_the_reward_model_texts_verbatim():
     assert {p.name for qt, p in chosen.principles() if qt == "general"} == {"Complete and Thorough"}
     bare = rl_principle_set(rl_set(), rm, RLConfig(always_on=False))
     assert bare.always_on() == [] and bare.principles() == rl_set().principles()
+
+
+def test_a_trl_baseline_run_fills_the_same_outputs(models, prompts, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    source, rm = models
+    cfg = CFG.model_copy(update={"rollout_batch_size": 2, "max_steps": 2, "samples_every": 1, "samples_per_step": 1})
+    result = train_policy(source, rm, rl_set(), prompts, cfg, RLConfig(algorithm="rloo", group_size=2),
+                          tmp_path / "policy", seed=0, device="cpu", log=lambda _: None)
+    assert result.algorithm == "rloo" and not result.is_adapter and len(result.steps) == 2
+    assert {"objective/rm_score", "objective/kl", "objective/response_tokens"} <= set(steps_frame(result.steps)["metric"])
+    assert samples_frame(result.samples)["step"].to_list() == [0, 1]
+    AutoModelForCausalLM.from_pretrained(tmp_path / "policy")  # a whole model, loadable like ours

@@ -60,7 +60,8 @@ def load_sft_policy(source: PolicySource, cfg: TrainingConfig, device: str) -> t
             raise FileNotFoundError(f"sft_model: adapter path {source.adapter_path} does not exist")
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, source.adapter_path).merge_and_unload()
+        # merge_and_unload leaves the base weights frozen; they are the weights a full fine-tune trains
+        model = PeftModel.from_pretrained(model, source.adapter_path).merge_and_unload().requires_grad_(True)
     tokenizer = load_tokenizer(source.adapter_path or source.model_id, source.revision, source.trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

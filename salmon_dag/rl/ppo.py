@@ -80,6 +80,15 @@ def total_steps(n_prompts: int, cfg: PPOConfig, world: int = 1) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
+def mixed_precision(device_type: str, cfg: PPOConfig):
+    """A context factory: bf16 autocast on CUDA, and on CPUs with native bf16 unless
+    ``cpu_precision`` is float32; a no-op otherwise."""
+    from salmon_dag.base_model.pretrain import use_bf16_autocast
+
+    enabled = device_type == "cuda" or (device_type == "cpu" and use_bf16_autocast(cfg.cpu_precision))
+    return lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def optimizer_steps_per_rollout(cfg: PPOConfig) -> int:
     micro = math.ceil(cfg.rollout_batch_size / cfg.per_device_batch_size)
     return cfg.ppo_epochs * math.ceil(micro / cfg.gradient_accumulation_steps)
@@ -132,6 +141,7 @@ class PPOTrainer:
         self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
                                        num_training_steps=self.total_steps * optimizer_steps_per_rollout(cfg))
         self.model, self.optimizer = self.accelerator.prepare(ActorCritic(policy.model, value_model), optimizer)
+        self.autocast = mixed_precision(self.accelerator.device.type, cfg)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.state = PPOState()
 
@@ -156,7 +166,9 @@ class PPOTrainer:
         t2 = time.perf_counter()
         batch = pack([r.ids for r in rows], responses, self.pad_id, acc.device)
         self.model.eval()
-        exp = make_experience(batch, parts, self.policy, self.value_model, self.cfg, self.cfg.per_device_batch_size)
+        with self.autocast():
+            exp = make_experience(batch, parts, self.policy, self.value_model, self.cfg,
+                                  self.cfg.forward_batch_size or self.cfg.per_device_batch_size)
         exp.completions = list(completions)  # for the samples table
         t3 = time.perf_counter()
         return rows, exp, {"time/generation": t1 - t0, "time/reward": t2 - t1, "time/experience": t3 - t2}
@@ -179,7 +191,8 @@ class PPOTrainer:
                 mb = exp.batch.rows(idx)
                 mask = mb.action_mask.float()
                 with nullcontext() if last else acc.no_sync(self.model):
-                    logprobs, entropy, values = self.model(mb, cfg.temperature)
+                    with self.autocast():
+                        logprobs, entropy, values = self.model(mb, cfg.temperature)
                     pg = losses.policy_loss(logprobs, exp.old_logprobs[idx], exp.advantages[idx], mask, cfg.clip_range)
                     vf = losses.value_loss(values, exp.old_values[idx], exp.returns[idx], mask, cfg.value_clip_range)
                     acc.backward((pg.loss + cfg.vf_coef * vf.loss) / in_group)

@@ -110,7 +110,9 @@ def plot_rl_curves(path: Path, steps: list[dict[str, float]], title: str) -> Non
 
     panels = {label: {m: [(int(s["step"]) + 1, s[m]) for s in steps if m in s] for m in metrics}
               for label, metrics in PLOT_PANELS.items()}
-    plot_curves(path, title, panels)
+    # TRL's trainers log no value loss: drop what a run did not record
+    panels = {label: {m: pts for m, pts in series.items() if pts} for label, series in panels.items()}
+    plot_curves(path, title, {label: series for label, series in panels.items() if series})
 
 
 def train_policy(
@@ -136,9 +138,7 @@ def train_policy(
     scorer = load_scorer(reward_checkpoint, device=device, batch_size=max(ppo.per_device_batch_size, 16))
     reward = SalmonReward(scorer, rl_principles, rl.reward, seed)
     if rl.algorithm != "ppo":
-        from salmon_dag.rl.trl_baseline import train_trl
-
-        return train_trl(rl.algorithm, source, reward, prompts, ppo, rl, Path(out_dir), seed, device=device, log=log)
+        return _train_with_trl(source, reward, prompts, ppo, rl, Path(out_dir), seed, device, log)
 
     t0 = time.perf_counter()
     policy, tokenizer = load_policy(source, ppo, device, seed)
@@ -154,10 +154,16 @@ def train_policy(
         "ppo": ppo.model_dump(mode="json"), "rl": rl.model_dump(mode="json"), "seed": seed, "device": device,
         "backend": engine.backend if engine else "hf",
     })
+    from accelerate import PartialState
+
+    procs = PartialState()  # one process, or N under `accelerate launch`: the main one writes files
     work = default_work_dir(Path(out_dir))
-    resumed = find_resumable(work, fp, log)  # clears the work dir when the inputs changed
-    if not resumed:
-        stamp_work_dir(work, fp)
+    if procs.is_main_process:
+        resumed = find_resumable(work, fp, log)  # clears the work dir when the inputs changed
+        if not resumed:
+            stamp_work_dir(work, fp)
+    procs.wait_for_everyone()
+    resumed = find_resumable(work, fp, lambda _: None)
     generator = _generator(engine, source, policy, tokenizer, ppo, device, work)
     trainer = PPOTrainer(policy, tokenizer, value_model, reward, rows, ppo, seed, generator)
     log(f"ppo: {len(rows)} prompts, {trainer.total_steps} rollout steps of {ppo.rollout_batch_size}, "
@@ -167,13 +173,15 @@ def train_policy(
         log(f"ppo: resuming from {resumed} (step {trainer.state.step}/{trainer.total_steps})")
 
     def save(step: int) -> None:
-        with atomic_path(work / f"checkpoint-{step}") as tmp:
-            tmp.mkdir()
-            torch.save(trainer.state_dict(), tmp / STATE_FILE)
-            write_json(tmp / "trainer_state.json", {"global_step": step})
-            write_json(tmp / "salmon_fingerprint.json", fp.as_json())
+        if procs.is_main_process:
+            with atomic_path(work / f"checkpoint-{step}") as tmp:
+                tmp.mkdir()
+                torch.save(trainer.state_dict(), tmp / STATE_FILE)
+                write_json(tmp / "trainer_state.json", {"global_step": step})
+                write_json(tmp / "salmon_fingerprint.json", fp.as_json())
+        procs.wait_for_everyone()
 
-    writer = _tensorboard(work)
+    writer = _tensorboard(work) if procs.is_main_process else None
 
     def after_step(step: int, metrics: dict) -> None:
         if writer is not None:
@@ -187,16 +195,42 @@ def train_policy(
     if writer is not None:
         writer.close()
     is_adapter = policy.mode == "adapter"
-    with atomic_path(Path(out_dir)) as tmp:
-        model = policy.model
-        if policy.mode == "merged":
-            model = model.merge_and_unload()
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        write_json(tmp / STEPS_FILE, state.steps)
-        plot_rl_curves(tmp / PLOT, state.steps, "PPO against the instructable reward model")
+    if procs.is_main_process:
+        with atomic_path(Path(out_dir)) as tmp:
+            model = policy.model
+            if policy.mode == "merged":
+                model = model.merge_and_unload()
+            model.save_pretrained(str(tmp), **({"selected_adapters": ["default"]} if is_adapter else {}))
+            tokenizer.save_pretrained(str(tmp))
+            write_json(tmp / STEPS_FILE, state.steps)
+            plot_rl_curves(tmp / PLOT, state.steps, "PPO against the instructable reward model")
+    procs.wait_for_everyone()
     return RLResult("ppo", Path(out_dir), is_adapter, state.steps, state.samples, len(rows), dropped,
                     resumed, time.perf_counter() - t0)
+
+
+def _train_with_trl(source: PolicySource, reward: SalmonReward, prompts: pl.DataFrame, ppo: PPOConfig, rl: RLConfig,
+                    out_dir: Path, seed: int, device: str, log: Log) -> RLResult:
+    """TRL's RLOO / GRPO with the same reward; the policy is saved whole (its LoRA merged into the
+    SFT-merged weights), so ``ppo_policy`` loads the same way whichever algorithm made it."""
+    from salmon_dag.rl.trl_baseline import load_trl_policy, train_trl
+
+    t0 = time.perf_counter()
+    adapter = default_work_dir(out_dir) / f"{rl.algorithm}_adapter"
+    result = train_trl(rl.algorithm, source, reward, prompts, ppo, rl, adapter, seed, device=device, log=log)
+    model, tokenizer = load_trl_policy(adapter, ppo, device)
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / STEPS_FILE, result.steps)
+        plot_rl_curves(tmp / PLOT, result.steps, f"{rl.algorithm.upper()} (TRL) against the instructable reward model")
+    samples, per_step = [], {}
+    for r in result.samples:  # as our PPO keeps them: the first few of every samples_every-th step
+        if r["step"] % ppo.samples_every == 0 and per_step.get(r["step"], 0) < ppo.samples_per_step:
+            per_step[r["step"]] = per_step.get(r["step"], 0) + 1
+            samples.append({**r, "finish_reason": "stop" if r.get("stopped") else "length"})
+    return RLResult(rl.algorithm, out_dir, False, result.steps, samples, prompts.height, 0, None,
+                    time.perf_counter() - t0)
 
 
 def _generator(engine: EngineConfig | None, source: PolicySource, policy, tokenizer, ppo: PPOConfig, device: str,

@@ -1,0 +1,478 @@
+"""The library baseline for RL (``rl.algorithm: rloo | grpo``): TRL's critic-free trainers on the
+same SFT policy, prompts and SALMON reward as our PPO, for comparison.
+
+TRL 1.16's ``RLOOTrainer`` / ``GRPOTrainer`` train a fresh LoRA (``ppo.lora``; full fine-tuning when
+it is unset) on the SFT policy with its adapter merged in. Generation is TRL's own (transformers
+``generate``, no vLLM). The reward is :class:`~salmon_dag.rl.reward.SalmonReward`, passed as a
+Python reward function (:class:`SalmonRewardFunction`): it records every sample's reward parts.
+
+How our config maps (:func:`trl_config`):
+
+* one optimizer step = one rollout = ``ppo.rollout_batch_size`` prompts x ``rl.group_size``
+  completions: ``per_device_train_batch_size`` = ``ppo.per_device_batch_size`` (completions per
+  forward/backward; lowered to a divisor of the rollout when it does not divide it) and
+  ``gradient_accumulation_steps`` = rollout / that, so TRL's ``steps_per_generation`` (which
+  defaults to the accumulation steps) gives one generation per optimizer step.
+  ``ppo.gradient_accumulation_steps`` is therefore not used; nor is ``ppo.ppo_epochs``:
+  ``num_iterations`` stays 1 (each rollout is used once, as RLOO and GRPO are defined).
+* ``num_generations`` = ``rl.group_size``; ``beta`` = ``ppo.kl_coef`` (RLOO: k1 KL summed over the
+  sequence and subtracted from the reward, like our PPO; GRPO: k3 KL per token in the loss);
+  ``epsilon`` = ``ppo.clip_range``; ``max_completion_length`` = ``ppo.max_new_tokens``;
+  ``temperature``, ``top_p``, ``learning_rate``, ``lr_scheduler_type``, ``warmup_steps``,
+  ``max_grad_norm``, ``num_train_epochs`` = ``ppo.epochs``, ``max_steps`` and ``seed`` as named.
+  Prompts longer than ``ppo.max_prompt_tokens`` are dropped, as our PPO does.
+* dropout is off (``disable_dropout``): TRL computes the "old" and reference log-probs in train
+  mode, so LoRA dropout would otherwise add noise to the KL and to the ratio.
+* Other TRL defaults are kept: RLOO ``normalize_advantages=False``; GRPO ``loss_type="dapo"``,
+  ``scale_rewards="group"``.
+
+Stop sequences: TRL stops a completion only at EOS (``stop_strings`` needs a tokenizer passed to
+``generate``, which TRL does not pass, trl#2820). The trainers here add a logits processor to
+TRL's ``generate`` call that forces EOS right after a completion produces a stop sequence
+(``templates.STOP_SEQUENCES``), so TRL's own EOS masking ends the completion there, as SFT taught
+the model to (SFT completions end with the turn separator then EOS). The reward reads the text
+before the stop sequence; ``stopped`` = the completion produced a stop sequence or EOS.
+
+Other TRL 1.16 / transformers 5 behaviour worked around here:
+
+* transformers' ``Trainer`` sets ``model.config.use_cache = args.use_cache`` (False by default) and
+  TRL's generation config leaves ``use_cache`` unset, so every new token recomputed the whole
+  sequence (30x slower steps on the tiny model): ``generation_kwargs={"use_cache": True}``.
+* for full fine-tuning TRL reloads the KL reference from ``model.config._name_or_path``, which
+  names the base model, not the SFT-merged policy: it is pointed at a saved copy of the policy.
+* PEFT froze the base weights while merging the SFT adapter; full fine-tuning unfreezes them.
+
+Plain Python: no dagster import here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from transformers import LogitsProcessorList, PrinterCallback, TrainerCallback
+
+from salmon_dag import templates
+from salmon_dag.config import PPOConfig, RLConfig
+from salmon_dag.rl.reward import RewardParts, SalmonReward
+from salmon_dag.warehouse import atomic_path
+
+STAGE = "rl"
+ALGORITHMS = ("rloo", "grpo")
+# TRL's logged metric -> ours (objective/kl is converted: see step_metrics)
+TRL_METRICS = {"entropy": "objective/entropy", "clip_ratio/region_mean": "ppo/clip_fraction"}
+STEP_METRICS = (
+    "objective/reward", "objective/rm_score", "objective/length_bonus", "objective/stop_penalty",
+    "objective/kl", "objective/entropy", "objective/response_tokens", "ppo/clip_fraction", "time/step_seconds",
+)
+MANIFEST = "trl_baseline.json"
+
+
+@dataclass
+class TRLResult:
+    """What :func:`train_trl` produced.
+
+    ``steps``: one dict per optimizer step (= rollout), ``step`` 0-based as in ``samples``, with
+    :data:`STEP_METRICS` (``ppo/clip_fraction`` and ``objective/kl`` only where TRL logs them),
+    ``objective/kl_per_token``, ``objective/stop_rate``, ``time/step`` (= ``time/step_seconds``,
+    the name our PPO logs) and TRL's own logs under ``trl/``.
+    ``samples``: every completion (step, prompt_id, instruction, question_type, response cut at the
+    stop sequence, principles, rm_score, length_bonus, stop_penalty, reward, response_tokens,
+    stopped). ``out_dir`` holds the LoRA adapter (on top of the SFT-merged policy: load with
+    :func:`load_trl_policy`) or, when ``is_adapter`` is False, the whole model; and the tokenizer."""
+
+    steps: list[dict[str, float]]
+    samples: list[dict[str, Any]]
+    seconds_per_step: float
+    out_dir: Path
+    algorithm: str = "rloo"
+    is_adapter: bool = True
+    trl_args: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- reward
+def cut_at_stop(text: str, stops: Sequence[str] = templates.STOP_SEQUENCES) -> tuple[str, bool]:
+    """(text before the earliest stop sequence, whether one occurs)."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class SalmonRewardFunction:
+    """A TRL reward function (``prompts, completions, completion_ids, **dataset columns,
+    trainer_state``) computing :class:`SalmonReward` for every completion and recording it.
+
+    ``step`` for the principle draws is ``trainer_state.global_step`` (optimizer steps done before
+    this rollout). ``records`` gets one dict per completion, in call order."""
+
+    __name__ = "salmon_reward"  # TRL names the reward metrics after it (rewards/salmon_reward/mean)
+
+    def __init__(self, reward: SalmonReward, eos_token_ids: Sequence[int], stops: Sequence[str] = templates.STOP_SEQUENCES):
+        self.reward = reward
+        self.eos_token_ids = set(int(i) for i in eos_token_ids)
+        self.stops = tuple(stops)
+        self.records: list[dict[str, Any]] = []
+        self.calls = 0
+
+    def __call__(self, prompts, completions, completion_ids, instruction=None, question_type=None,
+                 prompt_id=None, trainer_state=None, **_: Any) -> list[float]:
+        if instruction is None or question_type is None:
+            raise ValueError("salmon reward: the dataset needs 'instruction' and 'question_type' columns")
+        step = int(trainer_state.global_step) if trainer_state is not None else self.calls
+        self.calls += 1
+        responses, stopped, tokens = [], [], []
+        for text, ids in zip(completions, completion_ids, strict=True):
+            response, hit = cut_at_stop(text, self.stops)
+            responses.append(response.strip())
+            stopped.append(hit or (len(ids) > 0 and int(ids[-1]) in self.eos_token_ids))
+            tokens.append(len(ids))
+        parts: list[RewardParts] = self.reward(step, list(instruction), responses, list(question_type), tokens, stopped)
+        ids = list(prompt_id) if prompt_id is not None else [None] * len(parts)
+        for pid, ins, qt, resp, n, done, p in zip(ids, instruction, question_type, responses, tokens, stopped, parts):
+            self.records.append({
+                "step": step, "prompt_id": pid, "instruction": ins, "question_type": qt, "response": resp,
+                "principles": list(p.principles), "rm_score": p.rm_score, "length_bonus": p.length_bonus,
+                "stop_penalty": p.stop_penalty, "reward": p.total, "response_tokens": n, "stopped": bool(done),
+            })
+        return [p.total for p in parts]
+
+
+# --------------------------------------------------------------------------- stop sequences
+class StopSequenceToEos:
+    """A logits processor: once a row's generated text (after ``prompt_len``) contains a stop
+    sequence, its next token is EOS. Only the last ``window`` tokens are decoded per step (enough
+    for the longest stop sequence, even one token per character), and a row is forced at most
+    once (EOS ends it)."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], eos_token_id: int, prompt_len: int):
+        self.tokenizer = tokenizer
+        self.stops = tuple(stops)
+        self.eos = int(eos_token_id)
+        self.prompt_len = prompt_len
+        self.window = max(len(s) for s in self.stops) + 2
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_len:]
+        if generated.shape[1] == 0:
+            return scores
+        tails = self.tokenizer.batch_decode(generated[:, -self.window:], skip_special_tokens=True)
+        rows = [i for i, t in enumerate(tails) if any(s in t for s in self.stops)]
+        if rows:
+            scores[rows] = -math.inf
+            scores[rows, self.eos] = 0.0
+        return scores
+
+
+class _StopOnSequences:
+    """Mixin for TRL's trainers: TRL's ``generate`` call gets :class:`StopSequenceToEos`."""
+
+    _salmon_stops: tuple[str, ...] = templates.STOP_SEQUENCES
+
+    def _generate_single_turn(self, *args, **kwargs):
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        generate = model.generate
+        tokenizer, stops, eos = self._tokenizer, self._salmon_stops, self._tokenizer.eos_token_id
+
+        def generate_with_stops(*g_args, **g_kwargs):
+            prompt_len = g_kwargs["input_ids"].shape[1]
+            processors = LogitsProcessorList(g_kwargs.pop("logits_processor", None) or [])
+            processors.append(StopSequenceToEos(tokenizer, stops, eos, prompt_len))
+            return generate(*g_args, logits_processor=processors, **g_kwargs)
+
+        model.generate = generate_with_stops  # an instance attribute, as TRL's own fused LM head patch
+        try:
+            return super()._generate_single_turn(*args, **kwargs)
+        finally:
+            del model.generate
+
+
+def _trainer_classes():
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    class SalmonRLOOTrainer(_StopOnSequences, RLOOTrainer):
+        pass
+
+    class SalmonGRPOTrainer(_StopOnSequences, GRPOTrainer):
+        pass
+
+    return {"rloo": (RLOOConfig, SalmonRLOOTrainer), "grpo": (GRPOConfig, SalmonGRPOTrainer)}
+
+
+# --------------------------------------------------------------------------- config
+def check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"rl.algorithm: {algorithm!r} is not a TRL baseline (expected one of {', '.join(ALGORITHMS)})")
+
+
+def micro_batch(completions: int, per_device_batch_size: int) -> int:
+    """The largest divisor of ``completions`` that is at most ``per_device_batch_size``."""
+    return max(d for d in range(1, min(completions, per_device_batch_size) + 1) if completions % d == 0)
+
+
+def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, seed: int, device: str,
+               max_steps: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``RLOOConfig`` / ``GRPOConfig`` for our config (see the module doc)."""
+    check_algorithm(algorithm)
+    completions = ppo.rollout_batch_size * rl.group_size
+    per_device = micro_batch(completions, ppo.per_device_batch_size)
+    on_cuda = device == "cuda"
+    scheduler = ppo.lr_scheduler
+    if scheduler == "constant" and ppo.warmup_steps:
+        scheduler = "constant_with_warmup"
+    steps = max_steps or ppo.max_steps
+    return dict(
+        output_dir=str(work_dir),
+        # batch: one optimizer step (and one generation) per rollout of rollout_batch_size prompts
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=completions // per_device,
+        num_generations=rl.group_size,
+        num_iterations=1,
+        num_train_epochs=ppo.epochs,
+        max_steps=steps or -1,
+        # generation
+        max_completion_length=ppo.max_new_tokens,
+        temperature=ppo.temperature,
+        top_p=ppo.top_p,
+        use_vllm=False,
+        # transformers 5's Trainer sets model.config.use_cache = args.use_cache (False by default), and
+        # TRL's generate then recomputes the whole sequence at every new token: keep the KV cache on
+        generation_kwargs={"use_cache": True},
+        # objective
+        beta=ppo.kl_coef,
+        epsilon=ppo.clip_range,
+        disable_dropout=True,
+        # optimisation
+        learning_rate=ppo.learning_rate,
+        lr_scheduler_type=scheduler,
+        warmup_steps=ppo.warmup_steps,
+        max_grad_norm=ppo.max_grad_norm,
+        seed=seed,
+        data_seed=seed,
+        # precision and runtime (as the other training stages: common_training_args)
+        bf16=on_cuda,
+        fp16=False,
+        use_cpu=not on_cuda,
+        gradient_checkpointing=on_cuda,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,  # the reward needs instruction and question_type
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        log_completions=False,
+        disable_tqdm=True,
+    )
+
+
+# --------------------------------------------------------------------------- data
+def rl_dataset(prompts: pl.DataFrame, tokenizer, max_prompt_tokens: int):
+    """TRL rows: ``prompt`` (the chat prompt), ``instruction``, ``question_type``, ``prompt_id``;
+    prompts over ``max_prompt_tokens`` tokens are dropped. Returns (dataset, dropped count)."""
+    import datasets
+
+    missing = {"prompt", "question_type"} - set(prompts.columns)
+    if missing:
+        raise ValueError(f"{STAGE}: prompts need columns prompt and question_type (missing: {sorted(missing)})")
+    instructions = prompts["prompt"].to_list()
+    chat = [templates.format_chat_prompt(p) for p in instructions]
+    lengths = [len(ids) for ids in tokenizer(chat)["input_ids"]]
+    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_tokens]
+    ids = prompts["prompt_id"].to_list() if "prompt_id" in prompts.columns else [str(i) for i in range(len(chat))]
+    types = prompts["question_type"].to_list()
+    rows = {
+        "prompt": [chat[i] for i in keep],
+        "instruction": [instructions[i] for i in keep],
+        "question_type": [types[i] for i in keep],
+        "prompt_id": [str(ids[i]) for i in keep],
+    }
+    return datasets.Dataset.from_dict(rows), len(chat) - len(keep)
+
+
+# --------------------------------------------------------------------------- metrics
+class StepRecorder(TrainerCallback):
+    """Wall time of every optimizer step (generation included) and TRL's logs, by ``global_step``
+    after the step; one ``log`` line per step."""
+
+    def __init__(self, algorithm: str, log: Callable[[str], None]):
+        self.algorithm = algorithm
+        self.log = log
+        self.seconds: dict[int, float] = {}
+        self.logs: dict[int, dict[str, float]] = {}
+        self._t0 = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds[state.global_step] = time.perf_counter() - self._t0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs:  # the end-of-training summary
+            return
+        self.logs[state.global_step] = {k: float(v) for k, v in logs.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        reward = logs.get("reward")
+        reward_text = f" reward {reward:.3f}" if isinstance(reward, (int, float)) else ""
+        self.log(f"{STAGE} ({self.algorithm}): step {state.global_step}/{state.max_steps}{reward_text} "
+                 f"[{self.seconds.get(state.global_step, float('nan')):.1f}s]")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def step_metrics(step: int, samples: Sequence[dict[str, Any]], trl_logs: dict[str, float], seconds: float) -> dict[str, float]:
+    """Our metric names for one optimizer step: the reward parts from the recorded ``samples``,
+    KL / entropy / clip fraction from TRL's logs, the step's wall time.
+
+    ``objective/kl`` follows our PPO (per-sample KL summed over the response, mean over samples):
+    TRL logs the per-token mean over the batch's response tokens, so it is times the mean response
+    length (exact for RLOO, whose one log covers the whole rollout)."""
+    tokens = _mean([s["response_tokens"] for s in samples])
+    out: dict[str, float] = {
+        "step": float(step),
+        "objective/reward": _mean([s["reward"] for s in samples]),
+        "objective/rm_score": _mean([s["rm_score"] for s in samples]),
+        "objective/length_bonus": _mean([s["length_bonus"] for s in samples]),
+        "objective/stop_penalty": _mean([s["stop_penalty"] for s in samples]),
+        "objective/response_tokens": tokens,
+        "objective/stop_rate": _mean([float(s["stopped"]) for s in samples]),
+        "time/step_seconds": seconds,
+        "time/step": seconds,
+    }
+    if "kl" in trl_logs:
+        out["objective/kl_per_token"] = trl_logs["kl"]
+        out["objective/kl"] = trl_logs["kl"] * tokens
+    for theirs, ours in TRL_METRICS.items():
+        if theirs in trl_logs:
+            out[ours] = trl_logs[theirs]
+    out.update({f"trl/{k}": v for k, v in trl_logs.items()})
+    return out
+
+
+# --------------------------------------------------------------------------- training
+def train_trl(
+    algorithm: str,
+    source,
+    reward: SalmonReward,
+    prompts: pl.DataFrame,
+    ppo: PPOConfig,
+    rl: RLConfig,
+    out_dir: Path,
+    seed: int,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    max_steps: int | None = None,
+) -> TRLResult:
+    """Train the SFT policy (``source``: a :class:`~salmon_dag.rl.models.PolicySource`) with TRL's
+    ``algorithm`` ("rloo" or "grpo") against ``reward`` on ``prompts`` (columns ``prompt`` = the
+    bare instruction, ``question_type``, optional ``prompt_id``); save the adapter (or the whole
+    model) and tokenizer to ``out_dir``. ``max_steps`` overrides ``ppo.max_steps``."""
+    check_algorithm(algorithm)
+    from transformers import set_seed
+
+    from salmon_dag.rl.models import load_sft_policy
+    from salmon_dag.training.lora import describe_mode, peft_config, training_device
+
+    if ppo.lora is not None and ppo.lora.quantization != "none":
+        raise ValueError(f"ppo.lora.quantization: {ppo.lora.quantization!r} (QLoRA) is not supported with "
+                         f"rl.algorithm {algorithm}; set it to 'none'")
+    device = training_device(device, ppo.lora, STAGE)
+    out_dir = Path(out_dir)
+    set_seed(seed)
+    model, tokenizer = load_sft_policy(source, ppo, device)
+    if ppo.lora is None:
+        model.requires_grad_(True)  # PEFT froze the base weights when it loaded the SFT adapter to merge it
+    dataset, dropped = rl_dataset(prompts, tokenizer, ppo.max_prompt_tokens)
+    if dropped:
+        log(f"{STAGE}: {dropped} prompts longer than {ppo.max_prompt_tokens} tokens dropped")
+    if len(dataset) < ppo.rollout_batch_size:
+        raise ValueError(f"{STAGE}: {len(dataset)} prompts, fewer than ppo.rollout_batch_size "
+                         f"({ppo.rollout_batch_size}); lower rollout_batch_size")
+
+    config_cls, trainer_cls = _trainer_classes()[algorithm]
+    eos_ids = model.generation_config.eos_token_id
+    eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos_ids:
+        eos_ids.append(tokenizer.eos_token_id)
+    reward_fn = SalmonRewardFunction(reward, eos_ids)
+    recorder = StepRecorder(algorithm, log)
+
+    with tempfile.TemporaryDirectory(prefix="salmon-trl-") as work:
+        work_dir = Path(work)
+        kwargs = trl_config(algorithm, ppo, rl, work_dir / "trainer", seed, device, max_steps)
+        name_or_path = model.config._name_or_path
+        if ppo.lora is None and ppo.kl_coef > 0:
+            # TRL reloads the reference of a full fine-tune from model.config's path, which names the
+            # base model, not the SFT-merged policy: point it at a saved copy of the policy.
+            reference_dir = work_dir / "reference"
+            model.save_pretrained(reference_dir)
+            model.config._name_or_path = str(reference_dir)
+        args = config_cls(**kwargs)
+        log(f"{STAGE} ({algorithm}): {len(dataset)} prompts, {ppo.rollout_batch_size} prompts x {rl.group_size} "
+            f"completions per step ({args.per_device_train_batch_size} per forward, "
+            f"{args.gradient_accumulation_steps} accumulated), {describe_mode(ppo.lora)} on {device}")
+        trainer = trainer_cls(
+            model=model,
+            reward_funcs=reward_fn,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config(ppo.lora) if ppo.lora is not None else None,
+            callbacks=[recorder],
+        )
+        model.config._name_or_path = name_or_path
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict; StepRecorder logs one line a step
+        trainer.train()
+        trained = trainer.accelerator.unwrap_model(trainer.model)
+
+        with atomic_path(out_dir) as tmp:
+            trained.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / MANIFEST).write_text(json.dumps({
+                "algorithm": algorithm, "is_adapter": ppo.lora is not None,
+                "policy": {"model_id": source.model_id, "revision": source.revision,
+                           "adapter_path": source.adapter_path, "trust_remote_code": source.trust_remote_code},
+                "steps": int(trainer.state.global_step), "seed": seed,
+            }, indent=2))
+
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for record in reward_fn.records:
+        by_step.setdefault(record["step"], []).append(record)
+    steps = [
+        step_metrics(step, by_step[step], recorder.logs.get(step + 1, {}), recorder.seconds.get(step + 1, float("nan")))
+        for step in sorted(by_step)
+    ]
+    times = [s["time/step_seconds"] for s in steps]
+    seconds_per_step = _mean(times[1:] if len(times) > 1 else times)
+    log(f"{STAGE} ({algorithm}): {len(steps)} steps, {seconds_per_step:.2f} s per step (first excluded)")
+    return TRLResult(
+        steps=steps, samples=list(reward_fn.records), seconds_per_step=seconds_per_step, out_dir=out_dir,
+        algorithm=algorithm, is_adapter=ppo.lora is not None,
+        trl_args={k: v for k, v in kwargs.items() if k != "output_dir"},
+    )
+
+
+def load_trl_policy(out_dir: Path, ppo: PPOConfig, device: str = "cpu"):
+    """(model, tokenizer) of a policy :func:`train_trl` saved: the SFT-merged policy with the RL
+    adapter merged in, or the saved full model."""
+    from transformers import AutoModelForCausalLM
+
+    from salmon_dag.base_model.loading import load_tokenizer
+    from salmon_dag.rl.models import PolicySource, load_sft_policy
+
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    tokenizer = load_tokenizer(str(out_dir))
+    if not manifest["is_adapter"]:
+        return AutoModelForCausalLM.from_pretrained(out_dir).to(device), tokenizer
+    from peft import PeftModel
+
+    model, _ = load_sft_policy(PolicySource(**manifest["policy"]), ppo, device)
+    return PeftModel.from_pretrained(model, str(out_dir)).merge_and_unload(), tokenizer
