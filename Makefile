@@ -32,3 +32,4 @@ test: install-vllm
 bench: install-vllm
 	$(VENV)/bin/salmon bench judge
 	$(VENV)/bin/salmon bench generate
+	$(VENV)/bin/salmon bench rl

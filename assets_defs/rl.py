@@ -11,7 +11,7 @@ from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
 from assets_defs.reward_model import REWARD_MODEL
 from assets_defs.self_align import SFT_MODEL
-from assets_defs.tables import materialize_table, read_table, table_name
+from assets_defs.tables import loss_curve_markdown, materialize_table, read_table, table_name
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -72,7 +72,10 @@ def build_rl_assets(settings: Settings) -> list:
             info={"algorithm": result.algorithm, "steps": len(result.steps), "prompts": result.prompts,
                   "dropped_prompts": result.dropped_prompts, "seconds": round(result.seconds, 1),
                   "resumed_from": result.resumed_from or "", "is_adapter": result.is_adapter, **summary},
-            info_prefix="rl", extra_metadata={"curves": dg.MetadataValue.path(str(result.out_dir / PLOT))},
+            info_prefix="rl", extra_metadata={
+                "curves": dg.MetadataValue.path(str(result.out_dir / PLOT)),
+                "rm_score_curve": loss_curve_markdown(
+                    [(int(s["step"]) + 1, s["objective/rm_score"]) for s in result.steps], label="mean RM score")},
         )
         yield materialize_table(salmon.warehouse, PPO_STEPS, steps_frame(result.steps),
                                 STEPS_ASSET.lineage(context, profile, principle_hash=pset.content_hash), extra_metadata=summary)

@@ -67,10 +67,10 @@ def lineage_metadata(lineage: Lineage) -> dict[str, object]:
     return {f"lineage/{k}": v for k, v in lineage.as_dict().items() if v is not None}
 
 
-def loss_curve_markdown(points: list[tuple[int, float]], max_rows: int = 20) -> dg.MetadataValue:
-    """A (step, loss) table for asset metadata, thinned to about ``max_rows`` rows."""
+def loss_curve_markdown(points: list[tuple[int, float]], max_rows: int = 20, label: str = "loss") -> dg.MetadataValue:
+    """A (step, ``label``) table for asset metadata, thinned to about ``max_rows`` rows."""
     stride = max(1, len(points) // max_rows)
     rows = points[::stride]
     if points and rows[-1] != points[-1]:
         rows.append(points[-1])
-    return dg.MetadataValue.md("| step | loss |\n|---|---|\n" + "\n".join(f"| {s} | {l:.4f} |" for s, l in rows))
+    return dg.MetadataValue.md(f"| step | {label} |\n|---|---|\n" + "\n".join(f"| {s} | {v:.4f} |" for s, v in rows))

@@ -209,3 +209,41 @@ def test_a_trl_baseline_run_fills_the_same_outputs(models, prompts, tmp_path):
     assert {"objective/rm_score", "objective/kl", "objective/response_tokens"} <= set(steps_frame(result.steps)["metric"])
     assert samples_frame(result.samples)["step"].to_list() == [0, 1]
     AutoModelForCausalLM.from_pretrained(tmp_path / "policy")  # a whole model, loadable like ours
+
+
+MULTI = """
+import sys
+from pathlib import Path
+import polars as pl
+from accelerate import PartialState
+from salmon_dag.config import PPOConfig, RLConfig
+from salmon_dag.principles import load_principles
+from salmon_dag.rl.models import PolicySource
+from salmon_dag.rl.stage import train_policy
+policy, rm, prompts, out = sys.argv[1:5]
+state = PartialState(cpu=True)
+cfg = PPOConfig.model_validate_json(sys.argv[5])
+result = train_policy(PolicySource(policy), rm, load_principles(sys.argv[6], "rl"), pl.read_parquet(prompts), cfg,
+                      RLConfig(), Path(out), seed=0, device="cpu", log=lambda _: None)
+print(f"rank {state.process_index} of {state.num_processes}: {len(result.steps)} steps")
+"""
+
+
+def test_the_same_loop_runs_on_two_processes(models, prompts, tmp_path):
+    import subprocess
+    import sys
+
+    source, rm = models
+    (tmp_path / "multi.py").write_text(MULTI)
+    prompts.write_parquet(tmp_path / "prompts.parquet")
+    cfg = CFG.model_copy(update={"rollout_batch_size": 2, "max_steps": 2})
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", str(tmp_path / "multi.py"), source.model_id, str(rm),
+         str(tmp_path / "prompts.parquet"), str(tmp_path / "policy"), cfg.model_dump_json(), str(ROOT / "principles")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(line for line in proc.stdout.splitlines() if line.startswith("rank")) == [
+        "rank 0 of 2: 2 steps", "rank 1 of 2: 2 steps"]
+    assert (tmp_path / "policy" / "model.safetensors").is_file()

@@ -156,7 +156,7 @@ def train_policy(
     })
     from accelerate import PartialState
 
-    procs = PartialState()  # one process, or N under `accelerate launch`: the main one writes files
+    procs = PartialState(cpu=device == "cpu")  # one process, or N (accelerate launch, torchrun): the main one writes files
     work = default_work_dir(Path(out_dir))
     if procs.is_main_process:
         resumed = find_resumable(work, fp, log)  # clears the work dir when the inputs changed
