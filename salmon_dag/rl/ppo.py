@@ -23,7 +23,6 @@ import time
 from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,8 +131,8 @@ class PPOTrainer:
         self.policy, self.tokenizer, self.reward, self.cfg, self.seed = policy, tokenizer, reward, cfg, seed
         self.prompts = list(prompts)
         self.generator = generator
-        self.accelerator = accelerator or Accelerator(cpu=policy.model.device.type == "cpu",
-                                                      gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+        # gradient accumulation is done by hand in update(): a rollout's last group may be short
+        self.accelerator = accelerator or Accelerator(cpu=policy.model.device.type == "cpu")
         self.value_model = value_model
         self.total_steps = total_steps(len(self.prompts), cfg, self.accelerator.num_processes)
         params = policy.trainable_parameters() + [p for p in value_model.parameters() if p.requires_grad]

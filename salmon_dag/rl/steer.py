@@ -49,14 +49,6 @@ def steering_set(rm_principles: PrincipleSet, names: Sequence[str], always_on: b
     return parse_principles(yaml.safe_dump(data, sort_keys=False), "rl", f"<steer:{label}>")
 
 
-def mean_response_tokens(generator, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
-                         temperature: float, samples: int, seed: int) -> float:
-    """Mean length in tokens of ``samples`` sampled responses per prompt (fixed seed)."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    ids = [p for p in prompt_ids for _ in range(samples)]
-    return float(np.mean([len(c.token_ids) for c in generator.generate(ids, params)]))
-
-
 def bench_steer(
     sft,
     reward_checkpoint,
