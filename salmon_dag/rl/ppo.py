@@ -155,7 +155,8 @@ class PPOTrainer:
                                acc.process_index, acc.num_processes)
         rows = [self.prompts[i] for i in idx]
         t0 = time.perf_counter()
-        self.generator.sync(step)
+        synced = self.generator.sync(step)  # bytes of weights moved to the generator (0: it is the policy)
+        ts = time.perf_counter()
         completions = self.generator.generate([r.ids for r in rows], self.sampling(step))
         t1 = time.perf_counter()
         responses = [list(c.token_ids) or [self.tokenizer.eos_token_id] for c in completions]
@@ -170,7 +171,8 @@ class PPOTrainer:
                                   self.cfg.forward_batch_size or self.cfg.per_device_batch_size)
         exp.completions = list(completions)  # for the samples table
         t3 = time.perf_counter()
-        return rows, exp, {"time/generation": t1 - t0, "time/reward": t2 - t1, "time/experience": t3 - t2}
+        return rows, exp, {"time/weight_sync": ts - t0, "time/generation": t1 - ts, "time/reward": t2 - t1,
+                           "time/experience": t3 - t2, "generation/synced_megabytes": synced / 1e6}
 
     def update(self, exp: Experience, step: int) -> dict[str, float]:
         """``ppo_epochs`` passes of clipped policy + value updates over shuffled micro-batches."""
