@@ -194,6 +194,8 @@ def test_steering_sets_use_the_reward_model_texts_verbatim():
     chosen = rl_principle_set(rl_set(), rm, tiny)
     assert chosen.always_on() == rl_set().always_on()
     assert {p.name for qt, p in chosen.principles() if qt == "general"} == {"Complete and Thorough"}
+    with pytest.raises(ValueError, match=r"^rl\.reward_model_principles: Brief not in .*reward_model\.yaml"):
+        rl_principle_set(rl_set(), rm, RLConfig(reward_model_principles=["Brief"]))
     bare = rl_principle_set(rl_set(), rm, RLConfig(always_on=False))
     assert bare.always_on() == [] and bare.principles() == rl_set().principles()
 

@@ -23,7 +23,10 @@ def rl_principle_set(rl_principles: PrincipleSet, rm_principles: PrincipleSet, r
     (``rl.reward_model_principles``) a steering set; without always-on lines when ``rl.always_on``
     is off."""
     if rl_cfg.reward_model_principles:
-        return steering_set(rm_principles, rl_cfg.reward_model_principles, rl_cfg.always_on, rl_principles)
+        try:
+            return steering_set(rm_principles, rl_cfg.reward_model_principles, rl_cfg.always_on, rl_principles)
+        except ValueError as exc:
+            raise ValueError(f"rl.reward_model_principles: {str(exc).removeprefix('steer: ')}") from None
     if rl_cfg.always_on or not rl_principles.always_on():
         return rl_principles
     data = rl_principles.data.model_copy(update={"always_on": []})
