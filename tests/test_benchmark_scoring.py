@@ -1,0 +1,62 @@
+"""Judge-rating parsing and win-rate arithmetic (issue 11 groundwork), on hand-made data."""
+
+import math
+
+import pytest
+
+from salmon_dag.benchmarks.ratings import parse_rating, summarize
+from salmon_dag.benchmarks.win_rate import item_scores, length_controlled_win_rate, win_rate
+
+
+@pytest.mark.parametrize("text, rating", [
+    ("The answer is fine. Rating: [[7]]", 7.0),
+    ("Rating: [[ 8.5 ]]", 8.5),
+    ("first [[3]] then [[9]]", 3.0),  # the first verdict counts
+    ("Rating: [6]", 6.0),  # single-bracket fallback
+    ("[[4]] and [8]", 4.0),  # double brackets win over the fallback
+    ("Rating: [[11]]", None),  # out of range
+    ("Rating: [[0]]", None),
+    ("Rating: 7/10", None),  # no brackets
+    ("Rating: [[seven]]", None),
+    ("", None),
+    (None, None),
+])
+def test_ratings_parse_or_are_unparseable(text, rating):
+    assert parse_rating(text) == rating
+
+
+def test_summaries_exclude_and_count_unparseable_ratings():
+    s = summarize([8.0, None, 6.0, None, 7.0])
+    assert (s.mean, s.n, s.unparseable) == (7.0, 3, 2)
+    assert s.stderr == pytest.approx(math.sqrt(1.0 / 3))
+    empty = summarize([None])
+    assert math.isnan(empty.mean) and empty.unparseable == 1
+
+
+def test_win_rate_counts_ties_half_and_averages_both_orders():
+    verdicts = [
+        ["policy", "policy"],  # 1
+        ["policy", "reference"],  # 0.5: the judge prefers a position, not an answer
+        ["tie", "policy"],  # 0.75
+        ["reference", None],  # 0: one readable order
+        [None, None],  # excluded
+    ]
+    assert item_scores(verdicts) == [1.0, 0.5, 0.75, 0.0, None]
+    wr = win_rate(verdicts)
+    assert (wr.win_rate, wr.n, wr.excluded) == (pytest.approx(0.5625), 4, 1)
+    mean = 0.5625
+    var = sum((s - mean) ** 2 for s in (1.0, 0.5, 0.75, 0.0)) / 3
+    assert wr.stderr == pytest.approx(math.sqrt(var / 4))
+
+
+def test_length_control_removes_a_win_rate_that_length_alone_explains():
+    # 40 items: the policy is longer on 30 and wins 27 of them; shorter on 10 and wins 1 of them.
+    # Its raw win rate (0.7) comes from length: at equal length the fit predicts about a coin flip.
+    verdicts = [["policy", "policy"] if i < 27 else ["reference", "reference"] for i in range(30)]
+    verdicts += [["policy", "policy"] if i < 1 else ["reference", "reference"] for i in range(10)]
+    policy_len = [200] * 30 + [100] * 10
+    reference_len = [100] * 30 + [200] * 10
+    assert win_rate(verdicts).win_rate == pytest.approx(0.7)
+    assert length_controlled_win_rate(verdicts, policy_len, reference_len) == pytest.approx(0.5, abs=0.02)
+    # equal lengths everywhere: nothing to control for, the fit returns the raw rate
+    assert length_controlled_win_rate(verdicts, [100] * 40, [100] * 40) == pytest.approx(0.7, abs=1e-3)
