@@ -144,3 +144,31 @@ def pmp_prompt_parts(context: str) -> tuple[str, str]:
         f"Conversation:\n{context}\n\nReply:\n"
     )
     return head, f"\n\n{PMP_CUE}"
+
+
+# --------------------------------------------------------------------------- benchmarks: MT-Bench-style grading
+# Single-answer grading on a 1-10 scale; the judge ends with "Rating: [[n]]" (parsed by
+# salmon_dag.benchmarks.ratings). Original text of this project.
+RATING_TEMPLATE_VERSION = "1"
+RATING_INSTRUCTIONS = (
+    "You are grading one reply of an AI assistant. Judge how helpful, correct, relevant, deep and "
+    "clear the reply is for the user's request. Write a short explanation first, then give a "
+    "rating from 1 (useless) to 10 (excellent) in exactly this form: Rating: [[5]]"
+)
+RATING_REFERENCE_NOTE = (
+    "A reference answer is given. Compare the reply with it and count any error in the reply "
+    "heavily; a reply that reaches a wrong final answer cannot score above 3."
+)
+
+
+def rating_prompt(conversation: list[tuple[str, str]], reference: str | None = None) -> str:
+    """A judge prompt for the assistant's last turn of ``conversation`` ((role, text) turns); earlier
+    turns are context. With ``reference``, the reference-guided variant (math, reasoning, coding)."""
+    if not conversation or conversation[-1][0] != "assistant":
+        raise ValueError("rating_prompt: the conversation must end with the assistant's reply to grade")
+    parts = [RATING_INSTRUCTIONS]
+    if reference is not None:
+        parts += [RATING_REFERENCE_NOTE, f"[Reference answer]\n{reference.strip()}\n[End of reference answer]"]
+    transcript = "\n\n".join(f"[{role.capitalize()}]\n{text.strip()}" for role, text in conversation)
+    parts.append(f"[Conversation; grade the last Assistant turn]\n{transcript}\n[End of conversation]")
+    return format_chat_prompt("\n\n".join(parts))

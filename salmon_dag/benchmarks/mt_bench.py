@@ -1,0 +1,106 @@
+"""MT-Bench-style multi-turn benchmark inputs: question files and turn-by-turn answers.
+
+A question file is JSON Lines in the MT-Bench format (``question_id``, ``category``, ``turns``,
+optional ``reference``) or a plain instruction format (``instruction`` / ``prompt`` / ``question``,
+optional ``input``, ``category``, ``id``): one question per line, any number of turns. Reference
+answers may also come from a separate file (``{"question_id", "choices": [{"turns": [...]}]}``).
+Answers are generated turn by turn through the engine, the earlier turns and the policy's own
+earlier answers in context, at a per-category temperature (MT-Bench's: deterministic for
+extraction, math, coding and reasoning).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from salmon_dag.engine.base import Engine, SamplingParams
+from salmon_dag.templates import ASSISTANT_TAG, format_dialogue
+
+CATEGORY_TEMPERATURE = {
+    "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0, "reasoning": 0.0,
+    "stem": 0.1, "humanities": 0.1,
+}
+DEFAULT_TEMPERATURE = 0.7
+REFERENCE_CATEGORIES = frozenset({"math", "reasoning", "coding"})
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: str
+    category: str
+    turns: tuple[str, ...]
+    reference: tuple[str, ...] | None = None
+
+
+def _lines(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+
+
+def _question(row: dict, number: int, path: Path) -> Question:
+    qid = str(row.get("question_id", row.get("id", number)))
+    if "turns" in row:
+        turns = row["turns"]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise ValueError(f"{path}: line {number}: 'turns' must be a non-empty list of non-empty strings")
+    else:
+        text = next((row[k] for k in ("instruction", "prompt", "question") if isinstance(row.get(k), str)), None)
+        if not text or not text.strip():
+            raise ValueError(f"{path}: line {number}: no 'turns', 'instruction', 'prompt' or 'question' field")
+        extra = row.get("input")
+        turns = [f"{text.strip()}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else text.strip()]
+    reference = row.get("reference")
+    return Question(qid, str(row.get("category", "general")), tuple(turns), tuple(reference) if reference else None)
+
+
+def load_questions(path: str | Path, references: str | Path | None = None, limit: int | None = None) -> list[Question]:
+    """Questions from a JSON Lines file (see the module docstring), with reference answers from
+    ``references`` when given; the first ``limit`` when set."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"question file not found: {path}")
+    questions = [_question(row, n, path) for n, row in _lines(path)]
+    if references is not None:
+        refs = {}
+        for n, row in _lines(Path(references)):
+            choices = row.get("choices") or [{}]
+            refs[str(row.get("question_id"))] = tuple(choices[0].get("turns", []))
+        questions = [q if q.reference or q.question_id not in refs else
+                     Question(q.question_id, q.category, q.turns, refs[q.question_id]) for q in questions]
+    return questions[:limit] if limit else questions
+
+
+def conversation_prompt(turns: Sequence[str], answers: Sequence[str]) -> str:
+    """The policy prompt for the next turn: every earlier turn with its answer, then the new turn."""
+    dialogue = []
+    for i, turn in enumerate(turns):
+        dialogue.append(("user", turn))
+        if i < len(answers):
+            dialogue.append(("assistant", answers[i]))
+    return f"{format_dialogue(dialogue)}\n\n{ASSISTANT_TAG}"
+
+
+def generate_answers(engine: Engine, questions: Sequence[Question], max_new_tokens: int, seed: int) -> list[list[str]]:
+    """Each question's answers, turn by turn (turn k sees turns 1..k and the answers so far)."""
+    answers: list[list[str]] = [[] for _ in questions]
+    for turn in range(max(len(q.turns) for q in questions)):
+        by_temperature: dict[float, list[int]] = {}
+        for i, q in enumerate(questions):
+            if turn < len(q.turns):
+                by_temperature.setdefault(CATEGORY_TEMPERATURE.get(q.category, DEFAULT_TEMPERATURE), []).append(i)
+        for temperature, rows in sorted(by_temperature.items()):
+            prompts = [conversation_prompt(questions[i].turns[: turn + 1], answers[i]) for i in rows]
+            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + turn)
+            for i, comps in zip(rows, engine.generate(prompts, params)):
+                answers[i].append(comps[0].text.strip())
+    return answers
