@@ -172,3 +172,19 @@ def rating_prompt(conversation: list[tuple[str, str]], reference: str | None = N
     transcript = "\n\n".join(f"[{role.capitalize()}]\n{text.strip()}" for role, text in conversation)
     parts.append(f"[Conversation; grade the last Assistant turn]\n{transcript}\n[End of conversation]")
     return format_chat_prompt("\n\n".join(parts))
+
+
+# Pairwise comparison for open-ended win rates: the judge ends with [[A]], [[B]] or [[C]] (a tie).
+PAIRWISE_INSTRUCTIONS = (
+    "You are comparing two replies of AI assistants to the same request. Judge which reply serves "
+    "the user better: helpful, correct, relevant and clear. Do not let the order of the replies or "
+    "their length sway you. Write a short explanation first, then give your verdict in exactly one "
+    "of these forms: [[A]] if reply A is better, [[B]] if reply B is better, [[C]] for a tie."
+)
+
+
+def pairwise_prompt(instruction: str, reply_a: str, reply_b: str) -> str:
+    """A judge prompt comparing two replies to ``instruction``."""
+    body = (f"{PAIRWISE_INSTRUCTIONS}\n\n[Request]\n{instruction.strip()}\n[End of request]\n\n"
+            f"[Reply A]\n{reply_a.strip()}\n[End of reply A]\n\n[Reply B]\n{reply_b.strip()}\n[End of reply B]")
+    return format_chat_prompt(body)

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from salmon_dag.benchmarks.ratings import parse_rating, summarize
-from salmon_dag.benchmarks.win_rate import item_scores, length_controlled_win_rate, win_rate
+from salmon_dag.benchmarks.win_rate import item_scores, length_controlled_win_rate, parse_verdict, win_rate
+from salmon_dag.templates import pairwise_prompt
 
 
 @pytest.mark.parametrize("text, rating", [
@@ -60,3 +61,23 @@ def test_length_control_removes_a_win_rate_that_length_alone_explains():
     assert length_controlled_win_rate(verdicts, policy_len, reference_len) == pytest.approx(0.5, abs=0.02)
     # equal lengths everywhere: nothing to control for, the fit returns the raw rate
     assert length_controlled_win_rate(verdicts, [100] * 40, [100] * 40) == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.parametrize("text, policy_is_a, verdict", [
+    ("A is clearer. [[A]]", True, "policy"),
+    ("A is clearer. [[A]]", False, "reference"),
+    ("[[ B ]]", True, "reference"),
+    ("[[B]]", False, "policy"),
+    ("Equally good: [[C]]", True, "tie"),
+    ("first [[B]] then [[A]]", True, "reference"),
+    ("I prefer A.", True, None),
+    ("[[D]]", True, None),
+    (None, False, None),
+])
+def test_pairwise_verdicts_map_to_the_policy_whatever_the_order(text, policy_is_a, verdict):
+    assert parse_verdict(text, policy_is_a) == verdict
+
+
+def test_pairwise_prompt_shows_both_replies_in_the_given_order():
+    p = pairwise_prompt("Name a colour.", "Blue.", "Red.")
+    assert p.index("[Reply A]\nBlue.") < p.index("[Reply B]\nRed.") and p.endswith("### Assistant:")

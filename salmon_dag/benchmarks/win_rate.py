@@ -11,6 +11,7 @@ lengths, in the spirit of AlpacaEval's length-controlled win rate.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -19,6 +20,21 @@ import numpy as np
 
 Verdict = Literal["policy", "reference", "tie"] | None
 _SCORE = {"policy": 1.0, "tie": 0.5, "reference": 0.0}
+
+
+_VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
+
+
+def parse_verdict(text: str | None, policy_is_a: bool) -> Verdict:
+    """The first ``[[A]]`` / ``[[B]]`` / ``[[C]]`` of a pairwise judge's output, as a verdict for the
+    policy (which was shown as reply A when ``policy_is_a``); None when there is none."""
+    match = _VERDICT.search(text or "")
+    if match is None:
+        return None
+    letter = match.group(1)
+    if letter == "C":
+        return "tie"
+    return "policy" if (letter == "A") == policy_is_a else "reference"
 
 
 @dataclass(frozen=True)
