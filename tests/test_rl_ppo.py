@@ -51,7 +51,7 @@ def trainer_for(models, prompts, generator_wrapper=None):
     source, rm = models
     policy, tok = load_policy(source, CFG, "cpu", seed=0)
     value = load_value_model(rm, CFG, "cpu", tok)
-    rows, _ = policy_prompts(list(prompts.select("prompt_id", "prompt", "question_type").iter_rows()), tok, 256)
+    rows, _ = policy_prompts(prompts, tok, 256)
     gen = LivePolicyGenerator(policy.model, tok, 8)
     reward = SalmonReward(load_scorer(rm), rl_set(), RLConfig().reward, seed=0)
     trainer = PPOTrainer(policy, tok, value, reward, rows, CFG, 0, generator_wrapper(gen) if generator_wrapper else gen)

@@ -39,6 +39,12 @@ class PromptTooLongError(EngineError):
     pass
 
 
+def cut_at_stop(text: str, stops: Sequence[str] = STOP_SEQUENCES) -> tuple[str, bool]:
+    """(``text`` before the earliest stop sequence, whether one occurs); empty stops are ignored."""
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     """Length of the longest common token prefix of ``seqs``, capped so that every sequence keeps
     at least one token of its own (whose logits are what a caller needs)."""
@@ -250,9 +256,9 @@ class Engine(ABC):
                 ids, finish = ids[: k + 1], "stop"
                 break
         text = self.tokenizer.decode([t for t in ids if t not in eos_ids], skip_special_tokens=True)
-        cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
+        text, hit = cut_at_stop(text, stop)
+        if hit:
+            finish = "stop"
             # keep the tokens up to the one that completes the stop sequence (binary search: once
             # a decoded prefix contains a stop sequence, every longer prefix does too)
             lo, hi = 1, len(ids)

@@ -68,6 +68,20 @@ def load_sft_policy(source: PolicySource, cfg: TrainingConfig, device: str) -> t
     return model, tokenizer
 
 
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights of ``module`` that train (``requires_grad``): what a checkpoint keeps."""
+    names = {n for n, p in module.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if k in names}
+
+
+def load_trainable_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load :func:`trainable_state` output back; weights the module lacks are an error."""
+    missing = set(state) - set(module.state_dict())
+    if missing:
+        raise RuntimeError(f"{what} checkpoint has weights this {what} lacks: {sorted(missing)[:3]}")
+    module.load_state_dict(state, strict=False)
+
+
 class Policy:
     """The trainable policy and a context manager under which the same module is the reference."""
 
@@ -97,14 +111,10 @@ class Policy:
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The weights PPO changes (LoRA weights, or all of a full fine-tune), for checkpoints."""
-        names = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in names}
+        return trainable_state(self.model)
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing = set(state) - set(self.model.state_dict())
-        if missing:
-            raise RuntimeError(f"policy checkpoint has weights this policy lacks: {sorted(missing)[:3]}")
-        self.model.load_state_dict(state, strict=False)
+        load_trainable_state(self.model, state, "policy")
 
 
 def load_policy(source: PolicySource, cfg: TrainingConfig, device: str, seed: int) -> tuple[Policy, object]:
@@ -146,11 +156,10 @@ class ValueModel(nn.Module):
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in names}
+        return trainable_state(self)
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(state, strict=False)
+        load_trainable_state(self, state, "value model")
 
 
 def load_value_model(reward_checkpoint: str | Path, cfg: TrainingConfig, device: str, policy_tokenizer) -> ValueModel:

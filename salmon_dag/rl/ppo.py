@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 
@@ -48,16 +49,21 @@ class RLPrompt:
     ids: tuple[int, ...]  # the policy prompt (chat format, the instruction included), encoded
 
 
-def policy_prompts(rows: Sequence[tuple[str, str, str]], tokenizer, max_prompt_tokens: int) -> tuple[list[RLPrompt], int]:
-    """Encode (prompt_id, instruction, question_type) rows as policy prompts; rows whose prompt
-    exceeds ``max_prompt_tokens`` are dropped (SALMON drops them too). Returns (kept, dropped)."""
+def policy_prompts(prompts: pl.DataFrame, tokenizer, max_prompt_tokens: int) -> tuple[list[RLPrompt], int]:
+    """Encode a prompt table (``prompt`` = the bare instruction, ``question_type``, optional
+    ``prompt_id``, else the row number) as policy prompts; rows whose prompt exceeds
+    ``max_prompt_tokens`` are dropped (SALMON drops them too). Returns (kept, dropped)."""
+    missing = {"prompt", "question_type"} - set(prompts.columns)
+    if missing:
+        raise ValueError(f"rl prompts: missing columns {sorted(missing)}")
+    ids_col = prompts["prompt_id"].cast(pl.Utf8) if "prompt_id" in prompts.columns else range(prompts.height)
     kept, dropped = [], 0
-    for pid, instruction, qtype in rows:
+    for pid, instruction, qtype in zip(ids_col, prompts["prompt"], prompts["question_type"]):
         ids = tokenizer(format_chat_prompt(instruction), add_special_tokens=True)["input_ids"]
         if len(ids) > max_prompt_tokens:
             dropped += 1
             continue
-        kept.append(RLPrompt(pid, instruction, qtype, tuple(ids)))
+        kept.append(RLPrompt(str(pid), instruction, qtype, tuple(ids)))
     return kept, dropped
 
 
@@ -66,10 +72,13 @@ def prompts_for_step(step: int, n_prompts: int, per_process: int, seed: int, ran
     concatenation of per-epoch permutations (seeded by (seed, epoch)), so a batch may straddle two
     epochs and every step's prompts follow from the step number alone."""
     start = (step * world + rank) * per_process
+    orders: dict[int, np.ndarray] = {}  # the permutation of each epoch the slice touches, made once
     out = []
     for i in range(start, start + per_process):
         epoch, pos = divmod(i, n_prompts)
-        out.append(int(np.random.default_rng([seed, epoch]).permutation(n_prompts)[pos]))
+        if epoch not in orders:
+            orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n_prompts)
+        out.append(int(orders[epoch][pos]))
     return out
 
 
@@ -186,8 +195,10 @@ class PPOTrainer:
             order = torch.randperm(len(exp), generator=gen).to(exp.batch.input_ids.device)
             chunks = list(torch.split(order, cfg.per_device_batch_size))
             for j, idx in enumerate(chunks):
-                group_end = min(len(chunks), (j // cfg.gradient_accumulation_steps + 1) * cfg.gradient_accumulation_steps)
-                in_group = group_end - (j // cfg.gradient_accumulation_steps) * cfg.gradient_accumulation_steps
+                # micro-batches are accumulated in groups of gradient_accumulation_steps (the last may be short)
+                group_start = j - j % cfg.gradient_accumulation_steps
+                group_end = min(len(chunks), group_start + cfg.gradient_accumulation_steps)
+                in_group = group_end - group_start
                 last = j + 1 == group_end  # an optimizer step after the group's last micro-batch
                 mb = exp.batch.rows(idx)
                 mask = mb.action_mask.float()

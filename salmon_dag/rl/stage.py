@@ -20,6 +20,7 @@ from salmon_dag.rl.models import PolicySource, load_policy, load_value_model
 from salmon_dag.rl.ppo import PPOTrainer, policy_prompts
 from salmon_dag.rl.reward import SalmonReward
 from salmon_dag.training.checkpoints import (
+    FINGERPRINT_FILE,
     TENSORBOARD_SUBDIR,
     base_model_stamp,
     default_work_dir,
@@ -98,13 +99,6 @@ def samples_frame(samples: list[dict]) -> pl.DataFrame:
     return pl.DataFrame([{k: s.get(k) for k in SAMPLE_SCHEMA} for s in samples], schema=SAMPLE_SCHEMA)
 
 
-def prompt_rows(prompts: pl.DataFrame) -> list[tuple[str, str, str]]:
-    missing = {"prompt_id", "prompt", "question_type"} - set(prompts.columns)
-    if missing:
-        raise ValueError(f"rl prompts: missing columns {sorted(missing)}")
-    return list(prompts.select("prompt_id", "prompt", "question_type").iter_rows())
-
-
 def plot_rl_curves(path: Path, steps: list[dict[str, float]], title: str) -> None:
     from salmon_dag.training.reporting import plot_curves
 
@@ -143,7 +137,7 @@ def train_policy(
     t0 = time.perf_counter()
     policy, tokenizer = load_policy(source, ppo, device, seed)
     value_model = load_value_model(reward_checkpoint, ppo, device, tokenizer)
-    rows, dropped = policy_prompts(prompt_rows(prompts), tokenizer, ppo.max_prompt_tokens)
+    rows, dropped = policy_prompts(prompts, tokenizer, ppo.max_prompt_tokens)
     if dropped:
         log(f"ppo: {dropped} prompts longer than ppo.max_prompt_tokens={ppo.max_prompt_tokens} dropped")
     fp = fingerprint("ppo", {
@@ -178,7 +172,7 @@ def train_policy(
                 tmp.mkdir()
                 torch.save(trainer.state_dict(), tmp / STATE_FILE)
                 write_json(tmp / "trainer_state.json", {"global_step": step})
-                write_json(tmp / "salmon_fingerprint.json", fp.as_json())
+                write_json(tmp / FINGERPRINT_FILE, fp.as_json())
         procs.wait_for_everyone()
 
     writer = _tensorboard(work) if procs.is_main_process else None

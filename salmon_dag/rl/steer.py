@@ -29,9 +29,8 @@ def rl_principle_set(rl_principles: PrincipleSet, rm_principles: PrincipleSet, r
             raise ValueError(f"rl.reward_model_principles: {str(exc).removeprefix('steer: ')}") from None
     if rl_cfg.always_on or not rl_principles.always_on():
         return rl_principles
-    data = rl_principles.data.model_copy(update={"always_on": []})
-    return PrincipleSet(kind="rl", path=rl_principles.path, content_hash=rl_principles.content_hash + "-no-always-on",
-                        data=data)
+    data = rl_principles.data.model_dump(mode="json", exclude_none=True) | {"always_on": []}
+    return parse_principles(yaml.safe_dump(data, sort_keys=False), "rl", rl_principles.path)
 
 
 def steering_set(rm_principles: PrincipleSet, names: Sequence[str], always_on: bool = False,

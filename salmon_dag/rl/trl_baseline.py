@@ -62,6 +62,7 @@ from transformers import LogitsProcessorList, PrinterCallback, TrainerCallback
 
 from salmon_dag import templates
 from salmon_dag.config import PPOConfig, RLConfig
+from salmon_dag.engine.base import cut_at_stop
 from salmon_dag.rl.reward import RewardParts, SalmonReward
 from salmon_dag.warehouse import atomic_path
 
@@ -99,12 +100,6 @@ class TRLResult:
 
 
 # --------------------------------------------------------------------------- reward
-def cut_at_stop(text: str, stops: Sequence[str] = templates.STOP_SEQUENCES) -> tuple[str, bool]:
-    """(text before the earliest stop sequence, whether one occurs)."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
-
-
 class SalmonRewardFunction:
     """A TRL reward function (``prompts, completions, completion_ids, **dataset columns,
     trainer_state``) computing :class:`SalmonReward` for every completion and recording it.
@@ -272,26 +267,20 @@ def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, see
 
 # --------------------------------------------------------------------------- data
 def rl_dataset(prompts: pl.DataFrame, tokenizer, max_prompt_tokens: int):
-    """TRL rows: ``prompt`` (the chat prompt), ``instruction``, ``question_type``, ``prompt_id``;
-    prompts over ``max_prompt_tokens`` tokens are dropped. Returns (dataset, dropped count)."""
+    """TRL rows: ``prompt`` (the chat prompt), ``instruction``, ``question_type``, ``prompt_id``,
+    kept and encoded as our PPO keeps them (:func:`~salmon_dag.rl.ppo.policy_prompts`). Returns
+    (dataset, dropped count)."""
     import datasets
 
-    missing = {"prompt", "question_type"} - set(prompts.columns)
-    if missing:
-        raise ValueError(f"{STAGE}: prompts need columns prompt and question_type (missing: {sorted(missing)})")
-    instructions = prompts["prompt"].to_list()
-    chat = [templates.format_chat_prompt(p) for p in instructions]
-    lengths = [len(ids) for ids in tokenizer(chat)["input_ids"]]
-    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_tokens]
-    ids = prompts["prompt_id"].to_list() if "prompt_id" in prompts.columns else [str(i) for i in range(len(chat))]
-    types = prompts["question_type"].to_list()
-    rows = {
-        "prompt": [chat[i] for i in keep],
-        "instruction": [instructions[i] for i in keep],
-        "question_type": [types[i] for i in keep],
-        "prompt_id": [str(ids[i]) for i in keep],
-    }
-    return datasets.Dataset.from_dict(rows), len(chat) - len(keep)
+    from salmon_dag.rl.ppo import policy_prompts
+
+    rows, dropped = policy_prompts(prompts, tokenizer, max_prompt_tokens)
+    return datasets.Dataset.from_dict({
+        "prompt": [templates.format_chat_prompt(r.instruction) for r in rows],
+        "instruction": [r.instruction for r in rows],
+        "question_type": [r.question_type for r in rows],
+        "prompt_id": [r.prompt_id for r in rows],
+    }), dropped
 
 
 # --------------------------------------------------------------------------- metrics
@@ -386,9 +375,7 @@ def train_trl(
     device = training_device(device, ppo.lora, STAGE)
     out_dir = Path(out_dir)
     set_seed(seed)
-    model, tokenizer = load_sft_policy(source, ppo, device)
-    if ppo.lora is None:
-        model.requires_grad_(True)  # PEFT froze the base weights when it loaded the SFT adapter to merge it
+    model, tokenizer = load_sft_policy(source, ppo, device)  # trainable weights (full fine-tuning)
     dataset, dropped = rl_dataset(prompts, tokenizer, ppo.max_prompt_tokens)
     if dropped:
         log(f"{STAGE}: {dropped} prompts longer than {ppo.max_prompt_tokens} tokens dropped")
