@@ -161,17 +161,23 @@ RATING_REFERENCE_NOTE = (
 )
 
 
-def rating_prompt(conversation: list[tuple[str, str]], reference: str | None = None) -> str:
-    """A judge prompt for the assistant's last turn of ``conversation`` ((role, text) turns); earlier
-    turns are context. With ``reference``, the reference-guided variant (math, reasoning, coding)."""
+def rating_request(conversation: list[tuple[str, str]], reference: str | None = None) -> str:
+    """The judge's request to grade the assistant's last turn of ``conversation`` ((role, text)
+    turns); earlier turns are context. With ``reference``, the reference-guided variant (math,
+    reasoning, coding). Plain text: an HTTP judge gets it as its user message."""
     if not conversation or conversation[-1][0] != "assistant":
-        raise ValueError("rating_prompt: the conversation must end with the assistant's reply to grade")
+        raise ValueError("rating_request: the conversation must end with the assistant's reply to grade")
     parts = [RATING_INSTRUCTIONS]
     if reference is not None:
         parts += [RATING_REFERENCE_NOTE, f"[Reference answer]\n{reference.strip()}\n[End of reference answer]"]
     transcript = "\n\n".join(f"[{role.capitalize()}]\n{text.strip()}" for role, text in conversation)
     parts.append(f"[Conversation; grade the last Assistant turn]\n{transcript}\n[End of conversation]")
-    return format_chat_prompt("\n\n".join(parts))
+    return "\n\n".join(parts)
+
+
+def rating_prompt(conversation: list[tuple[str, str]], reference: str | None = None) -> str:
+    """:func:`rating_request` in our chat format, for a judge model behind the engine."""
+    return format_chat_prompt(rating_request(conversation, reference))
 
 
 # Pairwise comparison for open-ended win rates: the judge ends with [[A]], [[B]] or [[C]] (a tie).
@@ -183,8 +189,28 @@ PAIRWISE_INSTRUCTIONS = (
 )
 
 
-def pairwise_prompt(instruction: str, reply_a: str, reply_b: str) -> str:
-    """A judge prompt comparing two replies to ``instruction``."""
-    body = (f"{PAIRWISE_INSTRUCTIONS}\n\n[Request]\n{instruction.strip()}\n[End of request]\n\n"
+def pairwise_request(instruction: str, reply_a: str, reply_b: str) -> str:
+    """The judge's request to compare two replies to ``instruction`` (plain text)."""
+    return (f"{PAIRWISE_INSTRUCTIONS}\n\n[Request]\n{instruction.strip()}\n[End of request]\n\n"
             f"[Reply A]\n{reply_a.strip()}\n[End of reply A]\n\n[Reply B]\n{reply_b.strip()}\n[End of reply B]")
-    return format_chat_prompt(body)
+
+
+def pairwise_prompt(instruction: str, reply_a: str, reply_b: str) -> str:
+    """:func:`pairwise_request` in our chat format, for a judge model behind the engine."""
+    return format_chat_prompt(pairwise_request(instruction, reply_a, reply_b))
+
+
+# --------------------------------------------------------------------------- benchmarks: code completion (HumanEval)
+# The assistant turn is pre-filled with an open ```python fence and the code to finish, so base and
+# chat models alike just continue the function body; generation stops at the closing fence.
+CODE_COMPLETION_INSTRUCTIONS = (
+    "Finish the Python function that your reply begins with. Continue the code exactly where it "
+    "stops: write the rest of the function body using only the standard library, then close the "
+    "code block right after the function."
+)
+
+
+def code_completion_prompt(code: str) -> str:
+    """A prompt whose assistant turn opens a ```python block holding ``code`` verbatim (imports, the
+    signature and docstring), so the model's continuation is the rest of the function."""
+    return f"{format_chat_prompt(CODE_COMPLETION_INSTRUCTIONS)} ```python\n{code}"

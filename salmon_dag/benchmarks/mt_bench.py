@@ -11,12 +11,11 @@ extraction, math, coding and reasoning).
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from salmon_dag.benchmarks.data import read_records, where
 from salmon_dag.engine.base import Engine, SamplingParams
 from salmon_dag.templates import ASSISTANT_TAG, format_dialogue
 
@@ -36,48 +35,41 @@ class Question:
     reference: tuple[str, ...] | None = None
 
 
-def _lines(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-
-
-def _question(row: dict, number: int, path: Path) -> Question:
-    qid = str(row.get("question_id", row.get("id", number)))
-    if "turns" in row:
-        turns = row["turns"]
+def _question(row: dict, number: int, where: str) -> Question:
+    qid = str(row.get("question_id", row.get("id", row.get("prompt_id", number))))
+    turns = row.get("turns", row.get("prompt") if isinstance(row.get("prompt"), list) else None)
+    if turns is not None:
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
-            raise ValueError(f"{path}: line {number}: 'turns' must be a non-empty list of non-empty strings")
+            raise ValueError(f"{where}: line {number}: 'turns' must be a non-empty list of non-empty strings")
     else:
         text = next((row[k] for k in ("instruction", "prompt", "question") if isinstance(row.get(k), str)), None)
         if not text or not text.strip():
-            raise ValueError(f"{path}: line {number}: no 'turns', 'instruction', 'prompt' or 'question' field")
+            raise ValueError(f"{where}: line {number}: no 'turns', 'instruction', 'prompt' or 'question' field")
         extra = row.get("input")
         turns = [f"{text.strip()}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else text.strip()]
-    reference = row.get("reference")
-    return Question(qid, str(row.get("category", "general")), tuple(turns), tuple(reference) if reference else None)
+    reference = [r for r in (row.get("reference") or []) if isinstance(r, str)]
+    return Question(qid, str(row.get("category") or "general"), tuple(turns), tuple(reference) if any(reference) else None)
 
 
-def load_questions(path: str | Path, references: str | Path | None = None, limit: int | None = None) -> list[Question]:
-    """Questions from a JSON Lines file (see the module docstring), with reference answers from
-    ``references`` when given; the first ``limit`` when set."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"question file not found: {path}")
-    questions = [_question(row, n, path) for n, row in _lines(path)]
+def load_questions(source: str | Path, references: str | Path | None = None, limit: int | None = None,
+                   split: str = "test", subset: str | None = None) -> list[Question]:
+    """Questions from ``source`` (a local or bundled file, or a Hub dataset: see
+    salmon_dag.benchmarks.data) in the MT-Bench or plain format (module docstring), with reference
+    answers from ``references`` when given; the first ``limit`` when set."""
+    source = str(source)
+    questions = []
+    for n, row in read_records(source, split, subset):
+        questions.append(_question(row, n, where(source)))
+        if limit and len(questions) >= limit:
+            break
     if references is not None:
         refs = {}
-        for n, row in _lines(Path(references)):
+        for _, row in read_records(str(references)):
             choices = row.get("choices") or [{}]
             refs[str(row.get("question_id"))] = tuple(choices[0].get("turns", []))
         questions = [q if q.reference or q.question_id not in refs else
                      Question(q.question_id, q.category, q.turns, refs[q.question_id]) for q in questions]
-    return questions[:limit] if limit else questions
+    return questions
 
 
 def conversation_prompt(turns: Sequence[str], answers: Sequence[str]) -> str:

@@ -8,10 +8,11 @@ outside 1-10 or no bracketed number at all is *unparseable*: recorded, and exclu
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from salmon_dag.benchmarks.results import mean_stderr
 
 _DOUBLE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _SINGLE = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]")
@@ -42,8 +43,5 @@ class RatingSummary:
 def summarize(ratings: Iterable[float | None]) -> RatingSummary:
     values = list(ratings)
     kept = [v for v in values if v is not None]
-    if not kept:
-        return RatingSummary(float("nan"), float("nan"), 0, len(values))
-    mean = sum(kept) / len(kept)
-    var = sum((v - mean) ** 2 for v in kept) / (len(kept) - 1) if len(kept) > 1 else 0.0
-    return RatingSummary(mean, math.sqrt(var / len(kept)), len(kept), len(values) - len(kept))
+    mean, stderr = mean_stderr(kept)
+    return RatingSummary(mean, stderr, len(kept), len(values) - len(kept))
