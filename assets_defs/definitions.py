@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets_defs.automation import build_automation
 from assets_defs.base_model import build_base_model_assets
+from assets_defs.benchmarks import build_benchmark_assets
 from assets_defs.preferences import build_preference_assets
 from assets_defs.principles import build_principle_assets
 from assets_defs.prompt_pool import build_prompt_pool_assets
@@ -39,6 +40,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         *build_preference_assets(settings),
         *build_reward_model_assets(settings),
         *build_rl_assets(settings),
+        *build_benchmark_assets(settings),
     ]
     assets = [
         a.with_attributes(automation_condition=automation) if isinstance(a, dg.AssetsDefinition) and a.is_executable and not a.is_observable else a

@@ -112,7 +112,7 @@ def _declarations() -> list:
     from assets_defs.decl import AssetDecl
 
     found = []
-    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences", "reward_model", "rl"):
+    for name in ("principles", "prompt_pool", "base_model", "self_align", "preferences", "reward_model", "rl", "benchmarks"):
         for value in vars(importlib.import_module(f"assets_defs.{name}")).values():
             found += [v for v in (value.values() if isinstance(value, dict) else [value]) if isinstance(v, AssetDecl)]
     return found
@@ -141,3 +141,19 @@ def test_sft_model_is_stale_when_the_training_device_changes(settings, tmp_path)
     assert base["sft_model"] != device["sft_model"]  # it trains on engine.device
     assert base["sft_model"] == batch["sft_model"]  # but reads no other engine field
     assert base["response_pairs"] != batch["response_pairs"]  # generation does
+
+
+def test_editing_a_benchmark_question_file_makes_only_the_benchmarks_stale(settings, tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"instruction": "Say hi."}\n')
+    profile = tmp_path / "bench.yaml"
+    profile.write_text(f"extends: tiny\nbenchmarks:\n  mt_bench: {{questions: {{source: {questions}}}}}\n")
+
+    def versions() -> dict[str, str]:
+        graph = build_definitions(Settings(str(profile), settings.warehouse_dir, settings.principles_dir)).resolve_asset_graph()
+        return {k.to_user_string(): graph.get(k).code_version for k in graph.materializable_asset_keys}
+
+    before = versions()
+    questions.write_text('{"instruction": "Say hello."}\n')
+    after = versions()
+    assert {k for k in before if before[k] != after[k]} == {"benchmark_scores", "benchmark_outputs"}

@@ -16,7 +16,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-RL_SIDE = {"ppo_policy", "ppo_steps", "ppo_samples"}
+BENCHMARKS = {"benchmark_scores", "benchmark_outputs"}
+# everything downstream of the RL principles
+RL_SIDE = {"ppo_policy", "ppo_steps", "ppo_samples", *BENCHMARKS}
+
+
+README_QUERY = ("select benchmark, metric, "
+                "round(max(value) filter (where policy = 'base_model'), 3) as base, "
+                "round(max(value) filter (where policy = 'sft_model'), 3) as sft, "
+                "round(max(value) filter (where policy = 'ppo_policy'), 3) as rl, "
+                "round(max(value) filter (where policy = 'reward_model'), 3) as rm, max(n) as n "
+                "from benchmark_scores group by all order by all")
 
 
 def salmon(project, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -57,7 +67,7 @@ def test_everything_materialized_and_queryable(project):
                        "prompt_pool", "prompt_pool_rejects", "base_model",
                        "self_align_sft_data", "sft_model", "response_pairs",
                        "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval",
-                       "ppo_policy", "ppo_steps", "ppo_samples"}
+                       "ppo_policy", "ppo_steps", "ppo_samples", *BENCHMARKS}
     assert set(st.values()) == {"materialized"}, st
 
     out = salmon(project, "sql", "select question_type, count(*) as n from prompt_pool group by 1 order by 1",
@@ -167,6 +177,57 @@ def test_rl_stage(project):
     assert set(samples["step"]) == {0, 2} and samples["run_id"].null_count() == 0
     # tiny: the RM's own "Complete and Thorough" text after rl.yaml's always-on lines
     assert all(p[-1] == "Complete and Thorough" and len(p) == 4 for p in samples["principles"].to_list())
+
+
+def test_benchmark_stage(project):
+    root, _ = project
+    scores = pl.read_parquet(root / "warehouse" / "benchmark_scores" / "data.parquet")
+    outputs = pl.read_parquet(root / "warehouse" / "benchmark_outputs" / "data.parquet")
+    policies = ("base_model", "sft_model", "ppo_policy")
+    for policy in policies:
+        mine = scores.filter(pl.col("policy") == policy)
+        assert {"mt_bench", "gsm8k", "humaneval"} <= set(mine["benchmark"]), policy
+        assert {"rm_score/turn_1", "rm_score/turn_2", "rm_score/overall", "exact_match_strict", "exact_match_flexible",
+                "pass@1"} <= set(mine["metric"])
+    # the win rate is against the SFT policy: reported for the other two only
+    assert set(scores.filter(pl.col("benchmark") == "win_rate")["policy"]) == {"base_model", "ppo_policy"}
+    counts = dict(outputs.group_by("policy", "benchmark").len().select(
+        pl.concat_str("policy", "benchmark", separator="/"), "len").iter_rows())
+    for policy in policies:  # tests/profiles/ci.yaml: 2 two-turn questions, 4 instructions, 4 problems, 2 programs
+        assert counts[f"{policy}/mt_bench"] == 4 and counts[f"{policy}/gsm8k"] == 4 and counts[f"{policy}/humaneval"] == 2
+    assert counts["ppo_policy/win_rate"] == 4 and "sft_model/win_rate" not in counts
+    assert outputs["run_id"].null_count() == 0 and scores["config_hash"].n_unique() == 1
+    if (ROOT.parent / "shared" / "data").is_dir():  # human pairs present: the RM's agreement is scored
+        rm = scores.filter(pl.col("policy") == "reward_model")
+        assert set(rm["metric"]) == {"hh_harmless_agreement", "hh_harmless_agreement/principle_free"}
+        assert set(rm["n"]) == {16}
+    # the README's comparison query
+    rows = json.loads(salmon(project, "sql", README_QUERY, "--format", "json").stdout)
+    assert {"benchmark", "metric", "base", "sft", "rl"} <= set(rows[0]) and len(rows) == scores.select("benchmark", "metric").n_unique()
+
+
+def test_unseen_question_files_run_by_configuration_only(project, tmp_path):
+    root, env = project
+    questions = tmp_path / "my_questions.jsonl"  # plain instruction format, one turn each
+    questions.write_text('{"id": "q-a", "instruction": "Name three colours of autumn leaves."}\n'
+                         '{"id": "q-b", "question": "Why do cats purr?", "category": "stem"}\n')
+    instructions = tmp_path / "my_instructions.jsonl"  # MT-Bench format
+    instructions.write_text('{"question_id": 501, "category": "writing", "turns": ["Write a two-line poem about rain."]}\n')
+    profile = tmp_path / "my_benchmarks.yaml"
+    profile.write_text(
+        f"extends: {ROOT / 'tests' / 'profiles' / 'ci.yaml'}\n"
+        f"benchmarks:\n  mt_bench: {{questions: {{source: {questions}}}}}\n"
+        f"  win_rate: {{instructions: {{source: {instructions}}}}}\n"
+    )
+    warehouse = tmp_path / "wh"
+    shutil.copytree(root / "warehouse", warehouse)
+    other = (root, {**env, "SALMON_PROFILE": str(profile), "SALMON_WAREHOUSE": str(warehouse)})
+    stale = {a for a, s in states(other).items() if s != "materialized"}
+    assert stale == BENCHMARKS
+    salmon(other, "run", "--quiet")
+    outputs = pl.read_parquet(warehouse / "benchmark_outputs" / "data.parquet")
+    assert set(outputs.filter(pl.col("benchmark") == "mt_bench")["item_id"]) == {"q-a", "q-b"}
+    assert set(outputs.filter(pl.col("benchmark") == "win_rate")["item_id"]) == {"501"}
 
 
 def test_new_reward_principle_judges_only_itself(project):
