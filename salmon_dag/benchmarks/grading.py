@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from salmon_dag.benchmarks.judges import RewardModelJudge, TextJudge
 from salmon_dag.benchmarks.mt_bench import REFERENCE_CATEGORIES, Question
 from salmon_dag.benchmarks.ratings import parse_rating, summarize
-from salmon_dag.benchmarks.results import ItemResult, Score, mean_stderr
+from salmon_dag.benchmarks.results import ItemResult, Score
 from salmon_dag.benchmarks.win_rate import Verdict, item_scores, length_controlled_win_rate, parse_verdict, win_rate
 from salmon_dag.templates import format_dialogue, pairwise_request, rating_request
 
@@ -91,7 +91,8 @@ def judge_win_rate(instructions: Sequence[str], policy: Sequence[str], reference
              for iid, q, p, r, o, s in zip(item_ids, instructions, policy, reference, outputs, per_item)]
     wr = win_rate(verdicts)
     lc = length_controlled_win_rate(verdicts, [len(p) for p in policy], [len(r) for r in reference])
-    length_ratio, _ = mean_stderr([len(p) / max(len(r), 1) for p, r in zip(policy, reference)])
+    # mean answer length (characters) over the reference's: what a length-biased judge rewards
+    length_ratio = sum(map(len, policy)) / max(sum(map(len, reference)), 1)
     return items, [
         Score(WIN_RATE, "win_rate", wr.win_rate, wr.n, wr.stderr),
         Score(WIN_RATE, "length_controlled_win_rate", lc, wr.n),
