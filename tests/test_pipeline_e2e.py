@@ -201,7 +201,8 @@ def test_benchmark_stage(project):
         rm = scores.filter(pl.col("policy") == "reward_model")
         assert set(rm["metric"]) == {"hh_harmless_agreement", "hh_harmless_agreement/principle_free"}
         assert set(rm["n"]) == {16}
-    # the README's comparison query
+    # the README's comparison query, verbatim
+    assert README_QUERY in (ROOT / "README.md").read_text()
     rows = json.loads(salmon(project, "sql", README_QUERY, "--format", "json").stdout)
     assert {"benchmark", "metric", "base", "sft", "rl"} <= set(rows[0]) and len(rows) == scores.select("benchmark", "metric").n_unique()
 
