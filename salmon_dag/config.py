@@ -495,6 +495,13 @@ class BenchmarksConfig(_Strict):
     humaneval: HumanEvalConfig = HumanEvalConfig()
     rm_agreement: RMAgreementConfig = RMAgreementConfig()
 
+    @model_validator(mode="after")
+    def _reference(self) -> "BenchmarksConfig":
+        if self.win_rate.enabled and self.reference_policy not in self.policies:
+            raise ValueError(f"reference_policy {self.reference_policy!r} is not in benchmarks.policies "
+                             "(the win rate compares every policy with it)")
+        return self
+
 
 class Profile(_Strict):
     name: str
