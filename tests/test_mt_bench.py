@@ -77,3 +77,11 @@ def test_rating_prompt_grades_the_last_turn_and_can_carry_a_reference():
     assert "[Reference answer]\n4" in guided and guided.endswith("### Assistant:")
     with pytest.raises(ValueError, match="must end with the assistant"):
         rating_prompt([("user", "hi")])
+
+
+@pytest.mark.skipif(not (SHARED / "self_instruct_user_oriented_instructions.jsonl").is_file(), reason="../shared/data is absent")
+def test_self_instruct_user_oriented_instructions_keep_their_input():
+    qs = load_questions(SHARED / "self_instruct_user_oriented_instructions.jsonl")
+    assert len(qs) == 252 and qs[0].question_id == "user_oriented_task_0" and len(qs[0].turns) == 1
+    instruction, given = qs[0].turns[0].split("\n\n", 1)
+    assert instruction.startswith("The sentence you are given") and given.startswith("If you have any questions")

@@ -2,8 +2,8 @@
 
 A question file is JSON Lines in the MT-Bench format (``question_id``, ``category``, ``turns``,
 optional ``reference``) or a plain instruction format (``instruction`` / ``prompt`` / ``question``,
-optional ``input``, ``category``, ``id``): one question per line, any number of turns. Reference
-answers may also come from a separate file (``{"question_id", "choices": [{"turns": [...]}]}``).
+optional ``input`` or Self-Instruct's ``instances[0].input``, ``category``, ``id``): one question per
+line, any number of turns. Reference answers may also come from a separate file (``{"question_id", "choices": [{"turns": [...]}]}``).
 Answers are generated turn by turn through the engine, the earlier turns and the policy's own
 earlier answers in context, at a per-category temperature (MT-Bench's: deterministic for
 extraction, math, coding and reasoning).
@@ -46,6 +46,9 @@ def _question(row: dict, number: int, where: str) -> Question:
         if not text or not text.strip():
             raise ValueError(f"{where}: line {number}: no 'turns', 'instruction', 'prompt' or 'question' field")
         extra = row.get("input")
+        instances = row.get("instances")  # Self-Instruct's layout: the input of the first instance
+        if extra is None and isinstance(instances, list) and instances and isinstance(instances[0], dict):
+            extra = instances[0].get("input")
         turns = [f"{text.strip()}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else text.strip()]
     reference = [r for r in (row.get("reference") or []) if isinstance(r, str)]
     return Question(qid, str(row.get("category") or "general"), tuple(turns), tuple(reference) if any(reference) else None)
