@@ -3,8 +3,8 @@
 A question file is JSON Lines in the MT-Bench format (``question_id``, ``category``, ``turns``,
 optional ``reference``) or a plain instruction format (``instruction`` / ``prompt`` / ``question``,
 optional ``input`` or Self-Instruct's ``instances[0].input``, ``category``, ``id``): one question per
-line, any number of turns. Reference answers may also come from a separate file (``{"question_id", "choices": [{"turns": [...]}]}``).
-Answers are generated turn by turn through the engine, the earlier turns and the policy's own
+line, any number of turns. Reference answers may also come from a separate file
+(``{"question_id", "choices": [{"turns": [...]}]}``). Answers are generated turn by turn through the engine, the earlier turns and the policy's own
 earlier answers in context, at a per-category temperature (MT-Bench's: deterministic for
 extraction, math, coding and reasoning).
 """
