@@ -64,9 +64,12 @@ def outputs_frame(policy: str, items: list[ItemResult]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=OUTPUT_SCHEMA)
 
 
-def scores_frame(policy: str, scores: list[Score], model: str, judge: str) -> pl.DataFrame:
+def scores_frame(policy: str, scores: list[Score], model: str, judge: str,
+                 judged_by: dict[str, str] | None = None) -> pl.DataFrame:
+    """``judge`` for every row, except benchmarks that ``judged_by`` names their own grader for."""
+    judged_by = judged_by or {}
     rows = [{"policy": policy, "benchmark": s.benchmark, "metric": s.metric,
              "value": None if s.value is None or math.isnan(s.value) else float(s.value), "n": s.n,
              "stderr": None if s.stderr is None or math.isnan(s.stderr) else float(s.stderr),
-             "model": model, "judge": judge} for s in scores]
+             "model": model, "judge": judged_by.get(s.benchmark, judge)} for s in scores]
     return pl.DataFrame(rows, schema=SCORE_SCHEMA)

@@ -34,6 +34,8 @@ GSM8K, HUMANEVAL, RM_AGREEMENT = "gsm8k", "humaneval", "rm_agreement"
 HEADLINE = {MT_BENCH: ("rating/overall", "rm_score/overall"), WIN_RATE: ("win_rate",),
             GSM8K: ("exact_match_strict", "exact_match_flexible"), HUMANEVAL: ("pass@1",),
             RM_AGREEMENT: ("hh_harmless_agreement",)}
+# who grades the benchmarks that need no judge
+GRADERS = {GSM8K: "lm-eval exact_match", HUMANEVAL: "sandbox tests"}
 
 
 @dataclass
@@ -271,10 +273,12 @@ def run_benchmarks(
             items[p.name] += it
             scores[p.name] += sc
 
-    scorer = load_scorer(rm_dir, device=device)
     judge: TextJudge | RewardModelJudge | None = text_judge(cfg, engine_cfg, models or {p.name: p for p in policies})
+    scorer = load_scorer(rm_dir, device=device) if judge is None or cfg.rm_agreement.enabled else None
     if judge is None:
-        judge = RewardModelJudge(scorer, evaluation_principles(rm_principles, cfg.judge.principles))
+        names = cfg.judge.principles
+        judge = RewardModelJudge(scorer, evaluation_principles(rm_principles, names),
+                                 f"reward_model under {', '.join(names) if names else 'all its principles'}")
     try:
         with _timed(timings, "judging"):
             for p in policies:
@@ -296,7 +300,8 @@ def run_benchmarks(
             judge.engine.close()
 
     frames_out = [outputs_frame(p.name, items[p.name]) for p in policies]
-    frames_sc = [scores_frame(p.name, scores[p.name], p.adapter_path or p.model_id, judge.name) for p in policies]
+    frames_sc = [scores_frame(p.name, scores[p.name], p.adapter_path or p.model_id, judge.name, GRADERS)
+                 for p in policies]
     if cfg.rm_agreement.enabled:
         with _timed(timings, RM_AGREEMENT):
             it, sc = rm_agreement(scorer, rm_cfg, rm_principles, seed, log)
