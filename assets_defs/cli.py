@@ -298,7 +298,8 @@ def ui(
 ) -> None:
     """Start the Dagster UI (and daemon) on this project's instance."""
     _settings(profile, warehouse, principles)
-    os.execvp("dagster", ["dagster", "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])
+    # the interpreter running this CLI, so `.venv/bin/salmon ui` works without an activated venv
+    os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])
 
 
 def main() -> None:

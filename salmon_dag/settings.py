@@ -17,6 +17,9 @@ from salmon_dag.warehouse import Warehouse
 ENV_PROFILE = "SALMON_PROFILE"
 ENV_WAREHOUSE = "SALMON_WAREHOUSE"
 ENV_PRINCIPLES = "SALMON_PRINCIPLES"
+# the project's Dagster instance: no telemetry, and no community sign-up dialog over the graph
+NUX_OFF = "nux:\n  enabled: false\n"
+INSTANCE_CONFIG = "telemetry:\n  enabled: false\n" + NUX_OFF
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class Settings:
         home.mkdir(parents=True, exist_ok=True)
         cfg = home / "dagster.yaml"
         if not cfg.exists():
-            cfg.write_text("telemetry:\n  enabled: false\n")
+            cfg.write_text(INSTANCE_CONFIG)
+        elif "nux:" not in (text := cfg.read_text()):  # instances created before the sign-up dialog was off
+            cfg.write_text(text.rstrip("\n") + "\n" + NUX_OFF)
         os.environ["DAGSTER_HOME"] = str(home)
 
     @cached_property
