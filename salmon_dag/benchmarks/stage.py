@@ -183,27 +183,19 @@ def humaneval_results(problems, code, cfg: BenchmarksConfig, log: Log) -> tuple[
 
 def rm_agreement(scorer, rm_cfg: RewardModelConfig, principles: Sequence[PrincipleText], seed: int,
                  log: Log) -> tuple[list[ItemResult], list[Score]]:
-    """Agreement with human labels on reward_model.human_eval's held-out pairs (disjoint from PMP),
-    under the Harmless principle and principle-free."""
-    from salmon_dag.reward_model.stage import HARMLESS, human_data
+    """Agreement with human labels, pair by pair, on the pairs ``reward_model_eval`` uses (held out
+    from PMP): under the Harmless principle and principle-free."""
+    from salmon_dag.reward_model.evaluate import pair_scores
+    from salmon_dag.reward_model.stage import human_agreement_sets
 
-    pairs = human_data(rm_cfg, seed, log).evaluation if rm_cfg.human_eval else []
-    if not pairs:
-        return [], []
-    harmless = next((p.definition for p in principles if p.name == HARMLESS), None)
     items, scores = [], []
-    for metric, texts in (("hh_harmless_agreement", [harmless] if harmless else None),
-                          ("hh_harmless_agreement/principle_free", None)):
-        if metric == "hh_harmless_agreement" and texts is None:
-            continue
-        n = len(pairs)
-        values = scorer.score([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], texts)
-        agree = [1.0 if values[i] > values[n + i] else 0.0 for i in range(n)]
-        items += [ItemResult(RM_AGREEMENT, f"{metric}/{i}", p.prompt, p.chosen, a,
-                             f"chosen {values[i]:.4f}, rejected {values[n + i]:.4f}", p.rejected)
-                  for i, (p, a) in enumerate(zip(pairs, agree))]
+    for metric, pairs in human_agreement_sets(rm_cfg, principles, seed, log):
+        chosen, rejected = pair_scores(scorer, pairs)
+        agree = [1.0 if c > r else 0.0 for c, r in zip(chosen, rejected)]
+        items += [ItemResult(RM_AGREEMENT, f"{metric}/{i}", p.prompt, p.chosen, a, f"chosen {c:.4f}, rejected {r:.4f}",
+                             p.rejected) for i, (p, a, c, r) in enumerate(zip(pairs, agree, chosen, rejected))]
         mean, stderr = mean_stderr(agree)
-        scores.append(Score(RM_AGREEMENT, metric, mean, n, stderr))
+        scores.append(Score(RM_AGREEMENT, metric, mean, len(pairs), stderr))
     return items, scores
 
 

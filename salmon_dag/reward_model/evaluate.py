@@ -34,25 +34,37 @@ class Metric:
     n: int
 
 
-def _prefers_first(scorer: RewardScorer, prompts, first, second, principles) -> list[bool]:
-    """For each row, whether the RM scores ``first`` above ``second`` (one batched call)."""
+def _score_both(scorer: RewardScorer, prompts, first, second, principles) -> tuple[list[float], list[float]]:
+    """The RM's scores of ``first`` and of ``second`` for each row (one batched call)."""
     n = len(prompts)
     if n == 0:
-        return []
+        return [], []
     per_row = principles if principles is None or isinstance(principles[0], str) else list(principles) * 2
     scores = scorer.score(list(prompts) * 2, list(first) + list(second), per_row)
-    return [scores[i] > scores[n + i] for i in range(n)]
+    return scores[:n], scores[n:]
+
+
+def _prefers_first(scorer: RewardScorer, prompts, first, second, principles) -> list[bool]:
+    """For each row, whether the RM scores ``first`` above ``second`` (one batched call)."""
+    a, b = _score_both(scorer, prompts, first, second, principles)
+    return [x > y for x, y in zip(a, b)]
+
+
+def pair_scores(scorer: RewardScorer, pairs: Sequence[ReviewPair]) -> tuple[list[float], list[float]]:
+    """The RM's scores of every pair's chosen and rejected reply, each under the pair's principles."""
+    per_row = [p.principles for p in pairs]
+    if any(p is None for p in per_row):
+        if not all(p is None for p in per_row):
+            raise ValueError("pair_scores: mix of principle-free and principled pairs")
+        per_row = None
+    return _score_both(scorer, [p.prompt for p in pairs], [p.chosen for p in pairs],
+                       [p.rejected for p in pairs], per_row)
 
 
 def pairwise_accuracy(scorer: RewardScorer, pairs: Sequence[ReviewPair]) -> Metric:
     """Share of pairs whose chosen reply scores above the rejected one."""
-    per_row = [p.principles for p in pairs]
-    if any(p is None for p in per_row):
-        if not all(p is None for p in per_row):
-            raise ValueError("pairwise_accuracy: mix of principle-free and principled pairs")
-        per_row = None
-    wins = _prefers_first(scorer, [p.prompt for p in pairs], [p.chosen for p in pairs],
-                          [p.rejected for p in pairs], per_row)
+    chosen, rejected = pair_scores(scorer, pairs)
+    wins = [c > r for c, r in zip(chosen, rejected)]
     return Metric("accuracy", sum(wins) / len(wins) if wins else float("nan"), len(wins))
 
 

@@ -139,6 +139,23 @@ def train_stage(
     return result, pmp_result
 
 
+def human_agreement_sets(cfg: RewardModelConfig, principles: Sequence[PrincipleText], seed: int,
+                         log: Log = print) -> list[tuple[str, list[ReviewPair]]]:
+    """The human-label agreement metrics and their pairs (``reward_model.human_eval``'s held-out
+    pairs, disjoint from PMP's): under the Harmless principle when the RM has it, and principle-free.
+    Empty when there are no human pairs."""
+    human = human_data(cfg, seed, log).evaluation if cfg.human_eval else []
+    if not human:
+        return []
+    harmless = next((p for p in principles if p.name == HARMLESS), None)
+    sets = []
+    if harmless is not None:
+        sets.append(("hh_harmless_agreement",
+                     [ReviewPair(p.group, p.prompt, (harmless.definition,), p.chosen, p.rejected) for p in human]))
+    sets.append(("hh_harmless_agreement/principle_free", human))
+    return sets
+
+
 def evaluate(
     scorer: RewardScorer,
     examples: pl.DataFrame,
@@ -155,14 +172,9 @@ def evaluate(
     if held.height:
         metrics += heldout_metrics(scorer, held, principles)
     metrics += rule_probes(scorer, held_pairs, principles)
-    human = human_data(cfg, seed, log).evaluation if cfg.human_eval else []
-    if human:
-        harmless = next((p for p in principles if p.name == HARMLESS), None)
-        if harmless is not None:
-            under = [ReviewPair(p.group, p.prompt, (harmless.definition,), p.chosen, p.rejected) for p in human]
-            metrics.append(Metric("hh_harmless_agreement", pairwise_accuracy(scorer, under).value, len(under)))
-        free = pairwise_accuracy(scorer, human)
-        metrics.append(Metric("hh_harmless_agreement/principle_free", free.value, free.n))
+    for metric, human in human_agreement_sets(cfg, principles, seed, log):
+        acc = pairwise_accuracy(scorer, human)
+        metrics.append(Metric(metric, acc.value, acc.n))
     for m in metrics:
         log(f"reward_model_eval: {m.metric} = {m.value:.3f} (n={m.n})")
     return metrics
