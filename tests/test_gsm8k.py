@@ -295,3 +295,11 @@ def test_vllm_with_lora_adapter_matches_transformers(tiny_checkpoint, problems_f
         return re.sub("<s>|\ufffd", "", text)
 
     assert [clean(i.output) for i in result.items] == [clean(t) for t in merged_out]
+
+
+def test_a_bundled_file_is_read_from_the_package():
+    from salmon_dag.benchmarks.data import BUNDLED_DIR
+
+    task = gsm8k_task("bundled:gsm8k_mini.jsonl")
+    assert task["dataset_path"] == "json"
+    assert task["dataset_kwargs"]["data_files"]["test"] == str((BUNDLED_DIR / "gsm8k_mini.jsonl").resolve())

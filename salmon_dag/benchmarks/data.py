@@ -24,12 +24,18 @@ _FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 def resolve_path(source: str) -> Path | None:
     """The local file behind ``source``, or None when it names a Hub dataset / dataset folder."""
     if source.startswith(BUNDLED_PREFIX):
-        return BUNDLED_DIR / source[len(BUNDLED_PREFIX):]
+        return Path(unbundled(source))
     if source.startswith(HF_PREFIX):
         return None
     if source.endswith(_FILE_SUFFIXES):
         return Path(source).expanduser()
     return None
+
+
+def unbundled(source: str) -> str:
+    """``bundled:<name>`` as the path of that file (for readers that take paths, such as lm-eval);
+    any other source unchanged."""
+    return str(BUNDLED_DIR / source[len(BUNDLED_PREFIX):]) if source.startswith(BUNDLED_PREFIX) else source
 
 
 def source_exists(source: str) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from salmon_dag.benchmarks.data import unbundled
 from salmon_dag.templates import STOP_SEQUENCES, format_chat_prompt
 
 TASK_NAME = "salmon_gsm8k"
@@ -122,8 +123,8 @@ def gsm8k_task(source: str, split: str = "test", subset: str | None = None,
     """lm-eval's own gsm8k task config with our data, prompt template and stop sequences.
 
     ``source``: a local ``.jsonl`` / ``.jsonl.gz`` / ``.json`` / ``.parquet`` file of
-    ``{"question", "answer"}`` rows (answers end with ``#### <number>``; an ``hf://`` or other URL
-    to such a file works too), or a Hub dataset id (``subset`` is its config name, e.g.
+    ``{"question", "answer"}`` rows (answers end with ``#### <number>``; ``bundled:<name>`` and an
+    ``hf://`` or other URL to such a file work too), or a Hub dataset id (``subset`` is its config name, e.g.
     ``openai/gsm8k`` + ``main``). Few-shot examples come from ``fewshot_source`` (a file of the same
     format, or the same Hub dataset) at ``fewshot_split``; they are shown as earlier dialogue turns,
     each with its worked solution.
@@ -133,6 +134,7 @@ def gsm8k_task(source: str, split: str = "test", subset: str | None = None,
         raise ValueError(f"GSM8K num_fewshot must be >= 0, got {num_fewshot}")
     if num_fewshot > 0 and not fewshot_source:
         raise ValueError(f"GSM8K num_fewshot={num_fewshot} needs a fewshot_source (solved problems to show)")
+    source, fewshot_source = unbundled(source), unbundled(fewshot_source) if fewshot_source else None
     cfg = _lm_eval_gsm8k_yaml()
     cfg.pop("tag", None)  # not part of lm-eval's gsm8k tag group
     cfg.pop("training_split", None)

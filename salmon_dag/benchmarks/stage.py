@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from salmon_dag.aggregation import PrincipleText
-from salmon_dag.benchmarks.data import resolve_path, source_exists, where
+from salmon_dag.benchmarks.data import source_exists, where
 from salmon_dag.benchmarks.grading import MT_BENCH, WIN_RATE, grade_mt_bench, judge_win_rate
 from salmon_dag.benchmarks.judges import EngineJudge, OpenAIJudge, RewardModelJudge, TextJudge
 from salmon_dag.benchmarks.mt_bench import Question, generate_answers, load_questions
@@ -130,19 +130,13 @@ def _gsm8k(policy: ModelRef, engine, cfg: BenchmarksConfig, engine_cfg: EngineCo
                      tensor_parallel_size=engine_cfg.tensor_parallel_size, max_model_len=engine_cfg.max_context)
     fewshot = g.fewshot if g.num_fewshot else None
     try:
-        return run_gsm8k(lm, _local(g.data.source), split=g.data.split, subset=g.data.subset,
-                         fewshot_source=_local(fewshot.source) if fewshot else None,
+        return run_gsm8k(lm, g.data.source, split=g.data.split, subset=g.data.subset,
+                         fewshot_source=fewshot.source if fewshot else None,
                          fewshot_split=fewshot.split if fewshot else "train",
                          num_fewshot=g.num_fewshot, limit=g.limit, max_gen_toks=g.max_gen_toks, seed=seed)
     finally:
         if engine_cfg.backend != "hf":
             close_lm(lm, threads)
-
-
-def _local(source: str) -> str:
-    """A bundled name as the file path lm-eval reads; anything else as it is."""
-    path = resolve_path(source)
-    return str(path) if path is not None else source
 
 
 class _timed:
