@@ -221,3 +221,13 @@ def test_tiny_model_smoke(tiny_checkpoint, problems):
     samples = check_completions(problems[:2], completions, limits=FAST, **QUIET)
     assert len(samples) == 2
     assert {s.status for s in samples} <= {"passed", "failed", "timeout"}
+
+
+def test_a_problem_file_with_any_suffix_is_read_as_json_lines(tmp_path):
+    from salmon_dag.benchmarks.humaneval import load_problems as load
+
+    src = load(limit=2)
+    path = tmp_path / "problems.txt"
+    path.write_text("\n".join(json.dumps({"task_id": p.task_id, "prompt": p.prompt, "test": p.test,
+                                          "entry_point": p.entry_point}) for p in src) + "\n")
+    assert [p.task_id for p in load(str(path))] == [p.task_id for p in src]

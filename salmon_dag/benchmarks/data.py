@@ -27,9 +27,9 @@ def resolve_path(source: str) -> Path | None:
         return Path(unbundled(source))
     if source.startswith(HF_PREFIX):
         return None
-    if source.endswith(_FILE_SUFFIXES):
-        return Path(source).expanduser()
-    return None
+    path = Path(source).expanduser()
+    # any other existing file is read as JSON Lines (e.g. a HumanEval problem file named .txt)
+    return path if source.endswith(_FILE_SUFFIXES) or path.is_file() else None
 
 
 def unbundled(source: str) -> str:
