@@ -32,3 +32,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ckpt") / "micro"
     pretrain_tiny_llama(cfg, build_corpus(None)[:300], out, seed=0, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    """The whole tiny graph materialized once per session (tests/projects.py)."""
+    from projects import make_project
+
+    return make_project(tmp_path_factory.mktemp("project"))

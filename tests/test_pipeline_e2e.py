@@ -5,14 +5,12 @@ tiny profile shortened to a few pre-training steps (tests/profiles/ci.yaml).
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from projects import salmon, states
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -27,37 +25,6 @@ README_QUERY = ("select benchmark, metric, "
                 "round(max(value) filter (where policy = 'ppo_policy'), 3) as rl, "
                 "round(max(value) filter (where policy = 'reward_model'), 3) as rm, max(n) as n "
                 "from benchmark_scores group by all order by all")
-
-
-def salmon(project, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    root, env = project
-    proc = subprocess.run(
-        [sys.executable, "-m", "assets_defs.cli", *args],
-        env=env, cwd=root, capture_output=True, text=True, timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"salmon {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def states(project) -> dict[str, str]:
-    return {s["asset"]: s["state"] for s in json.loads(salmon(project, "status", "--format", "json").stdout)}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(ROOT / "principles", root / "principles")
-    env = {
-        **os.environ,
-        "SALMON_PROFILE": str(ROOT / "tests" / "profiles" / "ci.yaml"),
-        "SALMON_WAREHOUSE": str(root / "warehouse"),
-        "SALMON_PRINCIPLES": str(root / "principles"),
-    }
-    env.pop("DAGSTER_HOME", None)
-    project = (root, env)
-    salmon(project, "run", "--quiet")
-    return project
 
 
 def test_everything_materialized_and_queryable(project):

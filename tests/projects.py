@@ -1,0 +1,70 @@
+"""A tiny project for end-to-end tests: the real CLI in subprocesses against a temporary
+warehouse and principles folder, with the tiny profile shortened (tests/profiles/ci.yaml).
+
+``conftest.py`` builds one per test session (``project``); tests that edit principles or launch
+runs of their own can work on a copy (``copy_project``) and leave the shared one untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_PROFILE = ROOT / "tests" / "profiles" / "ci.yaml"
+
+Project = tuple[Path, dict[str, str]]
+
+
+def project_env(root: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "SALMON_PROFILE": str(CI_PROFILE),
+        "SALMON_WAREHOUSE": str(root / "warehouse"),
+        "SALMON_PRINCIPLES": str(root / "principles"),
+    }
+    env.pop("DAGSTER_HOME", None)
+    return env
+
+
+def salmon(project: Project, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    root, env = project
+    proc = subprocess.run(
+        [sys.executable, "-m", "assets_defs.cli", *args],
+        env=env, cwd=root, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"salmon {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def states(project: Project) -> dict[str, str]:
+    return {s["asset"]: s["state"] for s in json.loads(salmon(project, "status", "--format", "json").stdout)}
+
+
+def make_project(root: Path) -> Project:
+    """The shipped principles in ``root/principles`` and everything materialized."""
+    shutil.copytree(ROOT / "principles", root / "principles")
+    project = (root, project_env(root))
+    salmon(project, "run", "--quiet")
+    return project
+
+
+def copy_project(project: Project, root: Path) -> Project:
+    """A copy of ``project`` (principles, warehouse, Dagster instance) under ``root``.
+
+    The model manifests and DuckDB views name absolute paths: they are pointed at the copy.
+    """
+    from salmon_dag.warehouse import Warehouse
+
+    src = project[0]
+    shutil.copytree(src / "principles", root / "principles")
+    shutil.copytree(src / "warehouse", root / "warehouse", ignore=shutil.ignore_patterns("*.lock"))
+    for manifest in (root / "warehouse" / "models").glob("*.json"):
+        manifest.write_text(manifest.read_text().replace(str(src), str(root)))
+    Warehouse(root / "warehouse").refresh_views()
+    return root, project_env(root)
