@@ -9,7 +9,7 @@ from assets_defs.models import materialize_model, read_model
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import table_name
 from salmon_dag.lineage import files_hash
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
 GROUP = "models"
@@ -37,7 +37,7 @@ def build_base_model_assets(settings: Settings) -> list:
         description="Base LLM: a tiny Llama pre-trained here (tiny profile) or a Hub id / local path (real profiles).",
         group_name=GROUP,
         kinds={"pytorch", "huggingface"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def base_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.base_model import build_corpus, pretrain_tiny_llama, validate_pretrained

@@ -15,7 +15,7 @@ from assets_defs.rl import PPO_POLICY
 from assets_defs.self_align import SFT_MODEL
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.lineage import files_hash
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 from salmon_dag.templates import RATING_TEMPLATE_VERSION, REWARD_TEMPLATE_VERSION
 
 STAGE_VERSION = "1"
@@ -56,7 +56,7 @@ def build_benchmark_assets(settings: Settings) -> list:
                                description="Every benchmark item of every policy: the prompt, the answer, the "
                                "reference, what the judge (or sandbox, or lm-eval filter) said, and the score."),
         ],
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def benchmark_scores(context: dg.AssetExecutionContext, salmon: SalmonResource):
         from salmon_dag.aggregation import principle_texts

@@ -13,7 +13,7 @@ from assets_defs.self_align import PAIRS, SFT_MODEL
 from assets_defs.tables import materialize_table, read_table
 from salmon_dag.engine import create_engine
 from salmon_dag.model_ref import ModelRef
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
 from salmon_dag.warehouse import WarehouseError
 
@@ -50,7 +50,7 @@ def build_preference_assets(settings: Settings) -> list:
         "order consistency, combined score, and the verdict of the principle's verifiable rule.",
         group_name=GROUP,
         kinds={"parquet", "pytorch"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def synthetic_preferences(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.preferences import judge_preferences

@@ -12,7 +12,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.self_align import PAIRS
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.lineage import files_hash
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 from salmon_dag.templates import REWARD_TEMPLATE_VERSION
 
 STAGE_VERSION = "1"
@@ -43,7 +43,7 @@ def build_reward_model_assets(settings: Settings) -> list:
         "(TRL RewardTrainer, LoRA with the head trained), after optional PMP on human pairs.",
         group_name=GROUP,
         kinds={"pytorch", "huggingface"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def reward_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.reward_model.stage import train_stage
@@ -72,7 +72,7 @@ def build_reward_model_assets(settings: Settings) -> list:
         "negation_flip_rate, probe/<principle>/<direction> from verifiable rules, hh_harmless_agreement.",
         group_name=GROUP,
         kinds={"parquet", "pytorch"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def reward_model_eval(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.aggregation import principle_texts

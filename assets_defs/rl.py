@@ -12,7 +12,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.reward_model import REWARD_MODEL
 from assets_defs.self_align import SFT_MODEL
 from assets_defs.tables import loss_curve_markdown, materialize_table, read_table, table_name
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
 GROUP = "rl"
@@ -43,7 +43,7 @@ def build_rl_assets(settings: Settings) -> list:
                                description="Decoded responses every ppo.samples_every steps, with the principles the "
                                "reward model was shown and every part of their reward."),
         ],
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def ppo_policy(context: dg.AssetExecutionContext, salmon: SalmonResource):
         from salmon_dag.rl.models import PolicySource

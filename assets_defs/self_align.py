@@ -14,7 +14,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.principles import load_principles
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
 GROUP = "self_align"
@@ -54,7 +54,7 @@ def build_self_align_assets(settings: Settings) -> list:
         "context; internal thoughts split off; every row kept with its filter_reason (null = used for SFT).",
         group_name=GROUP,
         kinds={"parquet", "pytorch"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def self_align_sft_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.self_align import build_prompt, filter_reason, parse_generation
@@ -102,7 +102,7 @@ def build_self_align_assets(settings: Settings) -> list:
         "on the kept self-align answers, without principles or exemplars in context; saved with its tokenizer.",
         group_name=GROUP,
         kinds={"pytorch", "huggingface"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def sft_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.training import sft_examples, train_sft
@@ -130,7 +130,7 @@ def build_self_align_assets(settings: Settings) -> list:
         "with a response shorter than pairs.min_words, or two identical responses, are dropped.",
         group_name=GROUP,
         kinds={"parquet", "pytorch"},
-        pool="accelerator",
+        pool=ACCELERATOR_POOL,
     )
     def response_pairs(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         from salmon_dag.pairs import make_pairs

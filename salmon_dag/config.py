@@ -503,6 +503,15 @@ class BenchmarksConfig(_Strict):
         return self
 
 
+class InstanceConfig(_Strict):
+    """Settings of the Dagster instance the project creates (``<warehouse>/.dagster/dagster.yaml``)."""
+
+    # Steps that load a model onto the accelerator hold one of these slots (``pool="accelerator"``);
+    # runs wait for a free one. One GPU: 1. A limit set in the UI or with
+    # ``dagster instance concurrency set accelerator N`` takes precedence over this default.
+    accelerator_pool_limit: int = Field(default=1, ge=1)
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -519,6 +528,7 @@ class Profile(_Strict):
     ppo: PPOConfig = PPOConfig()
     rl: RLConfig = RLConfig()
     benchmarks: BenchmarksConfig = BenchmarksConfig()
+    instance: InstanceConfig = InstanceConfig()
 
     def section_hash(self, *sections: str) -> str:
         """Stable short hash of the named sections (plus the seed): the config part of lineage.

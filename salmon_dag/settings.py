@@ -11,15 +11,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import yaml
+
 from salmon_dag.config import DEFAULT_PROFILE, Profile, load_profile
-from salmon_dag.warehouse import Warehouse
+from salmon_dag.warehouse import Warehouse, atomic_path
 
 ENV_PROFILE = "SALMON_PROFILE"
 ENV_WAREHOUSE = "SALMON_WAREHOUSE"
 ENV_PRINCIPLES = "SALMON_PRINCIPLES"
-# the project's Dagster instance: no telemetry, and no community sign-up dialog over the graph
-NUX_OFF = "nux:\n  enabled: false\n"
-INSTANCE_CONFIG = "telemetry:\n  enabled: false\n" + NUX_OFF
+# The pool of every step that loads a model onto the accelerator (GPU); its limit is set in the
+# project's instance from ``instance.accelerator_pool_limit``.
+ACCELERATOR_POOL = "accelerator"
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,7 @@ class Settings:
         os.environ[ENV_PRINCIPLES] = str(Path(self.principles_dir).resolve())
         home = self.warehouse.dagster_home
         home.mkdir(parents=True, exist_ok=True)
-        cfg = home / "dagster.yaml"
-        if not cfg.exists():
-            cfg.write_text(INSTANCE_CONFIG)
-        elif "nux:" not in (text := cfg.read_text()):  # instances created before the sign-up dialog was off
-            cfg.write_text(text.rstrip("\n") + "\n" + NUX_OFF)
+        write_instance_config(home / "dagster.yaml", self.profile.instance.accelerator_pool_limit)
         os.environ["DAGSTER_HOME"] = str(home)
 
     @cached_property
@@ -61,3 +59,20 @@ class Settings:
     @property
     def principles_path(self) -> Path:
         return Path(self.principles_dir).resolve()
+
+
+def write_instance_config(path: Path, accelerator_pool_limit: int) -> None:
+    """Create or update the project's ``dagster.yaml``: no telemetry, no community sign-up dialog
+    over the graph, and op-level pool limits with ``accelerator_pool_limit`` as the default limit
+    (the only pool is the accelerator's). Other settings a user added are kept."""
+    config = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    wanted = dict(config)
+    wanted.setdefault("telemetry", {"enabled": False})
+    wanted.setdefault("nux", {"enabled": False})
+    concurrency = dict(wanted.get("concurrency") or {})
+    pools = dict(concurrency.get("pools") or {})
+    pools.update(default_limit=accelerator_pool_limit, granularity=pools.get("granularity", "op"))
+    wanted["concurrency"] = {**concurrency, "pools": pools}
+    if wanted != config:
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump(wanted, sort_keys=False))

@@ -1,0 +1,116 @@
+"""The accelerator pool holds: steps that load a model wait for a free slot of the project's
+instance (``instance.accelerator_pool_limit``, 1 by default), so two runs never load models onto
+one GPU at once."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from projects import copy_project, salmon
+
+from salmon_dag.settings import ACCELERATOR_POOL, Settings, write_instance_config
+
+# A run of one asset in the accelerator pool that records when it held the slot.
+SLOW_ASSET_RUN = textwrap.dedent(f"""
+    import json, os, sys, time
+    import dagster as dg
+
+    @dg.asset(pool={ACCELERATOR_POOL!r})
+    def loads_a_model():
+        start = time.time(); time.sleep(2.0)
+        with open(sys.argv[1], "a") as f:
+            f.write(json.dumps([start, time.time()]) + "\\n")
+
+    job = dg.Definitions(assets=[loads_a_model]).resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=dg.DagsterInstance.get()).success
+""")
+
+
+def overlaps(spans: list[tuple[float, float]]) -> bool:
+    (a0, a1), (b0, b1) = sorted(spans)
+    return b0 < a1
+
+
+def test_the_project_instance_limits_the_accelerator_pool(tmp_path, monkeypatch):
+    import dagster as dg
+
+    profile = tmp_path / "two_gpus.yaml"
+    profile.write_text("extends: tiny\ninstance:\n  accelerator_pool_limit: 2\n")
+    home = tmp_path / "wh" / ".dagster"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: true\nretention:\n  schedule:\n    purge_after_days: 7\n")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name, limit in (("tiny", 1), (str(profile), 2), (str(profile), 2)):  # the last: unchanged, idempotent
+        Settings(profile_name=name, warehouse_dir=str(tmp_path / "wh")).export()
+        instance = dg.DagsterInstance.from_config(str(home))
+        pools = instance.get_concurrency_config().pool_config
+        assert (pools.default_pool_limit, pools.pool_granularity.value) == (limit, "op")
+        instance.dispose()
+    text = (home / "dagster.yaml").read_text()
+    assert "purge_after_days: 7" in text and "enabled: true" in text  # the user's own settings stay
+    assert "nux:\n  enabled: false" in text
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_two_concurrent_runs_in_the_pool_serialize_under_a_limit_of_one(tmp_path, limit):
+    home = tmp_path / "home"
+    home.mkdir()
+    write_instance_config(home / "dagster.yaml", limit)
+    script, spans = tmp_path / "run.py", tmp_path / "spans.jsonl"
+    script.write_text(SLOW_ASSET_RUN)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(spans)], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+    recorded = [tuple(json.loads(line)) for line in spans.read_text().splitlines()]
+    assert len(recorded) == 2
+    assert overlaps(recorded) == (limit == 2)
+
+
+def step_spans(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) wall-clock time of every step of a run, from its event log."""
+    starts, ends = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            ends[event.step_key] = entry.timestamp
+    return {k: (starts[k], ends[k]) for k in starts if k in ends}
+
+
+@pytest.mark.slow
+def test_two_salmon_runs_of_model_assets_take_turns_on_the_accelerator(project, tmp_path):
+    import dagster as dg
+
+    copy = copy_project(project, tmp_path / "p")
+    outputs: dict[str, str] = {}
+
+    def run(select: str) -> None:
+        outputs[select] = salmon(copy, "run", "--select", select).stdout
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in ("reward_model_eval", "benchmark_scores")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(outputs) == {"reward_model_eval", "benchmark_scores"}
+    instance = dg.DagsterInstance.from_config(str(Path(copy[1]["SALMON_WAREHOUSE"]) / ".dagster"))
+    try:
+        runs = instance.get_runs(dg.RunsFilter(tags={"salmon/launched_by": "cli"}), limit=2)
+        spans = {}
+        for r in runs:
+            spans.update(step_spans(instance, r.run_id))
+        model_steps = {k: v for k, v in spans.items() if k in ("reward_model_eval", "benchmark_scores")}
+        assert len(model_steps) == 2, spans
+        assert not overlaps(list(model_steps.values())), model_steps
+    finally:
+        instance.dispose()
