@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from assets_defs.tables import lineage_metadata, loss_curve_markdown, table_name
+from salmon_dag.images import curve_markdown, plot_markdown
 from salmon_dag.lineage import Lineage
 from salmon_dag.model_ref import ModelRef, read_model_ref, write_model_ref
 from salmon_dag.warehouse import Warehouse
@@ -50,8 +51,12 @@ def materialize_model(
     local = adapter_path or (model_id if Path(model_id).is_dir() else None)
     if local:
         metadata["path"] = dg.MetadataValue.path(str(local))
-    if loss_plot is not None:
+    name = table_name(key)
+    if loss_plot is not None and Path(loss_plot).is_file():
         metadata["loss_plot"] = dg.MetadataValue.path(str(loss_plot))
+        metadata["plot"] = dg.MetadataValue.md(plot_markdown(loss_plot, f"{name} training curves"))
+    elif losses:
+        metadata["plot"] = dg.MetadataValue.md(curve_markdown(list(losses), f"{name} training loss"))
     if losses:
         metadata["loss_curve"] = loss_curve_markdown(list(losses))
     metadata.update({f"{info_prefix}/{k}": v for k, v in ref.info.items() if isinstance(v, (int, float, str))})

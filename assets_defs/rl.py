@@ -12,6 +12,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.reward_model import REWARD_MODEL
 from assets_defs.self_align import SFT_MODEL
 from assets_defs.tables import loss_curve_markdown, materialize_table, read_table, table_name
+from salmon_dag.images import plot_markdown
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
@@ -74,6 +75,7 @@ def build_rl_assets(settings: Settings) -> list:
                   "resumed_from": result.resumed_from or "", "is_adapter": result.is_adapter, **summary},
             info_prefix="rl", extra_metadata={
                 "curves": dg.MetadataValue.path(str(result.out_dir / PLOT)),
+                "plot": dg.MetadataValue.md(plot_markdown(result.out_dir / PLOT, "RL curves")),
                 "rm_score_curve": loss_curve_markdown(
                     [(int(s["step"]) + 1, s["objective/rm_score"]) for s in result.steps], label="mean RM score")},
         )

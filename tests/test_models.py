@@ -11,6 +11,7 @@ import polars as pl
 from assets_defs.models import materialize_trained_model, read_model
 from salmon_dag.lineage import Lineage
 from salmon_dag.model_ref import ModelRef, write_model_ref
+from salmon_dag.training.reporting import plot_curves
 from salmon_dag.settings import Settings
 from salmon_dag.warehouse import Warehouse
 
@@ -44,7 +45,12 @@ def test_adapter_and_full_fine_tune_manifests(tmp_path):
     # a full fine-tune is a model of its own: no base, no revision, no adapter
     assert (ref.model_id, ref.revision, ref.adapter_path) == (str(out), None, None)
     assert ref.info["is_adapter"] is False and res.metadata["held_out_accuracy"] == 0.7
+    # no plot file: the curve is drawn from the losses; with one, that file is shown
+    assert "loss_plot" not in res.metadata and "data:image/png;base64," in res.metadata["plot"].value
+    plot_curves(out / "loss.png", "sft", {"loss": {"train": [(1, 2.0), (3, 1.5)]}})
+    res = materialize_trained_model(wh, SFT_MODEL, LINEAGE, base, _result(out, is_adapter=False))
     assert res.metadata["loss_plot"].value == str(out / "loss.png")
+    assert "data:image/png;base64," in res.metadata["plot"].value
 
 
 def test_sft_model_full_fine_tune_end_to_end(tiny_checkpoint, tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 
@@ -10,6 +9,7 @@ import polars as pl
 
 from salmon_dag.benchmarks.grading import WIN_RATE
 from salmon_dag.benchmarks.stage import HEADLINE
+from salmon_dag.images import png_markdown
 
 # the win rate is against the reference policy, which scores 0.5 against itself by definition
 PAR = {WIN_RATE: 0.5}
@@ -70,7 +70,7 @@ def bar_plot_markdown(scores: pl.DataFrame, benchmark: str) -> str:
     png = bar_plot_png(scores, benchmark)
     if png is None:
         return f"no {benchmark} scores"
-    return f"![{benchmark}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return png_markdown(png, benchmark)
 
 
 def below_reference(scores: pl.DataFrame, policy: str, reference: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from transformers import TrainerCallback
 
@@ -78,8 +78,8 @@ def curves_from_history(
     return panels
 
 
-def plot_curves(path: Path, title: str, panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]) -> None:
-    """A PNG with one panel per ``panels`` entry (y label -> {series label -> (step, value)})."""
+def plot_curves(path: Path | BinaryIO, title: str, panels: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]) -> None:
+    """A PNG (file or buffer) with one panel per ``panels`` entry (y label -> {series label -> (step, value)})."""
     # Object-oriented Agg canvas: no pyplot, no global backend switch in the calling process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -103,7 +103,7 @@ def plot_curves(path: Path, title: str, panels: Mapping[str, Mapping[str, Sequen
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    fig.savefig(path if hasattr(path, "write") else str(path), format="png")
 
 
 def point_tensorboard(trainer: Any, work_dir: Path) -> None:
