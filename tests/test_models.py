@@ -47,6 +47,7 @@ def test_adapter_and_full_fine_tune_manifests(tmp_path):
     assert ref.info["is_adapter"] is False and res.metadata["held_out_accuracy"] == 0.7
     # no plot file: the curve is drawn from the losses; with one, that file is shown
     assert "loss_plot" not in res.metadata and "data:image/png;base64," in res.metadata["plot"].value
+    out.mkdir(parents=True, exist_ok=True)
     plot_curves(out / "loss.png", "sft", {"loss": {"train": [(1, 2.0), (3, 1.5)]}})
     res = materialize_trained_model(wh, SFT_MODEL, LINEAGE, base, _result(out, is_adapter=False))
     assert res.metadata["loss_plot"].value == str(out / "loss.png")
