@@ -10,6 +10,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,17 +95,22 @@ def run(
         typer.Option("--select", help="Dagster asset selection, e.g. 'prompt_pool' or 'key:principles/*+'. Built even if fresh."),
     ] = None,
     all_assets: Annotated[bool, typer.Option("--all", help="Rebuild every asset, fresh or not.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors in the log.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress view and no report: a table of what was built, warnings and errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Dagster's full log instead of the progress view.")] = False,
 ) -> None:
-    """Materialize the asset graph in this process. By default only what is missing or stale."""
+    """Materialize the asset graph in this process. By default only what is missing or stale.
+
+    Shows a compact progress view (``-v`` for Dagster's full log) and ends with a short report."""
     from assets_defs.project import (
         MATERIALIZED,
         asset_states,
+        asset_steps,
         observe,
         resolve_selection,
         run_assets,
         with_required_neighbors,
     )
+    from assets_defs.run_view import RunView, captured_output
 
     settings = _settings(profile, warehouse, principles)
     defs, instance = _project(settings)
@@ -125,19 +131,49 @@ def run(
             out.print("Everything is materialized and fresh; nothing to do (use --all to rebuild).")
             return
     out.print(f"profile {settings.profile_name}: materializing {', '.join(sorted(k.to_user_string() for k in keys))}")
-    summary = run_assets(defs, instance, keys, log_level="WARNING" if quiet else "INFO")
-    table = Table("asset", "rows / model", title=f"run {summary.run_id}")
-    for name, meta in summary.materialized:
-        table.add_row(name, str(meta.get("dagster/row_count", meta.get("model_id", ""))))
-    out.print(table)
+    started = time.monotonic()
+    if quiet or verbose:
+        summary = run_assets(defs, instance, keys, log_level="WARNING" if quiet else "INFO")
+    else:
+        log_file = settings.warehouse.dagster_home / "logs" / f"salmon-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        with captured_output(log_file) as terminal:
+            with RunView(Console(file=terminal, soft_wrap=True), asset_steps(defs, keys)) as view:
+                summary = run_assets(defs, instance, keys, log_level="INFO", on_event=view.on_event)
+    seconds = time.monotonic() - started
+    if quiet:
+        table = Table("asset", "rows / model", title=f"run {summary.run_id}")
+        for name, meta in summary.materialized:
+            table.add_row(name, str(meta.get("dagster/row_count", meta.get("model_id", ""))))
+        out.print(table)
     failed_checks = [f"{a}:{c}" for a, c, ok in summary.checks if not ok]
-    out.print(f"{len(summary.checks) - len(failed_checks)}/{len(summary.checks)} asset checks passed")
+    out.print(f"run {summary.run_id}: {len(summary.materialized)} assets in {seconds:.0f} s; "
+              f"{len(summary.checks) - len(failed_checks)}/{len(summary.checks)} asset checks passed", highlight=False)
+    if not quiet and summary.success:
+        _print_report(settings)
+        if not verbose:
+            out.print(f"full log: {log_file}", highlight=False)
     for e in summary.errors:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
     if failed_checks:
         err.print(f"[yellow]failed checks:[/yellow] {', '.join(failed_checks)}", highlight=False)
     if not summary.success:
         raise typer.Exit(1)
+
+
+def _print_report(settings: Settings) -> None:
+    """Rows per table, the stages' headline numbers, and where to look next."""
+    from salmon_dag.run_report import report
+
+    for section in report(settings.warehouse):
+        _print_rows(section.columns, section.rows, "table", title=section.title)
+    cli = sys.argv[0] if Path(sys.argv[0]).name == "salmon" else "salmon"  # as the user typed it
+    out.print(
+        "Next:\n"
+        f"  {cli} ui                         the asset graph, metadata and plots at http://127.0.0.1:3000\n"
+        f"  {cli} status                     what is stale after you edit principles/*.yaml, and why\n"
+        f"  {cli} sql \"select * from rl_gain\"  any table or view (rm_probes, policy_answers, benchmark_table, ...)",
+        highlight=False,
+    )
 
 
 @app.command()

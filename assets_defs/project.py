@@ -5,7 +5,9 @@ uses, so staleness and run history agree between the CLI and the UI.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
@@ -98,15 +100,48 @@ class RunSummary:
     errors: list[str]
 
 
+def asset_steps(defs: dg.Definitions, keys: list[dg.AssetKey]) -> list[str]:
+    """The step (op) that builds each of ``keys``, once each, in topological order."""
+    graph = defs.resolve_asset_graph()
+    order = {k: i for i, level in enumerate(graph.toposorted_asset_keys_by_level) for k in level}
+    steps: list[str] = []
+    for key in sorted(keys, key=lambda k: (order.get(k, 0), k.to_user_string())):
+        name = graph.get(key).assets_def.node_def.name
+        if name not in steps:
+            steps.append(name)
+    return steps
+
+
+def step_error(event: dg.DagsterEvent) -> str:
+    """The last line of a step failure's own error (not Dagster's wrapper around it)."""
+    err = event.step_failure_data.error
+    while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError",):
+        err = err.cause
+    message = err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name
+    # Our own errors already name file/field: drop their class prefix.
+    return re.sub(r"^salmon_dag[\w.]*\.\w+(Error): ", "", message)
+
+
 def run_assets(
-    defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey], log_level: str = "INFO"
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    keys: list[dg.AssetKey],
+    log_level: str = "INFO",
+    on_event: Callable[[Any], None] | None = None,
 ) -> RunSummary:
-    """Materialize ``keys`` (and their checks) in this process."""
+    """Materialize ``keys`` (and their checks) in this process; ``on_event`` sees every event-log
+    entry of the run as it is stored."""
+    from dagster._core.utils import make_new_run_id
+
     job = defs.resolve_implicit_global_asset_job_def()
+    run_id = make_new_run_id()
+    if on_event is not None:
+        instance.add_event_listener(run_id, on_event)
     result = job.execute_in_process(
         instance=instance,
         asset_selection=keys,
         raise_on_error=False,
+        run_id=run_id,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags={"salmon/launched_by": "cli"},
     )
@@ -119,14 +154,5 @@ def run_assets(
         (ev.asset_key.to_user_string(), ev.check_name, ev.passed)
         for ev in result.get_asset_check_evaluations()
     ]
-    errors = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            err = event.step_failure_data.error
-            while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError",):
-                err = err.cause
-            message = err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name
-            # Our own errors already name file/field: drop their class prefix.
-            message = re.sub(r"^salmon_dag[\w.]*\.\w+(Error): ", "", message)
-            errors.append(f"{event.step_key}: {message}")
+    errors = [f"{e.step_key}: {step_error(e)}" for e in result.all_events if e.is_step_failure]
     return RunSummary(result.run_id, result.success, materialized, checks, errors)

@@ -18,6 +18,7 @@ from salmon_dag.config import stable_hash
 from salmon_dag.engine.base import Engine
 from salmon_dag.judge import JudgeItem, judge_scores
 from salmon_dag.principles import Principle
+from salmon_dag.progress import progress_line
 from salmon_dag.rules import compare_rule
 from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
 
@@ -39,6 +40,8 @@ PREFERENCE_SCHEMA: dict[str, pl.DataType] = {
     "rule_score": pl.Int64,  # +1 only a satisfies the rule, -1 only b, 0 both/neither, null no rule
 }
 _JUDGED = ["score_ab", "score_ba"]  # what the cache keeps; the rest is derived
+# Pairs per judge call: big enough for full engine batches, small enough to report progress often.
+JUDGE_CHUNK = 128
 
 
 def principle_hash(p: Principle) -> str:
@@ -95,14 +98,20 @@ def judge_preferences(
         groups[tuple(p.name for p in ps)].append(pair_id)
     by_id = {r["pair_id"]: r for r in pairs.iter_rows(named=True)}
     by_name = {p.name: p for p in principles}
-    judged = 0
+    judged, to_judge = 0, sum(len(ids) for ids in groups.values())
+    done = 0
     for names, pair_ids in groups.items():
-        items = [JudgeItem(by_id[i]["prompt"], by_id[i]["response_a"], by_id[i]["response_b"]) for i in pair_ids]
-        scores = judge_scores(engine, items, [(n, by_name[n].definition) for n in names])
-        for i, pair_id in enumerate(pair_ids):
-            for j, name in enumerate(names):
-                reuse[(pair_id, hashes[name], judge_model, JUDGE_TEMPLATE_VERSION)] = (
-                    float(scores[i, j, 0]), float(scores[i, j, 1]))
+        # in chunks, so a long judging step reports its progress
+        for start in range(0, len(pair_ids), JUDGE_CHUNK):
+            chunk = pair_ids[start:start + JUDGE_CHUNK]
+            items = [JudgeItem(by_id[i]["prompt"], by_id[i]["response_a"], by_id[i]["response_b"]) for i in chunk]
+            scores = judge_scores(engine, items, [(n, by_name[n].definition) for n in names])
+            for i, pair_id in enumerate(chunk):
+                for j, name in enumerate(names):
+                    reuse[(pair_id, hashes[name], judge_model, JUDGE_TEMPLATE_VERSION)] = (
+                        float(scores[i, j, 0]), float(scores[i, j, 1]))
+            done += len(chunk)
+            log(progress_line("judging", done, to_judge, f"pairs x {len(names)} principles"))
         judged += len(pair_ids) * len(names)
         log(f"judged {len(pair_ids)} pairs x {len(names)} principles")
     rows = []

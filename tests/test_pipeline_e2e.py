@@ -209,7 +209,7 @@ def test_new_reward_principle_judges_only_itself(project):
         assert stale == {"principles/reward_model", "synthetic_preferences", "rm_training_data", "reward_model",
                          "reward_model_eval", *RL_SIDE}
         n_pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet").height
-        proc = salmon(project, "run")
+        proc = salmon(project, "run", "-v")  # the full log shows the judging lines
         assert f"judged {n_pairs} pairs x 1 principles" in proc.stderr + proc.stdout
         prefs = pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet")
         assert prefs.height == n_pairs * 19
