@@ -106,6 +106,7 @@ def run(
         asset_states,
         asset_steps,
         observe,
+        release_dead_runs,
         resolve_selection,
         run_assets,
         with_required_neighbors,
@@ -114,6 +115,8 @@ def run(
 
     settings = _settings(profile, warehouse, principles)
     defs, instance = _project(settings)
+    for run_id in release_dead_runs(instance):
+        err.print(f"[yellow]run {run_id} was killed; marked failed and its accelerator slot freed[/yellow]", highlight=False)
     changed = observe(settings, instance)
     if changed:
         out.print(f"principle files changed: {', '.join(changed)}")

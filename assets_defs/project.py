@@ -4,7 +4,9 @@ They work on the same Dagster instance (DAGSTER_HOME inside the warehouse) that 
 uses, so staleness and run history agree between the CLI and the UI.
 """
 
+import os
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,8 @@ from assets_defs.principles import observe_versions
 from salmon_dag.settings import Settings
 
 MATERIALIZED, MISSING, STALE = "materialized", "missing", "stale"
+# Tags of a `salmon run`: who started it, where, and which process runs it.
+LAUNCHED_BY_TAG, HOST_TAG, PID_TAG = "salmon/launched_by", "salmon/host", "salmon/pid"
 
 
 @dataclass
@@ -122,6 +126,35 @@ def step_error(event: dg.DagsterEvent) -> str:
     return re.sub(r"^salmon_dag[\w.]*\.\w+(Error): ", "", message)
 
 
+def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Fail the `salmon run`s of this host whose process is gone, and free their pool slots.
+
+    A run killed hard (SIGKILL, out of memory) cannot release the accelerator slot it holds, and
+    the next run would wait for it forever. Returns the ids of the runs released.
+    """
+    released = []
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
+                                           tags={LAUNCHED_BY_TAG: "cli", HOST_TAG: socket.gethostname()}))
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and _alive(pid):
+            continue
+        instance.report_run_failed(run, f"salmon run process {pid} is gone; its pool slots are released")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def run_assets(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -143,7 +176,7 @@ def run_assets(
         raise_on_error=False,
         run_id=run_id,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        tags={"salmon/launched_by": "cli"},
+        tags={LAUNCHED_BY_TAG: "cli", HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())},
     )
     materialized = []
     for event in result.get_asset_materialization_events():

@@ -8,26 +8,29 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from projects import copy_project, salmon
 
+from assets_defs.project import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, release_dead_runs
 from salmon_dag.settings import ACCELERATOR_POOL, Settings, write_instance_config
 
 # A run of one asset in the accelerator pool that records when it held the slot.
 SLOW_ASSET_RUN = textwrap.dedent(f"""
-    import json, os, sys, time
+    import json, os, socket, sys, time
     import dagster as dg
 
     @dg.asset(pool={ACCELERATOR_POOL!r})
     def loads_a_model():
-        start = time.time(); time.sleep(2.0)
+        start = time.time(); time.sleep(float(sys.argv[2]))
         with open(sys.argv[1], "a") as f:
             f.write(json.dumps([start, time.time()]) + "\\n")
 
     job = dg.Definitions(assets=[loads_a_model]).resolve_implicit_global_asset_job_def()
-    assert job.execute_in_process(instance=dg.DagsterInstance.get()).success
+    tags = {{{LAUNCHED_BY_TAG!r}: "cli", {HOST_TAG!r}: socket.gethostname(), {PID_TAG!r}: str(os.getpid())}}
+    assert job.execute_in_process(instance=dg.DagsterInstance.get(), tags=tags).success
 """)
 
 
@@ -64,13 +67,45 @@ def test_two_concurrent_runs_in_the_pool_serialize_under_a_limit_of_one(tmp_path
     script, spans = tmp_path / "run.py", tmp_path / "spans.jsonl"
     script.write_text(SLOW_ASSET_RUN)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    procs = [subprocess.Popen([sys.executable, str(script), str(spans)], env=env, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, str(script), str(spans), "2"], env=env, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
     recorded = [tuple(json.loads(line)) for line in spans.read_text().splitlines()]
     assert len(recorded) == 2
     assert overlaps(recorded) == (limit == 2)
+
+
+def test_a_run_killed_while_holding_the_slot_does_not_block_the_next(tmp_path):
+    import dagster as dg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    write_instance_config(home / "dagster.yaml", 1)
+    script = tmp_path / "run.py"
+    script.write_text(SLOW_ASSET_RUN)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    victim = subprocess.Popen([sys.executable, str(script), str(tmp_path / "spans.jsonl"), "600"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        deadline = time.monotonic() + 120
+        while instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).active_slot_count == 0:
+            assert time.monotonic() < deadline and victim.poll() is None, "the run never took the slot"
+            time.sleep(0.5)
+        assert release_dead_runs(instance) == []  # alive: left alone
+        victim.kill()
+        victim.wait()
+        (run_id,) = release_dead_runs(instance)
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).active_slot_count == 0
+        nxt = subprocess.run([sys.executable, str(script), str(tmp_path / "spans.jsonl"), "0"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert nxt.returncode == 0, nxt.stderr[-2000:]
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        instance.dispose()
 
 
 def step_spans(instance, run_id: str) -> dict[str, tuple[float, float]]:
