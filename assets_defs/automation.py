@@ -5,8 +5,6 @@ hash changes, which is what makes dependents stale. ``salmon_automation`` (off b
 it on in the UI) then rebuilds exactly the stale assets under ``dagster dev``.
 """
 
-import json
-
 import dagster as dg
 
 from assets_defs.principles import observe_versions
@@ -17,9 +15,9 @@ SENSOR_INTERVAL_S = 15
 DATA_VERSION_TAG = "dagster/data_version"
 
 
-def record_observations(instance: dg.DagsterInstance, versions: dict[dg.AssetKey, str]) -> list[dg.AssetKey]:
-    """Report an observation for each key whose data version differs from the last one recorded."""
-    changed = []
+def changed_versions(instance: dg.DagsterInstance, versions: dict[dg.AssetKey, str]) -> dict[dg.AssetKey, str]:
+    """The keys whose data version differs from the last one the instance recorded."""
+    changed = {}
     for key, version in versions.items():
         record = instance.get_latest_data_version_record(key, is_source=True)
         last = None
@@ -27,11 +25,16 @@ def record_observations(instance: dg.DagsterInstance, versions: dict[dg.AssetKey
             event = record.asset_observation or record.asset_materialization
             last = (event.tags or {}).get(DATA_VERSION_TAG) if event else None
         if last != version:
-            instance.report_runless_asset_event(
-                dg.AssetObservation(asset_key=key, tags={DATA_VERSION_TAG: version})
-            )
-            changed.append(key)
+            changed[key] = version
     return changed
+
+
+def record_observations(instance: dg.DagsterInstance, versions: dict[dg.AssetKey, str]) -> list[dg.AssetKey]:
+    """Report an observation for each key whose data version differs from the last one recorded."""
+    changed = changed_versions(instance, versions)
+    for key, version in changed.items():
+        instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, tags={DATA_VERSION_TAG: version}))
+    return list(changed)
 
 
 def build_automation(settings: Settings) -> list:
@@ -42,17 +45,14 @@ def build_automation(settings: Settings) -> list:
         description="Observes the principle files; an edit makes the dependent assets stale.",
     )
     def principle_file_sensor(context: dg.SensorEvaluationContext):
-        versions = observe_versions(settings)
-        last = json.loads(context.cursor) if context.cursor else {}
-        current = {k.to_user_string(): v for k, v in versions.items()}
-        events = [
-            dg.AssetObservation(asset_key=k, tags={DATA_VERSION_TAG: v})
-            for k, v in versions.items()
-            if last.get(k.to_user_string()) != v
-        ]
-        if not events:
+        # against the instance, not a cursor of its own: what `salmon run`/`status` observed
+        # already is not observed again
+        changed = changed_versions(context.instance, observe_versions(settings))
+        if not changed:
             return dg.SkipReason("principle files unchanged")
-        return dg.SensorResult(asset_events=events, cursor=json.dumps(current, sort_keys=True))
+        return dg.SensorResult(
+            asset_events=[dg.AssetObservation(asset_key=k, tags={DATA_VERSION_TAG: v}) for k, v in changed.items()]
+        )
 
     automation = dg.AutomationConditionSensorDefinition(
         "salmon_automation",
