@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +71,42 @@ def copy_project(project: Project, root: Path) -> Project:
         manifest.write_text(manifest.read_text().replace(str(src), str(root)))
     Warehouse(root / "warehouse").refresh_views()
     return root, project_env(root)
+
+
+# A `salmon ui` (dagster dev: webserver, daemon, code server, run workers) started by a test in its
+# own process group, so that the whole group can be stopped.
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """For a process started with ``start_new_session=True`` (``salmon ui``): SIGINT to the whole process group (dagster dev, webserver, daemon, code servers, run
+    workers), then SIGKILL whatever is left after ``timeout``."""
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    if not group_alive(pgid):
+        proc.wait()
+        return
+    os.killpg(pgid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or it keeps the group alive as a zombie
+        if not group_alive(pgid):
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while group_alive(pgid) and time.monotonic() < deadline:
+            proc.poll()
+            time.sleep(0.2)
+    proc.wait(timeout=10)

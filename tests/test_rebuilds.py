@@ -9,11 +9,8 @@ asset before and after, their run tags and metadata.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +23,7 @@ import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
-from projects import CI_PROFILE, ROOT, Project, copy_project, salmon, states
+from projects import CI_PROFILE, ROOT, Project, copy_project, free_port, group_alive, salmon, states, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -237,43 +234,6 @@ def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
 # -- 2. automatic mode: the daemon rebuilds an edit on its own ---------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGINT to the whole process group (dagster dev, webserver, daemon, code servers, run
-    workers), then SIGKILL whatever is left after ``timeout``."""
-    pgid = proc.pid  # start_new_session: the leader's pid is the group id
-    if not _group_alive(pgid):
-        proc.wait()
-        return
-    os.killpg(pgid, signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.poll()  # reap the leader, or it keeps the group alive as a zombie
-        if not _group_alive(pgid):
-            break
-        time.sleep(0.5)
-    else:
-        os.killpg(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            proc.poll()
-            time.sleep(0.2)
-    proc.wait(timeout=10)
-
-
 def _ticks(instance: dg.DagsterInstance, name: str) -> list:
     """Completed ticks of sensor ``name``, oldest first."""
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
@@ -310,7 +270,7 @@ def test_daemon_rebuilds_an_rl_edit_on_its_own(project_copy, tmp_path):
     t_sensor = time.monotonic() - t0
 
     with open(log_path, "w") as log:
-        ui = subprocess.Popen([sys.executable, "-m", "assets_defs.cli", "ui", "--port", str(_free_port())],
+        ui = subprocess.Popen([sys.executable, "-m", "assets_defs.cli", "ui", "--port", str(free_port())],
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with instance_of(copy) as instance:
@@ -346,8 +306,8 @@ def test_daemon_rebuilds_an_rl_edit_on_its_own(project_copy, tmp_path):
                            for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
             checked = {(ev.asset_key.to_user_string(), ev.check_name) for ev in evaluations}
     finally:
-        _stop_group(ui)
-    assert not _group_alive(ui.pid)
+        stop_group(ui)
+    assert not group_alive(ui.pid)
 
     print(f"\nautomation: sensor on after {t_sensor:.0f}s, both sensors ticked {t_ready:.0f}s after the start; "
           f"first run created {t_first_run.timestamp() - t_edit_wall:.0f}s after the edit; RL side rebuilt "

@@ -16,8 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from projects import ROOT, copy_project, states
+from projects import ROOT, copy_project, free_port, states, stop_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -96,41 +94,8 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(bool(_MISSING) and not os.environ.get("CI"), reason=_missing_message(_MISSING))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tail(path: Path, n: int = 3000) -> str:
     return path.read_text(errors="replace")[-n:] if path.is_file() else ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT to the whole process group (dagster dev, webserver, daemon, code server, run
-    workers), SIGKILL to whatever is left after 30 s."""
-    pgid = proc.pid  # start_new_session: the group is the leader's pid
-    try:
-        os.killpg(pgid, signal.SIGINT)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _wait_for_server(proc: subprocess.Popen, url: str, log: Path) -> None:
@@ -183,7 +148,7 @@ def test_ui_in_a_browser(project, tmp_path, monkeypatch):
     copy = copy_project(project, tmp_path / "p")
     root, env = copy
     dagster_home = root / "warehouse" / ".dagster"  # where `salmon ui` points DAGSTER_HOME
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -356,7 +321,7 @@ def test_ui_in_a_browser(project, tmp_path, monkeypatch):
     finally:
         if driver is not None:
             driver.quit()
-        _stop(server)
+        stop_group(server)
         if os.environ.get("SALMON_SCREENSHOTS"):  # failure screenshots and pages too
             out = Path(os.environ["SALMON_SCREENSHOTS"])
             out.mkdir(parents=True, exist_ok=True)
