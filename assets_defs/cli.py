@@ -170,13 +170,13 @@ def _print_report(settings: Settings) -> None:
     for section in report(settings.warehouse):
         _print_rows(section.columns, section.rows, "table", title=section.title)
     cli = sys.argv[0] if Path(sys.argv[0]).name == "salmon" else "salmon"  # as the user typed it
-    out.print(
-        "Next:\n"
-        f"  {cli} ui                         the asset graph, metadata and plots at http://127.0.0.1:3000\n"
-        f"  {cli} status                     what is stale after you edit principles/*.yaml, and why\n"
-        f"  {cli} sql \"select * from rl_gain\"  any table or view (rm_probes, policy_answers, benchmark_table, ...)",
-        highlight=False,
-    )
+    steps = [
+        (f"{cli} ui", "the asset graph, metadata and plots at http://127.0.0.1:3000"),
+        (f"{cli} status", "what is stale after you edit principles/*.yaml, and why"),
+        (f'{cli} sql "select * from rl_gain"', "any table or view (rm_probes, policy_answers, benchmark_table, ...)"),
+    ]
+    width = max(len(c) for c, _ in steps)
+    out.print("Next:\n" + "\n".join(f"  {c:<{width}}  {what}" for c, what in steps), highlight=False)
 
 
 @app.command()
