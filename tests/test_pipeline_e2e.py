@@ -5,6 +5,7 @@ tiny profile shortened to a few pre-training steps (tests/profiles/ci.yaml).
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -241,21 +242,25 @@ def test_second_run_is_a_no_op(project):
 def test_rl_edit_makes_only_the_rl_side_stale(project):
     root, _ = project
     sa = root / "principles" / "self_align.yaml"
-    sa.write_text("# a comment-only edit changes nothing\n" + sa.read_text())
     rl = root / "principles" / "rl.yaml"
-    text = rl.read_text()
-    marker = "definition: "
-    rl.write_text(text.replace(marker, marker + "Above all, ", 1))
+    originals = {sa: sa.read_text(), rl: rl.read_text()}
+    try:
+        sa.write_text("# a comment-only edit changes nothing\n" + originals[sa])
+        rl.write_text(re.sub(r"(definition: >-\n\s+)", r"\1Above all, ", originals[rl], count=1))
 
-    st = states(project)
-    assert st["principles/rl"] == "stale"
-    # RL-time intervention: only the RL side is stale; the reward model is not retrained
-    assert {a for a, s in st.items() if s != "materialized"} == {"principles/rl", *RL_SIDE}
+        st = states(project)
+        assert st["principles/rl"] == "stale"
+        # RL-time intervention: only the RL side is stale; the reward model is not retrained
+        assert {a for a, s in st.items() if s != "materialized"} == {"principles/rl", *RL_SIDE}
 
-    out = salmon(project, "run", "--quiet").stdout
-    line = next(ln for ln in out.splitlines() if "materializing " in ln)
-    assert set(line.split("materializing ", 1)[1].split(", ")) == {"principles/rl", *RL_SIDE}
-    assert set(states(project).values()) == {"materialized"}
+        out = salmon(project, "run", "--quiet").stdout
+        line = next(ln for ln in out.splitlines() if "materializing " in ln)
+        assert set(line.split("materializing ", 1)[1].split(", ")) == {"principles/rl", *RL_SIDE}
+        assert set(states(project).values()) == {"materialized"}
+    finally:  # the session's project goes back to the shipped principles for the modules after this one
+        for path, text in originals.items():
+            path.write_text(text)
+        salmon(project, "run", "--quiet")
 
 
 def test_corrupt_principle_file_fails_cleanly(project):
