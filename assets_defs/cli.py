@@ -60,8 +60,11 @@ def _project(settings: Settings):
     import dagster as dg
 
     from assets_defs.definitions import build_definitions
+    from assets_defs.project import ensure_accelerator_pool
 
-    return build_definitions(settings), dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    ensure_accelerator_pool(instance)
+    return build_definitions(settings), instance
 
 
 def _print_rows(columns: list[str], rows: list[tuple], fmt: str, title: str | None = None) -> None:
@@ -336,7 +339,13 @@ def ui(
     port: int = 3000,
 ) -> None:
     """Start the Dagster UI (and daemon) on this project's instance."""
+    import dagster as dg
+
+    from assets_defs.project import ensure_accelerator_pool
+
     _settings(profile, warehouse, principles)
+    with dg.DagsterInstance.get() as instance:
+        ensure_accelerator_pool(instance)
     # the interpreter running this CLI, so `.venv/bin/salmon ui` works without an activated venv
     os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])
 

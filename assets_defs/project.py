@@ -19,7 +19,7 @@ from dagster._time import get_current_datetime
 
 from assets_defs.automation import record_observations
 from assets_defs.principles import observe_versions
-from salmon_dag.settings import Settings
+from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 MATERIALIZED, MISSING, STALE = "materialized", "missing", "stale"
 # Tags of a `salmon run`: who started it, where, and which process runs it.
@@ -124,6 +124,19 @@ def step_error(event: dg.DagsterEvent) -> str:
     message = err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name
     # Our own errors already name file/field: drop their class prefix.
     return re.sub(r"^salmon_dag[\w.]*\.\w+(Error): ", "", message)
+
+
+def ensure_accelerator_pool(instance: dg.DagsterInstance) -> None:
+    """Create the accelerator pool's slots at the instance's default limit now, as Dagster would at
+    the first claim; two runs claiming at once on a new instance could otherwise both create it.
+    A limit someone set in the UI or with ``dagster instance concurrency set`` is left alone."""
+    storage = instance.event_log_storage
+    default = instance.get_concurrency_config().pool_config.default_pool_limit
+    if default is None or not storage.supports_global_concurrency_limits:
+        return
+    pool = next((p for p in storage.get_pool_limits() if p.name == ACCELERATOR_POOL), None)
+    if pool is None or (pool.from_default and pool.limit != default):
+        storage.initialize_concurrency_limit_to_default(ACCELERATOR_POOL)
 
 
 def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:

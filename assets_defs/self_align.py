@@ -14,6 +14,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.principles import load_principles
+from salmon_dag.progress import progress_line
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
@@ -43,7 +44,7 @@ def generate_in_chunks(context, engine, prompts: list[str], params: SamplingPara
     start = time.perf_counter()
     for i in range(0, len(prompts), CHUNK):
         out.extend(engine.generate(prompts[i : i + CHUNK], params))
-        context.log.info(f"{what}: {len(out)}/{len(prompts)} prompts ({time.perf_counter() - start:.0f}s)")
+        context.log.info(progress_line(what, len(out), len(prompts), f"prompts ({time.perf_counter() - start:.0f}s)"))
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from projects import copy_project, salmon
 
-from assets_defs.project import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, release_dead_runs
+from assets_defs.project import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, ensure_accelerator_pool, release_dead_runs
 from salmon_dag.settings import ACCELERATOR_POOL, Settings, write_instance_config
 
 # A run of one asset in the accelerator pool that records when it held the slot.
@@ -61,19 +61,46 @@ def test_the_project_instance_limits_the_accelerator_pool(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("limit", [1, 2])
 def test_two_concurrent_runs_in_the_pool_serialize_under_a_limit_of_one(tmp_path, limit):
+    import dagster as dg
+
     home = tmp_path / "home"
     home.mkdir()
     write_instance_config(home / "dagster.yaml", limit)
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # as `salmon run` / `salmon ui` do first
+        ensure_accelerator_pool(instance)
+        assert instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).slot_count == limit
     script, spans = tmp_path / "run.py", tmp_path / "spans.jsonl"
     script.write_text(SLOW_ASSET_RUN)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    procs = [subprocess.Popen([sys.executable, str(script), str(spans), "2"], env=env, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    for p in procs:
+    run = [sys.executable, str(script), str(spans), "3"]
+    first = subprocess.Popen(run, env=env, stderr=subprocess.PIPE, text=True)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        wait_for_a_claim(instance, first)
+    # the second run starts while the first holds a slot (not in the same millisecond: see
+    # wait_for_a_claim)
+    second = subprocess.Popen(run, env=env, stderr=subprocess.PIPE, text=True)
+    for p in (first, second):
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
     recorded = [tuple(json.loads(line)) for line in spans.read_text().splitlines()]
     assert len(recorded) == 2
     assert overlaps(recorded) == (limit == 2)
+
+
+def wait_for_a_claim(instance, proc, timeout: float = 120) -> None:
+    """Until some step holds an accelerator slot.
+
+    Tests start the second run only then: with Dagster's SQLite storage, two claims within the
+    same few milliseconds can both take the last slot (SQLite ignores the SELECT ... FOR UPDATE
+    of Dagster's claim); a Postgres instance has no such window (README).
+    """
+    deadline = time.monotonic() + timeout
+    while instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).active_slot_count == 0:
+        assert time.monotonic() < deadline and proc_running(proc), "the first run never took a slot"
+        time.sleep(0.2)
+
+
+def proc_running(proc) -> bool:
+    return proc.poll() is None if hasattr(proc, "poll") else proc.is_alive()
 
 
 def test_a_run_killed_while_holding_the_slot_does_not_block_the_next(tmp_path):
@@ -89,10 +116,7 @@ def test_a_run_killed_while_holding_the_slot_does_not_block_the_next(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        deadline = time.monotonic() + 120
-        while instance.event_log_storage.get_concurrency_info(ACCELERATOR_POOL).active_slot_count == 0:
-            assert time.monotonic() < deadline and victim.poll() is None, "the run never took the slot"
-            time.sleep(0.5)
+        wait_for_a_claim(instance, victim)
         assert release_dead_runs(instance) == []  # alive: left alone
         victim.kill()
         victim.wait()
@@ -133,13 +157,14 @@ def test_two_salmon_runs_of_model_assets_take_turns_on_the_accelerator(project, 
         outputs[select] = salmon(copy, "run", "--select", select).stdout
 
     threads = [threading.Thread(target=run, args=(s,)) for s in ("reward_model_eval", "benchmark_scores")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert set(outputs) == {"reward_model_eval", "benchmark_scores"}
     instance = dg.DagsterInstance.from_config(str(Path(copy[1]["SALMON_WAREHOUSE"]) / ".dagster"))
     try:
+        threads[0].start()
+        wait_for_a_claim(instance, threads[0], timeout=600)
+        threads[1].start()  # while the first one holds the slot
+        for t in threads:
+            t.join()
+        assert set(outputs) == {"reward_model_eval", "benchmark_scores"}
         runs = instance.get_runs(dg.RunsFilter(tags={"salmon/launched_by": "cli"}), limit=2)
         spans = {}
         for r in runs:
