@@ -51,12 +51,10 @@ class RunView:
     """Feed it the run's event log entries (``on_event``); use it as a context manager."""
 
     def __init__(self, console: Console, asset_steps: list[str]):
-        self.console = console
         self.asset_steps = set(asset_steps)
         self.total = len(asset_steps)
         self.started = 0
         self.running: dict[str, _Step] = {}
-        self.failed_checks: list[str] = []
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -102,7 +100,6 @@ class RunView:
             data = event.event_specific_data
             if not data.passed:
                 name = f"{data.asset_key.to_user_string()}:{data.check_name}"
-                self.failed_checks.append(name)
                 self.progress.console.print(f"  [yellow]check failed:[/yellow] {name}", highlight=False)
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and step in self.running:
             self._finish(step, ok=kind == "STEP_SUCCESS", error=step_error(event) if kind == "STEP_FAILURE" else "")
@@ -131,7 +128,6 @@ class RunView:
         mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
         line = f"{mark} [{current.number}/{self.total}] {step:<22} {took:>8}  {what if ok else error}"
         self.progress.console.print(line, highlight=False, soft_wrap=True)
-
 
 
 @contextmanager
