@@ -20,12 +20,8 @@ BENCHMARKS = {"benchmark_scores", "benchmark_outputs"}
 RL_SIDE = {"ppo_policy", "ppo_steps", "ppo_samples", *BENCHMARKS}
 
 
-README_QUERY = ("select benchmark, metric, "
-                "round(max(value) filter (where policy = 'base_model'), 3) as base, "
-                "round(max(value) filter (where policy = 'sft_model'), 3) as sft, "
-                "round(max(value) filter (where policy = 'ppo_policy'), 3) as rl, "
-                "round(max(value) filter (where policy = 'reward_model'), 3) as rm, max(n) as n "
-                "from benchmark_scores group by all order by all")
+# the benchmark view of sql/views.sql, as the README shows it
+README_QUERY = "select * from benchmark_table"
 
 
 def test_everything_materialized_and_queryable(project):
