@@ -44,15 +44,16 @@ def headline(scores: pl.DataFrame, benchmark: str) -> pl.DataFrame:
 
 def bar_plot_png(scores: pl.DataFrame, benchmark: str) -> bytes | None:
     """A bar per policy of ``benchmark``'s headline metric, with standard-error whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # the object-oriented Agg canvas, as plot_curves: no pyplot, no global backend switch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows = headline(scores, benchmark).filter(pl.col("value").is_not_null())
     if rows.height == 0:
         return None
-    fig, ax = plt.subplots(figsize=(4.2, 2.6), dpi=80)
+    fig = Figure(figsize=(4.2, 2.6), dpi=80)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.bar(rows["policy"].to_list(), rows["value"].to_list(), yerr=rows["stderr"].fill_null(0).to_list(),
            capsize=4, color="#4C72B0")
     if benchmark in PAR:
@@ -62,7 +63,6 @@ def bar_plot_png(scores: pl.DataFrame, benchmark: str) -> bytes | None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
