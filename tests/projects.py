@@ -57,6 +57,14 @@ def make_project(root: Path) -> Project:
     return project
 
 
+def instance_of(project: Project):
+    """The project's Dagster instance (``<warehouse>/.dagster``); use it in a ``with`` block,
+    which disposes of it."""
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(project[0] / "warehouse" / ".dagster"))
+
+
 def copy_project(project: Project, root: Path) -> Project:
     """A copy of ``project`` (principles, warehouse, Dagster instance) under ``root``.
 

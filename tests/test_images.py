@@ -3,10 +3,10 @@
 import base64
 import io
 import re
-from pathlib import Path
 
 import pytest
 from PIL import Image
+from projects import instance_of
 
 from salmon_dag.images import THUMBNAIL_PX, curve_markdown, plot_markdown, png_markdown
 from salmon_dag.training.reporting import plot_curves
@@ -41,9 +41,7 @@ def test_a_curve_is_drawn_in_memory():
 def test_every_trained_model_and_the_benchmarks_show_a_plot(project):
     import dagster as dg
 
-    root, env = project
-    instance = dg.DagsterInstance.from_config(str(Path(env["SALMON_WAREHOUSE"]) / ".dagster"))
-    try:
+    with instance_of(project) as instance:
         for key, field in [("base_model", "plot"), ("sft_model", "plot"), ("reward_model", "plot"),
                            ("ppo_policy", "plot"), ("benchmark_scores", "plot/win_rate")]:
             event = instance.get_latest_materialization_event(dg.AssetKey(key))
@@ -51,5 +49,3 @@ def test_every_trained_model_and_the_benchmarks_show_a_plot(project):
             assert field in meta, (key, sorted(meta))
             (img,) = images(meta[field].value)
             assert img.size[0] > 100 and len(meta[field].value) < 100_000, key
-    finally:
-        instance.dispose()

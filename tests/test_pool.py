@@ -9,10 +9,9 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from projects import copy_project, salmon
+from projects import copy_project, instance_of, salmon
 
 from assets_defs.project import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, ensure_accelerator_pool, release_dead_runs
 from salmon_dag.settings import ACCELERATOR_POOL, Settings, write_instance_config
@@ -157,8 +156,7 @@ def test_two_salmon_runs_of_model_assets_take_turns_on_the_accelerator(project, 
         outputs[select] = salmon(copy, "run", "--select", select).stdout
 
     threads = [threading.Thread(target=run, args=(s,)) for s in ("reward_model_eval", "benchmark_scores")]
-    instance = dg.DagsterInstance.from_config(str(Path(copy[1]["SALMON_WAREHOUSE"]) / ".dagster"))
-    try:
+    with instance_of(copy) as instance:
         threads[0].start()
         wait_for_a_claim(instance, threads[0], timeout=600)
         threads[1].start()  # while the first one holds the slot
@@ -172,5 +170,3 @@ def test_two_salmon_runs_of_model_assets_take_turns_on_the_accelerator(project, 
         model_steps = {k: v for k, v in spans.items() if k in ("reward_model_eval", "benchmark_scores")}
         assert len(model_steps) == 2, spans
         assert not overlaps(list(model_steps.values())), model_steps
-    finally:
-        instance.dispose()

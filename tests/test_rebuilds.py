@@ -16,14 +16,24 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
-from projects import CI_PROFILE, ROOT, Project, copy_project, free_port, group_alive, salmon, states, stop_group
+from projects import (
+    CI_PROFILE,
+    ROOT,
+    Project,
+    copy_project,
+    free_port,
+    group_alive,
+    instance_of,
+    salmon,
+    states,
+    stop_group,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -73,15 +83,6 @@ def edit(project: Project, kind: str) -> None:
 
 
 # -- the copy's Dagster instance ---------------------------------------------------------------
-
-
-@contextmanager
-def instance_of(project: Project):
-    instance = dg.DagsterInstance.from_config(str(project[0] / "warehouse" / ".dagster"))
-    try:
-        yield instance
-    finally:
-        instance.dispose()
 
 
 def asset_events(project: Project, kind: str = "materializations", after: int | None = None) -> list:
