@@ -123,7 +123,7 @@ def step_error(event: dg.DagsterEvent) -> str:
         err = err.cause
     message = err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name
     # Our own errors already name file/field: drop their class prefix.
-    return re.sub(r"^salmon_dag[\w.]*\.\w+(Error): ", "", message)
+    return re.sub(r"^(salmon_dag|assets_defs)[\w.]*\.\w+(Error): ", "", message)
 
 
 def ensure_accelerator_pool(instance: dg.DagsterInstance) -> None:

@@ -46,15 +46,19 @@ def build_reward_model_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def reward_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.reward_model.stage import train_stage
+        from dataclasses import asdict
+
+        from assets_defs.launch import train
+        from salmon_dag.launch.jobs import TrainJob
         from salmon_dag.training.reporting import metric_points
 
         profile = salmon.load_profile()
         base = read_model(salmon.warehouse, BASE_MODEL)
         examples = read_table(salmon.warehouse, RM_DATA)
         out = salmon.warehouse.model_dir(table_name(REWARD_MODEL))
-        result, pmp = train_stage(base, examples, profile.reward_model, out, profile.seed,
-                                  device=profile.engine.device, log=context.log.info)
+        job = TrainJob.for_stage(profile, "reward_model", out, base=asdict(base),
+                                 data=str(salmon.warehouse.table_path(table_name(RM_DATA))))
+        result, pmp = train(context, job, profile, salmon.warehouse)
         evals = metric_points(result.log_history, "eval_accuracy")
         info = {"pmp_steps": pmp.steps if pmp else 0, "pmp_pairs": pmp.train_examples if pmp else 0,
                 "heldout_accuracy_during_training": round(evals[-1][1], 3) if evals else None}

@@ -47,23 +47,27 @@ def build_rl_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def ppo_policy(context: dg.AssetExecutionContext, salmon: SalmonResource):
-        from salmon_dag.rl.models import PolicySource
-        from salmon_dag.rl.stage import PLOT, samples_frame, steps_frame, train_policy
-        from salmon_dag.rl.steer import rl_principle_set
+        from assets_defs.launch import train
+        from salmon_dag.launch.jobs import TrainJob
         from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
+        from salmon_dag.rl.stage import PLOT, samples_frame, steps_frame
+        from salmon_dag.rl.steer import rl_principle_set
 
         profile = salmon.load_profile()
         sft = read_model(salmon.warehouse, SFT_MODEL)
         rl_pset = materialized_principles(salmon, "rl")
         pset = rl_principle_set(rl_pset, materialized_principles(salmon, "reward_model"), profile.rl)
-        prompts = read_table(salmon.warehouse, POOL).filter(pl.col("split") == "train").sort("prompt_id")
         out = salmon.warehouse.model_dir(table_name(PPO_POLICY))
-        result = train_policy(
-            PolicySource(sft.model_id, sft.revision, sft.adapter_path, sft.trust_remote_code),
-            warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL)), pset, prompts,
-            profile.ppo, profile.rl, out, profile.seed, device=profile.engine.device, log=context.log.info,
-            engine=profile.engine,
+        job = TrainJob.for_stage(
+            profile, "ppo", out,
+            source={"model_id": sft.model_id, "revision": sft.revision, "adapter_path": sft.adapter_path,
+                    "trust_remote_code": sft.trust_remote_code},
+            reward_checkpoint=str(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))),
+            principles_dir=str(salmon.settings().principles_path), principle_hash=pset.content_hash,
+            prompts=str(salmon.warehouse.table_path(table_name(POOL))),
+            rl=profile.rl.model_dump(mode="json"), engine=profile.engine.model_dump(mode="json"),
         )
+        result = train(context, job, profile, salmon.warehouse)
         summary = result.summary()
         where = (dict(model_id=sft.model_id, revision=sft.revision, adapter_path=str(result.out_dir))
                  if result.is_adapter else dict(model_id=str(result.out_dir)))

@@ -106,21 +106,18 @@ def build_self_align_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def sft_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.training import sft_examples, train_sft
+        from dataclasses import asdict
+
+        from assets_defs.launch import train
+        from salmon_dag.launch.jobs import TrainJob
 
         profile = salmon.load_profile()
         base = read_model(salmon.warehouse, BASE_MODEL)
         table = read_table(salmon.warehouse, SFT_DATA)
-        data = table.filter(pl.col("filter_reason").is_null())
-        if data.height == 0:
-            raise RuntimeError(
-                "self_align_sft_data kept no answers to train on; see its filter_reason column "
-                "(salmon sql \"select filter_reason, count(*) from self_align_sft_data group by 1\")"
-            )
         out = salmon.warehouse.model_dir(table_name(SFT_MODEL))
-        result = train_sft(base.model_id, sft_examples(data["prompt"].to_list(), data["response"].to_list()),
-                           profile.sft, out, seed=profile.seed, log=context.log.info, device=profile.engine.device,
-                           revision=base.revision, trust_remote_code=base.trust_remote_code)
+        job = TrainJob.for_stage(profile, "sft", out, base=asdict(base),
+                                 data=str(salmon.warehouse.table_path(table_name(SFT_DATA))))
+        result = train(context, job, profile, salmon.warehouse)
         lineage = SFT_MODEL_ASSET.lineage(context, profile, principle_hash=table["principle_hash"][0],
                                           model_id=base.model_id)
         return materialize_trained_model(salmon.warehouse, SFT_MODEL, lineage, base, result)

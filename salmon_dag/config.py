@@ -141,7 +141,11 @@ class EngineConfig(_Strict):
     dtype: DType = "auto"
     max_batch_size: int = Field(default=16, gt=0)
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    # vLLM: GPUs one model replica is split over (tensor parallel)
     tensor_parallel_size: int = Field(default=1, gt=0)
+    # vLLM: model replicas that share the prompts of a call (data parallel); each replica uses
+    # tensor_parallel_size GPUs, so a call uses tensor_parallel_size x data_parallel_size
+    data_parallel_size: int = Field(default=1, gt=0)
     # Context window; None = the model's max_position_embeddings.
     max_context: int | None = Field(default=None, gt=0)
     # Prompts longer than the context: "error" (default) or "left" (keep the last tokens).
@@ -173,9 +177,25 @@ class TrainingConfig(_Strict):
     epochs: float = Field(default=1, gt=0)
     max_seq_len: int = Field(default=512, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
-    launcher: Literal["local", "accelerate", "deepspeed"] = "local"
+    # Where training runs (salmon_dag.launch): "inprocess" in the Dagster step; "accelerate" as
+    # `accelerate launch` with num_processes ranks (a subprocess, through Dagster Pipes); "k8s" the
+    # same command in a pod with num_processes GPUs (profile.kubernetes).
+    launcher: Literal["inprocess", "accelerate", "k8s"] = "inprocess"
+    # data-parallel ranks (GPUs, or CPU processes over gloo); the global batch is
+    # per_device_batch_size x gradient_accumulation_steps x num_processes
     num_processes: int = Field(default=1, gt=0)
-    deepspeed_stage: Literal[0, 1, 2, 3] = 0
+    # 0: plain data parallel (DDP); 2 or 3: DeepSpeed ZeRO with the config shipped in
+    # salmon_dag/launch/deepspeed/ (needs the gpu extra's deepspeed and a non-inprocess launcher)
+    deepspeed_stage: Literal[0, 2, 3] = 0
+    # an `accelerate config` YAML (multi-node: num_machines, main_process_ip, ...); its settings
+    # come first, num_processes and the DeepSpeed config file are still set from here
+    accelerate_config: str | None = None
+
+    @model_validator(mode="after")
+    def _launcher_needed(self) -> "TrainingConfig":
+        if self.launcher == "inprocess" and (self.num_processes > 1 or self.deepspeed_stage):
+            raise ValueError("num_processes > 1 and deepspeed_stage need launcher 'accelerate' or 'k8s', not 'inprocess'")
+        return self
 
 
 class SFTStageConfig(TrainingConfig):
@@ -301,6 +321,15 @@ class PPOConfig(TrainingConfig):
     # CPU precision of forward/backward passes; "auto" = bf16 autocast where the CPU computes bf16
     # natively (CUDA always autocasts to bf16); losses and statistics stay float32
     cpu_precision: Literal["auto", "float32"] = "auto"
+
+    @model_validator(mode="after")
+    def _data_parallel_only(self) -> "PPOConfig":
+        # our PPO loop accumulates gradients itself over a rollout's micro-batches; DeepSpeed's
+        # engine would own that schedule. Plain data parallel (DDP) with (Q)LoRA is what it runs.
+        if self.deepspeed_stage:
+            raise ValueError("ppo.deepspeed_stage: the PPO loop runs plain data parallel; set it to 0 "
+                             "(ZeRO is for sft and reward_model)")
+        return self
 
 
 class SelfAlignConfig(_Strict):
@@ -512,6 +541,47 @@ class InstanceConfig(_Strict):
     accelerator_pool_limit: int = Field(default=1, ge=1)
 
 
+class KubernetesVolume(_Strict):
+    """A volume the training pod mounts: a PersistentVolumeClaim (``claim_name``) or a node path
+    (``host_path``). The warehouse must be on one, mounted where the profile's paths point."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    mount_path: str
+    claim_name: str | None = None
+    host_path: str | None = None
+    read_only: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "KubernetesVolume":
+        if (self.claim_name is None) == (self.host_path is None):
+            raise ValueError(f"volume {self.name!r}: set exactly one of claim_name and host_path")
+        return self
+
+
+class KubernetesConfig(_Strict):
+    """The pod a stage with ``launcher: k8s`` trains in (dagster-k8s ``PipesK8sClient``). The pod
+    runs the same ``accelerate launch`` command as ``launcher: accelerate``; it requests
+    ``num_processes`` GPUs of ``gpu_resource``."""
+
+    # an image with this project installed (pip install '.[gpu]'), e.g. built from the repo
+    image: str | None = None
+    namespace: str = "default"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account_name: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    # requests = limits; None leaves them to the cluster's defaults
+    cpu: str | None = None
+    memory: str | None = None
+    # /dev/shm as a memory-backed emptyDir: NCCL and data loaders need more than the default 64 MiB
+    shm_size: str | None = "16Gi"
+    # the project root inside the image (the command runs there)
+    working_dir: str = "/app"
+    env: dict[str, str] = {}
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    volumes: list[KubernetesVolume] = []
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -529,6 +599,14 @@ class Profile(_Strict):
     rl: RLConfig = RLConfig()
     benchmarks: BenchmarksConfig = BenchmarksConfig()
     instance: InstanceConfig = InstanceConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+
+    @model_validator(mode="after")
+    def _k8s_image(self) -> "Profile":
+        on_k8s = [name for name in ("sft", "reward_model", "ppo") if getattr(self, name).launcher == "k8s"]
+        if on_k8s and not self.kubernetes.image:
+            raise ValueError(f"{', '.join(on_k8s)}: launcher 'k8s' needs kubernetes.image")
+        return self
 
     def section_hash(self, *sections: str) -> str:
         """Stable short hash of the named sections (plus the seed): the config part of lineage.

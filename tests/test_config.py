@@ -25,7 +25,7 @@ def test_bundled_profiles_validate():
     # extends llama2-7b-qlora: inherited keys stay, overridden ones change
     assert big.base_model.model_id == "meta-llama/Llama-2-70b-hf"
     assert big.sft.lora.quantization == "4bit"
-    assert big.sft.launcher == "deepspeed" and big.engine.tensor_parallel_size == 8
+    assert big.sft.launcher == "accelerate" and big.sft.deepspeed_stage == 2 and big.engine.tensor_parallel_size == 8
 
 
 def test_unknown_key_names_file_and_key():

@@ -160,9 +160,11 @@ class PPOTrainer:
 
     def rollout(self, step: int) -> tuple[list[RLPrompt], Experience, dict[str, float]]:
         acc = self.accelerator
-        idx = prompts_for_step(step, len(self.prompts), self.cfg.rollout_batch_size, self.seed,
-                               acc.process_index, acc.num_processes)
-        rows = [self.prompts[i] for i in idx]
+        per = self.cfg.rollout_batch_size
+        # the step's prompts on every process (a function of the step alone); this one's are a slice
+        every = [self.prompts[i] for rank in range(acc.num_processes)
+                 for i in prompts_for_step(step, len(self.prompts), per, self.seed, rank, acc.num_processes)]
+        rows = every[acc.process_index * per: (acc.process_index + 1) * per]
         t0 = time.perf_counter()
         synced = self.generator.sync(step)  # bytes of weights moved to the generator (0: it is the policy)
         ts = time.perf_counter()
@@ -171,7 +173,8 @@ class PPOTrainer:
         responses = [list(c.token_ids) or [self.tokenizer.eos_token_id] for c in completions]
         parts = self.reward(step, [r.instruction for r in rows], [c.text for c in completions],
                             [r.question_type for r in rows], [len(t) for t in responses],
-                            [c.finish_reason == "stop" for c in completions])
+                            [c.finish_reason == "stop" for c in completions],
+                            offset=acc.process_index * per, step_types=[r.question_type for r in every])
         t2 = time.perf_counter()
         batch = pack([r.ids for r in rows], responses, self.pad_id, acc.device)
         self.model.eval()

@@ -75,13 +75,19 @@ class SalmonReward:
         for qt, p in rl_principles.principles():
             self.groups.setdefault(qt, []).append(p)
 
-    def draw(self, step: int, question_types: Sequence[str]) -> list[list[Principle]]:
-        """The principle list of each sample of rollout ``step`` (always-on lines first)."""
+    def draw(self, step: int, question_types: Sequence[str], offset: int = 0,
+             step_types: Sequence[str] | None = None) -> list[list[Principle]]:
+        """The principle list of each sample of rollout ``step`` (always-on lines first).
+
+        Data parallel: ``step_types`` are the question types of the step's whole batch over all
+        processes and this process's rows start at ``offset``; the draws are made for the whole
+        batch and sliced, so a row gets the same principles however the batch is split.
+        """
         rng = np.random.default_rng([self.seed, step])
         out = []
-        for qt in question_types:
+        for qt in question_types if step_types is None else step_types:
             out.append(self.always_on + sample_principles(self.groups.get(qt, []), self.cfg.max_principles, rng))
-        return out
+        return out[offset: offset + len(question_types)]
 
     def __call__(
         self,
@@ -91,12 +97,16 @@ class SalmonReward:
         question_types: Sequence[str],
         response_tokens: Sequence[int],
         stopped: Sequence[bool],
+        *,
+        offset: int = 0,
+        step_types: Sequence[str] | None = None,
     ) -> list[RewardParts]:
+        """``offset`` / ``step_types``: this process's place in the step's batch (see :meth:`draw`)."""
         n = len(prompts)
         if not (len(responses) == len(question_types) == len(response_tokens) == len(stopped) == n):
             raise ValueError("SalmonReward: prompts, responses, question_types, response_tokens and stopped "
                              "must have the same length")
-        lists = self.draw(step, question_types)
+        lists = self.draw(step, question_types, offset, step_types)
         # an empty list (no group for the type, no always-on lines) scores with the principle-free prompt
         texts = [[p.definition for p in ps] or None for ps in lists]
         scores = self.scorer.score(list(prompts), list(responses), texts)

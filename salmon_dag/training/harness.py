@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ def common_training_args(
         use_cpu=not on_cuda,
         gradient_checkpointing=on_cuda,  # a memory saver for real models; only slows tiny CPU runs
         dataloader_num_workers=0,
+        # every trained parameter takes part in every forward: spare DDP its extra graph traversal
+        ddp_find_unused_parameters=False,
         logging_steps=1,
         save_strategy="steps",
         save_steps=save_steps or max(1, math.ceil(expected_steps(n_examples, cfg) / CHECKPOINTS_PER_RUN)),
@@ -127,10 +130,16 @@ def run_training(
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     fp = fingerprint(stage, inputs)
-    resume = find_resumable(work_dir, fp, log)
-    stamp_work_dir(work_dir, fp)
-
     trainer = build_trainer(work_dir, [ProgressLog(stage, log, metrics), StampCheckpoints(fp), *callbacks])
+    # Under accelerate launch every rank gets here: the main one clears stale checkpoints and
+    # stamps the work dir, then all read the same resumable checkpoint.
+    procs = trainer.accelerator
+    if procs.is_main_process:
+        resume = find_resumable(work_dir, fp, log)
+        stamp_work_dir(work_dir, fp)
+    procs.wait_for_everyone()
+    if not procs.is_main_process:
+        resume = find_resumable(work_dir, fp, lambda _: None)
     point_tensorboard(trainer, work_dir)
     train_examples = len(trainer.train_dataset)
     if resume:
@@ -151,13 +160,33 @@ def run_training(
         train_examples=train_examples,
         is_adapter=_is_peft(final),
     )
-    if trainer.is_world_process_zero():  # several processes (accelerate launch): one writer
-        title = plot_title.format(stage=stage, steps=steps)
-        _save(trainer, final, result, fp.value, title, loss_label, metrics, log_fields or {}, save_model)
-        last = f", final loss {result.losses[-1][1]:.4f}" if result.losses else ""
-        log(f"{stage}: wrote {out_dir} ({steps} steps{last})")
+    with _whole_parameters(trainer, final):
+        if trainer.is_world_process_zero():  # several processes (accelerate launch): one writer
+            title = plot_title.format(stage=stage, steps=steps)
+            _save(trainer, final, result, fp.value, title, loss_label, metrics, log_fields or {}, save_model)
+            last = f", final loss {result.losses[-1][1]:.4f}" if result.losses else ""
+            log(f"{stage}: wrote {out_dir} ({steps} steps{last})")
+    trainer.accelerator.wait_for_everyone()
     result.seconds = time.monotonic() - t0
     return result
+
+
+@contextmanager
+def _whole_parameters(trainer: Any, model: Any) -> Iterator[None]:
+    """Under DeepSpeed ZeRO-3 each rank holds a shard of every parameter: gather them all (on
+    every rank, read-only) while the main rank saves, so savers see whole weights as usual."""
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        yield
+        return
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
 
 
 def _is_peft(model: Any) -> bool:

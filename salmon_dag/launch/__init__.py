@@ -1,0 +1,8 @@
+"""Where a training stage runs: in the calling process, under ``accelerate launch`` with N ranks
+(optionally DeepSpeed ZeRO), or in a Kubernetes pod running that same command.
+
+``jobs`` describes a training run as a JSON-able :class:`~salmon_dag.launch.jobs.TrainJob` and runs
+it (the same function in process and in every launched rank); ``command`` builds the
+``accelerate launch`` command line; ``k8s`` the pod that runs it. The Dagster side (Pipes clients,
+the per-rank worker) is ``assets_defs.launch`` and ``assets_defs.train_worker``. No dagster here.
+"""
