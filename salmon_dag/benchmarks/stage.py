@@ -127,7 +127,8 @@ def _gsm8k(policy: ModelRef, engine, cfg: BenchmarksConfig, engine_cfg: EngineCo
         lm = vllm_lm(policy.model_id, policy.adapter_path, revision=policy.revision,
                      trust_remote_code=policy.trust_remote_code, dtype=engine_cfg.dtype,
                      gpu_memory_utilization=engine_cfg.gpu_memory_utilization,
-                     tensor_parallel_size=engine_cfg.tensor_parallel_size, max_model_len=engine_cfg.max_context)
+                     tensor_parallel_size=engine_cfg.tensor_parallel_size,
+                     data_parallel_size=engine_cfg.data_parallel_size, max_model_len=engine_cfg.max_context)
     fewshot = g.fewshot if g.num_fewshot else None
     try:
         return run_gsm8k(lm, g.data.source, split=g.data.split, subset=g.data.subset,

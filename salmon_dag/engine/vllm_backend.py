@@ -9,13 +9,19 @@ On the CPU the engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: no 
 no ``__main__`` guard needed) with a 1 GiB KV cache (``VLLM_CPU_KVCACHE_SPACE``). Set
 ``engine.cpu_threads: 1`` when other processes load the cores: OpenMP threads that must share a
 core slow small-model decoding by an order of magnitude.
+
+``engine.tensor_parallel_size`` splits one replica over GPUs; ``engine.data_parallel_size`` > 1 runs
+that many replicas through vLLM's own data parallelism (:class:`_DataParallelLLM`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
+import itertools
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +65,79 @@ def merged_checkpoint(model_id: str, adapter_path: str) -> str:
             model.save_pretrained(tmp)
             load_tokenizer(model_id).save_pretrained(tmp)
     return str(target)
+
+
+class _DataParallelLLM:
+    """``engine.data_parallel_size`` > 1: vLLM's own data parallelism behind ``LLM.generate``'s signature.
+
+    vLLM 0.32's offline ``LLM`` refuses ``data_parallel_size`` > 1 (vllm/entrypoints/llm.py, "not
+    supported for single-process usage"), and its SPMD route (one process per rank, ``VLLM_DP_*``
+    env vars, each fed its own share of the prompts) refuses dense models (vllm/config/parallel.py,
+    "Offline data parallel mode is not supported/useful for dense models"). ``AsyncLLM`` -- the
+    engine behind ``vllm serve --data-parallel-size`` -- does support it from one process: it starts
+    one engine-core process per replica (each on ``tensor_parallel_size`` GPUs) plus vLLM's DP
+    coordinator, and its client load-balances requests over them. This wraps it synchronously: its
+    event loop runs on a private thread, and a call's prompts are all submitted at once.
+
+    Engine cores are separate processes even on the CPU (``VLLM_ENABLE_V1_MULTIPROCESSING`` does not
+    apply). Each replica has its own prefix cache and requests are balanced by load, not by prefix,
+    so the judge's shared prefixes are reused within a replica only.
+    """
+
+    def __init__(self, **engine_kwargs):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-dp-loop", daemon=True)
+        self._thread.start()
+        args = AsyncEngineArgs(disable_log_stats=True, **engine_kwargs)  # LLM's default too
+
+        async def start():
+            return AsyncLLM.from_engine_args(args)
+
+        try:
+            self.engine = self._call(start())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def generate(self, prompts, params, use_tqdm: bool = False, lora_request=None) -> list:
+        from vllm.sampling_params import RequestOutputKind
+
+        params = params if isinstance(params, list) else [params] * len(prompts)
+
+        async def one(prompt, p):
+            p = p.clone()
+            p.output_kind = RequestOutputKind.FINAL_ONLY  # as LLM.generate: one output with all n samples
+            final = None
+            async for out in self.engine.generate(prompt, p, f"salmon-{next(self._ids)}", lora_request=lora_request):
+                final = out
+            return final
+
+        async def every():
+            return await asyncio.gather(*(one(x, p) for x, p in zip(prompts, params)))
+
+        return self._call(every())
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def shutdown(self) -> None:
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            async def stop():
+                engine.shutdown()
+
+            self._call(stop())
+        if not self._loop.is_closed():
+            self._stop_loop()
 
 
 class VLLMEngine(Engine):
@@ -134,7 +213,7 @@ class VLLMEngine(Engine):
         if llm is None:
             return
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        shutdown = getattr(core, "shutdown", None)
+        shutdown = getattr(core, "shutdown", None) or getattr(llm, "shutdown", None)  # _DataParallelLLM
         self.llm = None
         del llm
         if callable(shutdown):
@@ -177,7 +256,7 @@ def load_vllm_engine(cfg: EngineConfig, model_id: str, revision: str | None = No
     if cpu and cfg.cpu_threads:
         restore = torch.get_num_threads()
         torch.set_num_threads(cfg.cpu_threads)
-    llm = LLM(
+    llm = (LLM if cfg.data_parallel_size == 1 else _DataParallelLLM)(
         model=target,
         tokenizer=target,
         revision=None if local else revision,
@@ -188,6 +267,7 @@ def load_vllm_engine(cfg: EngineConfig, model_id: str, revision: str | None = No
         enable_prefix_caching=True,
         gpu_memory_utilization=CPU_MEMORY_UTILIZATION if cpu else cfg.gpu_memory_utilization,
         tensor_parallel_size=cfg.tensor_parallel_size,
+        data_parallel_size=cfg.data_parallel_size,
         enforce_eager=cfg.enforce_eager if cfg.enforce_eager is not None else cpu,
         max_num_seqs=max(cfg.max_batch_size, 1) if cpu else 256,
         **({"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": 1} if max_lora_rank else {}),
