@@ -332,3 +332,19 @@ def test_salmon_run_trains_sft_on_two_processes_with_metadata_and_progress(proje
     # the progress view's bar comes from these lines of the launched ranks (once each, rank 0's)
     progress = [p for p in map(parse_progress, logs) if p is not None and p.task == "sft"]
     assert progress and progress[-1] == Progress("sft", 4, 4) and len({p.done for p in progress}) == len(progress)
+
+
+def test_the_readme_scaling_examples_are_valid_profiles():
+    import re
+
+    import yaml
+
+    from salmon_dag.launch.k8s import pod_run_kwargs
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Scaling out"):text.index("## The warehouse")]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    multi_gpu, cluster = (load_profile("tiny", b) for b in blocks)
+    assert (multi_gpu.sft.launcher, multi_gpu.sft.deepspeed_stage, multi_gpu.ppo.num_processes) == ("accelerate", 2, 8)
+    pod = pod_run_kwargs(cluster.kubernetes, ["python"], {}, gpus=cluster.sft.num_processes)["base_pod_spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
