@@ -212,12 +212,17 @@ def _train_with_trl(source: PolicySource, reward: SalmonReward, prompts: pl.Data
     t0 = time.perf_counter()
     adapter = default_work_dir(out_dir) / f"{rl.algorithm}_adapter"
     result = train_trl(rl.algorithm, source, reward, prompts, ppo, rl, adapter, seed, device=device, log=log)
-    model, tokenizer = load_trl_policy(adapter, ppo, device)
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        write_json(tmp / STEPS_FILE, result.steps)
-        plot_rl_curves(tmp / PLOT, result.steps, f"{rl.algorithm.upper()} (TRL) against the instructable reward model")
+    from accelerate import PartialState
+
+    procs = PartialState()  # TRL's trainer set it up (one process, or the launched ranks)
+    if procs.is_main_process:
+        model, tokenizer = load_trl_policy(adapter, ppo, device)
+        with atomic_path(out_dir) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            write_json(tmp / STEPS_FILE, result.steps)
+            plot_rl_curves(tmp / PLOT, result.steps, f"{rl.algorithm.upper()} (TRL) against the instructable reward model")
+    procs.wait_for_everyone()
     samples, per_step = [], {}
     for r in result.samples:  # as our PPO keeps them: the first few of every samples_every-th step
         if r["step"] % ppo.samples_every == 0 and per_step.get(r["step"], 0) < ppo.samples_per_step:

@@ -419,15 +419,17 @@ def train_trl(
         trainer.train()
         trained = trainer.accelerator.unwrap_model(trainer.model)
 
-        with atomic_path(out_dir) as tmp:
-            trained.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            (tmp / MANIFEST).write_text(json.dumps({
-                "algorithm": algorithm, "is_adapter": ppo.lora is not None,
-                "policy": {"model_id": source.model_id, "revision": source.revision,
-                           "adapter_path": source.adapter_path, "trust_remote_code": source.trust_remote_code},
-                "steps": int(trainer.state.global_step), "seed": seed,
-            }, indent=2))
+        if trainer.accelerator.is_main_process:  # under accelerate launch: one writer
+            with atomic_path(out_dir) as tmp:
+                trained.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                (tmp / MANIFEST).write_text(json.dumps({
+                    "algorithm": algorithm, "is_adapter": ppo.lora is not None,
+                    "policy": {"model_id": source.model_id, "revision": source.revision,
+                               "adapter_path": source.adapter_path, "trust_remote_code": source.trust_remote_code},
+                    "steps": int(trainer.state.global_step), "seed": seed,
+                }, indent=2))
+        trainer.accelerator.wait_for_everyone()
 
     by_step: dict[int, list[dict[str, Any]]] = {}
     for record in reward_fn.records:
