@@ -10,6 +10,7 @@ model's ``train_stage``, ``train_policy``); their results cross the process boun
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,7 +65,21 @@ def run_job(job: TrainJob, log: Log = print) -> Any:
     """Run ``job`` here and return the stage's result: a ``TrainResult`` (sft), a (result, PMP
     result or None) pair (reward_model), an ``RLResult`` (ppo). Under ``accelerate launch`` every
     rank calls this; the stages write files from the main process only."""
+    _bind_local_gpu()
     return _RUNNERS[job.stage](job, log)
+
+
+def _bind_local_gpu() -> None:
+    """Under torchrun / accelerate launch each rank owns GPU ``LOCAL_RANK``: make it the default
+    CUDA device, so every "cuda" placement (policy, value model, RM scorer, 4-bit loads on the
+    current device) lands on it instead of all ranks piling onto GPU 0."""
+    local = os.environ.get("LOCAL_RANK")
+    if local is None:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(local))
 
 
 def _run_sft(job: TrainJob, log: Log):
