@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import json
 import platform
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from salmon_dag.base_model.corpus import bundled_dialogues
 from salmon_dag.config import EngineConfig, load_profile
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.judge import JudgeItem, judge_scores
@@ -30,7 +30,6 @@ from salmon_dag.principles import load_principles
 from salmon_dag.templates import format_chat_prompt, judge_prefix, judge_suffix
 
 PRINCIPLES_DIR = Path(__file__).resolve().parents[1] / "principles"
-CORPUS = Path(__file__).parent / "data" / "corpus" / "dialogues.jsonl"
 
 
 def machine() -> str:
@@ -72,11 +71,6 @@ def random_reward_model(policy_dir: Path, out: Path, seed: int = 1, max_len: int
     return out
 
 
-def _dialogues() -> list[tuple[str, str]]:
-    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
-    return [(r["user"], r["assistant"]) for r in rows]
-
-
 def _timed(fn: Callable[[], object], repeats: int = 5) -> tuple[float, object]:
     """Best wall time of ``repeats`` runs (the first also warms caches)."""
     best, result = float("inf"), None
@@ -88,7 +82,7 @@ def _timed(fn: Callable[[], object], repeats: int = 5) -> tuple[float, object]:
 
 
 def bench_judge(model: str, pairs: int = 8, counts: tuple[int, ...] = (1, 4, 8, 16), log=print) -> float:
-    dialogues = _dialogues()
+    dialogues = bundled_dialogues()
     items = [
         JudgeItem(dialogues[i][0], dialogues[i][1], dialogues[i + pairs][1]) for i in range(pairs)
     ]
@@ -116,7 +110,7 @@ def bench_judge(model: str, pairs: int = 8, counts: tuple[int, ...] = (1, 4, 8, 
 def bench_generate(model: str, prompts: int = 32, new_tokens: int = 64, log=print) -> dict[str, float]:
     import torch
 
-    dialogues = _dialogues()
+    dialogues = bundled_dialogues()
     texts = [format_chat_prompt(u) for u, _ in dialogues[:prompts]]
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, stop=())
     log(f"generate: {prompts} prompts x {new_tokens} new tokens, greedy, model {model}")

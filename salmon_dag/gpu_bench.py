@@ -8,7 +8,7 @@ and tokens/s with MFU of one SFT, reward-model and PPO training step, each with 
 
 Imports torch, transformers (+ tokenizers), peft, numpy, pydantic and pyyaml (salmon_dag.config,
 via the engine package), and polars for the PPO section only (salmon_dag.rl); never dagster, trl,
-vllm, duckdb or pyarrow (salmon_dag.bench and base_model.pretrain are therefore not imported).
+vllm, duckdb or pyarrow (salmon_dag.bench, which reads principles with polars, is not imported).
 
 MFU counts model FLOPs (no gradient-checkpointing recompute) per trained token:
 ``sum over Linear weights of (4 if frozen else 6) * numel + 6 * layers * seq_len * hidden``: a
@@ -39,7 +39,6 @@ from torch import nn
 # bf16 dense peak of one H200 (= H100 SXM; the 1979 TFLOP/s of the data sheet assume 2:4 sparsity)
 H200_BF16_PEAK_TFLOPS = 989.0
 ROOT = Path(__file__).resolve().parents[1]
-DIALOGUES = Path(__file__).parent / "data" / "corpus" / "dialogues.jsonl"
 # Llama-2-7B's config.json, the tokenizer-dependent ids aside
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
@@ -133,20 +132,16 @@ def build(cls: Any, config: Any, dev: torch.device, dtype: torch.dtype, seed: in
 
 
 def llama_config(shape: str, tok: Any) -> Any:
-    """Llama-2-7B's shape, or the tiny profile's as base_model.pretrain.llama_config builds it (that
-    module is not imported: it pulls duckdb, polars and pyarrow in through salmon_dag.warehouse)."""
+    """Llama-2-7B's shape, or the tiny profile's (as the pipeline builds it)."""
     from transformers import LlamaConfig
 
-    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    if shape == "llama2-7b":
-        return LlamaConfig(**LLAMA2_7B, **ids)  # the tokenizer's ids are < 32000: any id costs the same
+    from salmon_dag.base_model.pretrain import llama_config as tiny_config
     from salmon_dag.config import load_profile
 
-    t = load_profile("tiny").base_model.tiny
-    return LlamaConfig(vocab_size=len(tok), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-                       num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads,
-                       num_key_value_heads=t.num_kv_heads, head_dim=t.hidden_size // t.num_heads,
-                       max_position_embeddings=t.max_position_embeddings, tie_word_embeddings=True, **ids)
+    if shape == "llama2-7b":  # the tokenizer's ids are < 32000: any id costs the same
+        return LlamaConfig(**LLAMA2_7B, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                           pad_token_id=tok.pad_token_id)
+    return tiny_config(load_profile("tiny").base_model.tiny, tok)
 
 
 def tokenizer() -> Any:
@@ -159,11 +154,6 @@ def tokenizer() -> Any:
     return train_tokenizer(build_corpus(None), t.vocab_size, model_max_length=t.max_position_embeddings)
 
 
-def _dialogues() -> list[tuple[str, str]]:
-    rows = [json.loads(line) for line in DIALOGUES.read_text().splitlines() if line.strip()]
-    return [(r["user"], r["assistant"]) for r in rows]
-
-
 def _principles() -> list[tuple[str, str]]:
     """(name, definition) of the reward-model principles (read as YAML: salmon_dag.principles needs polars)."""
     import yaml
@@ -174,6 +164,7 @@ def _principles() -> list[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- inference
 def bench_inference(model: nn.Module, tok: Any, dev: torch.device, s: Sizes, log: Callable[[str], None]) -> list[Row]:
+    from salmon_dag.base_model.corpus import bundled_dialogues
     from salmon_dag.engine.base import SamplingParams
     from salmon_dag.engine.hf import HFEngine
     from salmon_dag.judge import JudgeItem, judge_scores
@@ -181,7 +172,7 @@ def bench_inference(model: nn.Module, tok: Any, dev: torch.device, s: Sizes, log
 
     engine = HFEngine(model_id="random-llama", model=model, tokenizer=tok, max_batch_size=s.engine_batch,
                       max_context=model.config.max_position_embeddings)
-    dialogues, principles, rows = _dialogues(), _principles(), []
+    dialogues, principles, rows = bundled_dialogues(), _principles(), []
     items = [JudgeItem(dialogues[i][0], dialogues[i][1], dialogues[i + s.judge_pairs][1])  # as salmon_dag.bench
              for i in range(s.judge_pairs)]
     for p in s.principle_counts:  # principles cycle when P exceeds the 18 of reward_model.yaml
@@ -322,8 +313,9 @@ def bench_rm(t: Trainer, lora: Any, lr: float, center: float | None) -> Row:
 
 def bench_ppo(t: Trainer, lora: Any, ppo: Any) -> Row:
     """One micro-batch of PPOTrainer.update: ActorCritic forward, rl/losses.py's clipped policy and
-    value losses, backward, clip, AdamW, on a synthetic experience packed by rl/experience.py. The
-    trainer itself is not built: its mixed_precision imports base_model.pretrain (duckdb, pyarrow)."""
+    value losses, backward, clip, AdamW, on a synthetic experience packed by rl/experience.py (the
+    trainer itself would also need a reward model, prompts and a generator; a step's training cost
+    is this)."""
     from transformers import LlamaForCausalLM, LlamaModel
 
     from salmon_dag.rl import losses

@@ -243,6 +243,8 @@ def test_two_processes_run_ppo_steps_like_one(tmp_path):
     prompts are split over processes and of the sampling RNG; one sequence per micro-batch makes the
     averaged gradient independent of the split too. Then 2 x 2 prompts = 1 x 4 prompts, step by step."""
     from salmon_dag.bench import random_model, random_reward_model
+    from salmon_dag.principles import load_principles
+    from salmon_dag.rl.steer import rl_principle_set
 
     policy = random_model(tmp_path / "policy")
     rm = random_reward_model(policy, tmp_path / "rm")
@@ -261,9 +263,6 @@ def test_two_processes_run_ppo_steps_like_one(tmp_path):
             "cpu_precision": "float32", "samples_every": 1, "launcher": "inprocess" if processes == 1 else "accelerate",
             "num_processes": processes,
         }, "engine": {"device": "cpu", "backend": "hf"}})
-        from salmon_dag.principles import load_principles
-        from salmon_dag.rl.steer import rl_principle_set
-
         pset = rl_principle_set(load_principles(ROOT / "principles", "rl"),
                                 load_principles(ROOT / "principles", "reward_model"), profile.rl)
         job = TrainJob.for_stage(

@@ -126,14 +126,17 @@ def corpus_sources(shared_data_dir: str | None, bundled_dir: Path = BUNDLED_CORP
     return [str(f.resolve()) for f in files if f.is_file()]
 
 
+def bundled_dialogues(bundled_dir: Path = BUNDLED_CORPUS_DIR) -> Turns:
+    """(user, assistant) of every bundled dialogue; also the benchmarks' requests and replies."""
+    path = bundled_dir / BUNDLED_DIALOGUES
+    if not path.is_file():
+        return []
+    return [(rec["user"], rec["assistant"]) for rec in _jsonl(path) if rec.get("user") and rec.get("assistant")]
+
+
 def bundled_documents(bundled_dir: Path = BUNDLED_CORPUS_DIR) -> list[str]:
     """Bundled dialogues (formatted) then bundled passages; missing files give nothing."""
-    docs: list[str] = []
-    dialogues = bundled_dir / BUNDLED_DIALOGUES
-    if dialogues.is_file():
-        for rec in _jsonl(dialogues):
-            if rec.get("user") and rec.get("assistant"):
-                docs.append(format_dialogue([("user", rec["user"]), ("assistant", rec["assistant"])]))
+    docs = [format_dialogue([("user", user), ("assistant", reply)]) for user, reply in bundled_dialogues(bundled_dir)]
     passages = bundled_dir / BUNDLED_PASSAGES
     if passages.is_file():
         text = passages.read_text(encoding="utf-8")

@@ -26,7 +26,6 @@ from transformers import (
 
 from salmon_dag.base_model.tokenizer import train_tokenizer
 from salmon_dag.config import TinyModelConfig
-from salmon_dag.warehouse import atomic_path
 
 REQUIRED_HEAD_DIM = 64  # vLLM's CPU attention kernels only support some head sizes; 64 is one.
 WEIGHT_DECAY = 0.1
@@ -124,6 +123,10 @@ def save_atomically(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
 
     Readers of ``out_dir`` see the old complete checkpoint or the new one, never a partial one.
     """
+    # imported here: the model-shape helpers above stay importable without the warehouse's
+    # duckdb / polars / pyarrow (salmon_dag.gpu_bench on a bare GPU machine)
+    from salmon_dag.warehouse import atomic_path
+
     with atomic_path(Path(out_dir)) as tmp:
         model.save_pretrained(tmp)  # safetensors is the transformers default
         tokenizer.save_pretrained(tmp)

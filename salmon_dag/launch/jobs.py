@@ -85,19 +85,20 @@ def _bind_local_gpu() -> None:
 def _run_sft(job: TrainJob, log: Log):
     """inputs: ``base`` (ModelRef fields), ``data`` (self_align_sft_data's Parquet file)."""
     from salmon_dag.config import SFTStageConfig
+    from salmon_dag.model_ref import ModelRef
     from salmon_dag.training import sft_examples, train_sft
 
     cfg = SFTStageConfig.model_validate(job.config)
-    base = job.inputs["base"]
+    base = ModelRef(**job.inputs["base"])
     data = pl.read_parquet(job.inputs["data"]).filter(pl.col("filter_reason").is_null())
     if data.height == 0:
         raise RuntimeError(
             "self_align_sft_data kept no answers to train on; see its filter_reason column "
             "(salmon sql \"select filter_reason, count(*) from self_align_sft_data group by 1\")"
         )
-    return train_sft(base["model_id"], sft_examples(data["prompt"].to_list(), data["response"].to_list()), cfg,
-                     Path(job.out_dir), seed=job.seed, log=log, device=job.device, revision=base.get("revision"),
-                     trust_remote_code=base.get("trust_remote_code", False))
+    return train_sft(base.model_id, sft_examples(data["prompt"].to_list(), data["response"].to_list()), cfg,
+                     Path(job.out_dir), seed=job.seed, log=log, device=job.device, revision=base.revision,
+                     trust_remote_code=base.trust_remote_code)
 
 
 def _run_reward_model(job: TrainJob, log: Log):

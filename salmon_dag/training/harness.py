@@ -175,12 +175,9 @@ def run_training(
 def _whole_parameters(trainer: Any, model: Any) -> Iterator[None]:
     """Under DeepSpeed ZeRO-3 each rank holds a shard of every parameter: gather them all (on
     every rank, read-only) while the main rank saves, so savers see whole weights as usual."""
-    if not getattr(trainer, "is_deepspeed_enabled", False):
-        yield
-        return
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if not is_deepspeed_zero3_enabled():
+    if not (getattr(trainer, "is_deepspeed_enabled", False) and is_deepspeed_zero3_enabled()):
         yield
         return
     import deepspeed
