@@ -18,13 +18,14 @@ CORPUS_DIR = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "corp
 
 
 def _corpus_hash(settings: Settings) -> str:
-    # The tiny model is pre-trained on these files: their content decides its weights.
-    from salmon_dag.base_model import corpus_sources
+    # The tiny model is pre-trained on these files, written out by tiny_world.py: their content
+    # decides its weights.
+    from salmon_dag.base_model import corpus_sources, tiny_world
 
     cfg = settings.profile.base_model
     inputs: list[Path | str] = []
     if cfg.kind == "tiny":
-        inputs = sorted(CORPUS_DIR.glob("*")) + list(corpus_sources(cfg.tiny.shared_data_dir))
+        inputs = [*sorted(CORPUS_DIR.glob("*")), tiny_world.__file__, *corpus_sources(cfg.tiny.shared_data_dir)]
     return files_hash(inputs)
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from salmon_dag.base_model.tiny_world import world_dialogues
 from salmon_dag.templates import format_dialogue
 
 BUNDLED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -135,8 +136,10 @@ def bundled_dialogues(bundled_dir: Path = BUNDLED_CORPUS_DIR) -> Turns:
 
 
 def bundled_documents(bundled_dir: Path = BUNDLED_CORPUS_DIR) -> list[str]:
-    """Bundled dialogues (formatted) then bundled passages; missing files give nothing."""
-    docs = [format_dialogue([("user", user), ("assistant", reply)]) for user, reply in bundled_dialogues(bundled_dir)]
+    """The tiny world's dialogues (formatted: :mod:`salmon_dag.base_model.tiny_world`) then the
+    bundled passages; missing files give nothing."""
+    world = world_dialogues(bundled_dialogues(bundled_dir), bundled_dir)
+    docs = [format_dialogue([("user", user), ("assistant", reply)]) for user, reply in world]
     passages = bundled_dir / BUNDLED_PASSAGES
     if passages.is_file():
         text = passages.read_text(encoding="utf-8")
