@@ -7,6 +7,8 @@
   rule decides (one reply satisfies it, the other not). ``principle``: the RM, shown only that
   principle, prefers the rule's choice; ``negation``: shown only its negation, it prefers the
   other reply. Same model, only the principle text changes.
+- ``pairs/<principle>/<direction>``: the same two probes on hand-written (prompt, chosen,
+  rejected) pairs (``reward_model.principle_pairs``), text the policy never wrote.
 - ``hh_harmless_agreement``: agreement with human labels on held-out HH-RLHF pairs.
 """
 
@@ -114,15 +116,40 @@ def rule_probes(scorer: RewardScorer, pairs: pl.DataFrame, principles: Sequence[
             ok_a, ok_b = compare_rule(p.rule, prompt, a, b)
             if ok_a != ok_b:
                 decided.append((prompt, a, b) if ok_a else (prompt, b, a))
-        if not decided:
-            continue
-        prompts, good, bad = (list(x) for x in zip(*decided))
-        for direction, text in zip(DIRECTIONS, (p.definition, p.negative_definition)):
-            wins = _prefers_first(scorer, prompts, good, bad, [text])
-            if direction == "negation":
-                wins = [not w for w in wins]
-            out.append(Metric(f"probe/{p.name}/{direction}", sum(wins) / len(wins), len(wins)))
+        out += _direction_probes(scorer, "probe", p, decided)
     return out
+
+
+def _direction_probes(scorer: RewardScorer, prefix: str, p: PrincipleText,
+                      decided: Sequence[tuple[str, str, str]]) -> list[Metric]:
+    """``<prefix>/<principle>/principle|negation`` on (prompt, the principle's choice, the other)."""
+    if not decided:
+        return []
+    prompts, good, bad = (list(x) for x in zip(*decided))
+    out = []
+    for direction, text in zip(DIRECTIONS, (p.definition, p.negative_definition)):
+        wins = _prefers_first(scorer, prompts, good, bad, [text])
+        if direction == "negation":
+            wins = [not w for w in wins]
+        out.append(Metric(f"{prefix}/{p.name}/{direction}", sum(wins) / len(wins), len(wins)))
+    return out
+
+
+def principle_pair_probes(scorer: RewardScorer, source: str, principles: Sequence[PrincipleText]) -> list[Metric]:
+    """``pairs/<principle>/principle|negation`` on a file of hand-written pairs (JSON Lines:
+    ``principle``, ``prompt``, ``chosen`` = the reply the principle prefers, ``rejected``)."""
+    from salmon_dag.benchmarks.data import read_records
+
+    by_name = {p.name: p for p in principles}
+    rows: dict[str, list[tuple[str, str, str]]] = {}
+    for i, rec in read_records(source):
+        missing = [k for k in ("principle", "prompt", "chosen", "rejected") if not isinstance(rec.get(k), str)]
+        if missing:
+            raise ValueError(f"{source}: row {i}: missing or non-text field(s) {', '.join(missing)}")
+        if rec["principle"] not in by_name:
+            raise ValueError(f"{source}: row {i}: unknown principle {rec['principle']!r}")
+        rows.setdefault(rec["principle"], []).append((rec["prompt"], rec["chosen"], rec["rejected"]))
+    return [m for name, decided in rows.items() for m in _direction_probes(scorer, "pairs", by_name[name], decided)]
 
 
 def metrics_frame(metrics: Sequence[Metric]) -> pl.DataFrame:

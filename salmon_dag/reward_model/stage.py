@@ -20,7 +20,13 @@ from salmon_dag.reward_model.data import (
     in_heldout,
     tokenize_pairs,
 )
-from salmon_dag.reward_model.evaluate import Metric, heldout_metrics, pairwise_accuracy, rule_probes
+from salmon_dag.reward_model.evaluate import (
+    Metric,
+    heldout_metrics,
+    pairwise_accuracy,
+    principle_pair_probes,
+    rule_probes,
+)
 from salmon_dag.reward_model.scoring import RewardScorer
 
 Log = Callable[[str], None]
@@ -172,6 +178,8 @@ def evaluate(
     if held.height:
         metrics += heldout_metrics(scorer, held, principles)
     metrics += rule_probes(scorer, held_pairs, principles)
+    if cfg.principle_pairs:
+        metrics += principle_pair_probes(scorer, cfg.principle_pairs, principles)
     for metric, human in human_agreement_sets(cfg, principles, seed, log):
         acc = pairwise_accuracy(scorer, human)
         metrics.append(Metric(metric, acc.value, acc.n))
