@@ -66,6 +66,11 @@ def build_preference_assets(settings: Settings) -> list:
             cached = None
         ref, judge_id = judge_model(salmon, profile.judge.model)
         principles = [p for _, p in pset.principles()]
+        if profile.judge.principles is not None:
+            unknown = sorted(set(profile.judge.principles) - {p.name for p in principles})
+            if unknown:
+                raise ValueError(f"judge.principles: unknown principle(s) {', '.join(map(repr, unknown))} in {pset.path}")
+            principles = [p for p in principles if p.name in profile.judge.principles]
         with create_engine(profile.engine, ref.model_id, ref.revision, ref.adapter_path, ref.trust_remote_code) as engine:
             df, counts = judge_preferences(engine, pairs, principles, judge_id, cached, log=context.log.info,
                                            inconsistent=profile.judge.inconsistent)

@@ -45,7 +45,8 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
 
 _ZERO_VAR_REL = 1e-12
 
-STAT_KEYS: tuple[str, ...] = ("examples", "dropped_zero", "dropped_rule", "rule_decided", "flipped")
+STAT_KEYS: tuple[str, ...] = ("examples", "dropped_zero", "dropped_rule", "dropped_undecided", "rule_decided",
+                              "flipped")
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,10 @@ def aggregate(
     Rules, ``cfg.rule_scope="principle"``: a sampled principle's rule, signed by its negation,
     either decides (``rule_mode="override"``: the first chosen principle whose rule is decisive),
     or is added to the model scores with ``rule_weight`` (``"blend"``), or is ignored (``"off"``).
-    A rule-decided example is never dropped.
+    A rule-decided example is never dropped. With ``cfg.undecided="drop"`` (a judge without signal;
+    override mode) a pair's subset is drawn only from the principles whose rule decides that pair,
+    so every example is rule-decided, and a pair no rule decides gives none
+    (``stats["dropped_undecided"]``, per pass).
 
     Rules, ``cfg.rule_scope="global"`` (the public SALMON code): after the model label (an example
     whose deciding score is 0 is dropped first), every single-response rule in the file acts on
@@ -270,7 +274,17 @@ def aggregate(
     sampled = set(sampled_principles(cfg, names))
     excluded = np.array([n not in sampled for n in names], dtype=bool)
     avail &= ~excluded[None, :]
+    # a judge without signal: draw only among the principles whose rule decides the pair, so each
+    # verifiable principle gets every pair it can teach; a pair no rule decides gives no example
+    rules_only = cfg.undecided == "drop" and cfg.rule_scope == "principle" and cfg.rule_mode == "override"
+    if rules_only:
+        undecidable = avail.any(axis=1)
+        avail &= np.nan_to_num(rule) != 0
+        undecidable &= ~avail.any(axis=1)
     n_avail = avail.sum(axis=1)
+    # balance_principles: a principle's weight is 1 / the number of pairs it is available on, so
+    # a rarely decisive principle is drawn about as often in all as a common one
+    weight = 1.0 / np.maximum(avail.sum(axis=0), 1) if cfg.balance_principles else np.ones(n_princ)
 
     text = (
         pl.DataFrame({"pair_id": pair_ids})
@@ -291,7 +305,8 @@ def aggregate(
     for pass_no in range(cfg.passes):
         # All draws of a pass, in a fixed order and with outcome-independent shapes.
         k = _geometric_from_uniform(rng.random(n_pairs), cfg.subset_p, np.maximum(k_cap, 1))
-        keys = np.where(avail, rng.random(shape), np.inf)
+        # exponential keys: the ascending order is a draw without replacement, weighted by `weight`
+        keys = np.where(avail, -np.log1p(-rng.random(shape)) / weight[None, :], np.inf)
         negate_draw = rng.random(shape) < cfg.negation_prob
         swap = rng.random(n_pairs) < 0.5
         noise_u = rng.random(n_pairs)
@@ -331,6 +346,9 @@ def aggregate(
             stats["dropped_rule"] += int(both_fail.sum())
             keep &= ~both_fail
             override(keep & (np.nan_to_num(rule[:, j]) != 0), j)
+
+        if rules_only:
+            stats["dropped_undecided"] += int(undecidable.sum())
 
         chosen_a = score > 0
         preferred = np.where(chosen_a ^ swap, 1, 2)  # a shown first iff not swapped

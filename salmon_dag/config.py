@@ -245,6 +245,8 @@ class RewardModelConfig(TrainingConfig):
     # asset check on reward_model_eval: this many principles reach the threshold in both directions
     probe_threshold: float = Field(default=0.8, ge=0, le=1)
     probe_min_principles: int = Field(default=2, ge=0)
+    # hand-written (principle, prompt, chosen, rejected) pairs probed both ways (pairs/... metrics)
+    principle_pairs: str | None = None
 
 
 class RLRewardConfig(_Strict):
@@ -262,6 +264,11 @@ class RLRewardConfig(_Strict):
     length_multiplier: dict[QuestionType, float] = {"general": 1.0, "reasoning": -0.4, "red_teaming": 1.0}
     # added when the response ended without producing a stop sequence
     no_stop_penalty: float = -6.0
+    # added for every principle shown to the RM (always-on or drawn) whose verifiable rule the
+    # response breaks: a symbolic term, as SALMON's length bonus and stop penalty are (SALMON's
+    # own principles carry no rules at RL time; comparative length rules need two responses and
+    # are not used here). 0 switches rules off.
+    rule_penalty: float = Field(default=-2.0, le=0)
 
 
 class RLConfig(_Strict):
@@ -373,6 +380,9 @@ class JudgeConfig(_Strict):
     # when the two orders disagree in sign: "zero" (SALMON: the judgement does not count) or
     # "mean" (keep the mean of both orders, which cancels a judge's bias towards one letter)
     inconsistent: Literal["zero", "mean"] = "zero"
+    # judge only these principles of reward_model.yaml (all when unset): a judge without signal
+    # (tiny) need not judge principles that aggregation never samples
+    principles: list[str] | None = Field(default=None, min_length=1)
 
 
 class AggregationConfig(_Strict):
@@ -398,6 +408,12 @@ class AggregationConfig(_Strict):
     # principle scope: how a sampled principle's rule combines with the model judgement
     rule_mode: Literal["override", "blend", "off"] = "override"
     rule_weight: float = Field(default=1.0, ge=0)
+    # principle scope, override: draw from every judged principle ("judge", SALMON: an example no
+    # sampled rule decides takes the judge's label) or only from those whose rule decides the pair
+    # ("drop": for a judge whose verdicts carry no signal, as tiny's; undecided pairs give nothing)
+    undecided: Literal["judge", "drop"] = "judge"
+    # draw principles inversely to how many pairs each is available on (SALMON: uniform)
+    balance_principles: bool = False
     # global scope: probability that a decisive single-response rule (e.g. the boilerplate
     # phrase) overrides the label; the language rule always does
     global_rule_prob: float = Field(default=0.5, ge=0, le=1)

@@ -281,6 +281,24 @@ def test_rule_modes():
     assert preferred_text(weak) == ["A0", "A1"]
 
 
+def test_undecided_drop_draws_only_principles_whose_rule_decides_the_pair():
+    pairs = make_pairs(300)
+    # p1's rule decides every third pair, p2's every other pair; p0 has no rule
+    prefs = make_prefs([(pid, p, s, r) for i, pid in enumerate(pairs["pair_id"])
+                        for p, s, r in (("p0", 3.0, None), ("p1", 0.5, 1 if i % 3 == 0 else 0),
+                                        ("p2", 0.2, -1 if i % 2 == 0 else 0))])
+    df, st = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=3, passes=2, undecided="drop"), seed=3)
+    assert df["rule_decided"].all()
+    for row in df.iter_rows(named=True):
+        i = int(row["pair_id"][4:])
+        decisive = ({"p1"} if i % 3 == 0 else set()) | ({"p2"} if i % 2 == 0 else set())
+        assert {p["name"] for p in json.loads(row["principles"])} <= decisive and decisive
+    undecided = sum(1 for i in range(300) if i % 3 and i % 2)
+    assert st["dropped_undecided"] == 2 * undecided and df.height == 2 * (300 - undecided)
+    judge, st_judge = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=3, passes=2), seed=3)
+    assert st_judge["dropped_undecided"] == 0 and not judge["rule_decided"].all()
+
+
 def test_override_takes_first_rule_principle_and_respects_negation():
     pairs = make_pairs(200)
     prefs = make_prefs([(pid, p, s, r) for pid in pairs["pair_id"]
@@ -334,13 +352,14 @@ def test_schema_and_empty_input():
     prefs, pairs = _random_case(20, 3)
     df, stats = aggregate(prefs, pairs, PRINCIPLES, cfg(passes=2), seed=0)
     assert df.schema == pl.Schema(EXAMPLE_SCHEMA)
-    assert set(stats) == {"examples", "dropped_zero", "dropped_rule", "rule_decided", "flipped"}
+    assert set(stats) == {"examples", "dropped_zero", "dropped_rule", "dropped_undecided", "rule_decided", "flipped"}
     assert set(df["preferred"]) <= {1, 2}
     assert df["example_id"].is_unique().all()
 
     empty, stats = aggregate(prefs.clear(), pairs.clear(), PRINCIPLES, cfg(), seed=0)
     assert empty.height == 0 and empty.schema == pl.Schema(EXAMPLE_SCHEMA)
-    assert stats == {"examples": 0, "dropped_zero": 0, "dropped_rule": 0, "rule_decided": 0, "flipped": 0}
+    assert stats == {"examples": 0, "dropped_zero": 0, "dropped_rule": 0, "dropped_undecided": 0, "rule_decided": 0,
+                     "flipped": 0}
 
 
 def test_subset_sizes_capped_by_available_principles():
