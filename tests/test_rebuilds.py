@@ -9,6 +9,8 @@ asset before and after, their run tags and metadata.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -47,7 +49,7 @@ EXPECTED_STALE = {
     "reward_model": {"principles/reward_model", *RM_SIDE, *RL_SIDE},
     "self_align": {"principles/self_align", *SA_SIDE, *RM_SIDE, *RL_SIDE},
 }
-SHIPPED_RM_PRINCIPLES = 18
+SHIPPED_RM_PRINCIPLES = 19
 NEW_RM_PRINCIPLE = ("\n  - name: Mentions Water\n    definition: The reply mentions water.\n"
                     "    negative_definition: The reply never mentions water.\n")
 AUTOMATION_SENSOR = "salmon_automation"
@@ -253,6 +255,40 @@ def _wait_for(what: str, condition, timeout: float, log_path: Path, poll: float 
         time.sleep(poll)
     tail = log_path.read_text()[-4000:] if log_path.exists() else ""
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; dagster dev log:\n{tail}")
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rl_time_intervention_rebuilds_only_the_rl_side_and_keeps_the_reward_model(project_copy):
+    """The README's intervention: one always-on principle with a verifiable rule, added to rl.yaml
+    (salmon_dag.rl.intervention), is rebuilt by a plain `salmon run`: the RL side once each, the
+    reward model's checkpoint byte for byte as it was; every rollout's reward then counts the rule."""
+    from salmon_dag.config import load_profile
+    from salmon_dag.rl.intervention import INTERVENTION_NAME, apply_intervention, near_empty
+
+    copy = project_copy
+    rm_dir = copy[0] / "warehouse" / "models" / "reward_model"
+    rm_before = _file_hashes(rm_dir)
+    start = last_storage_id(copy)
+
+    apply_intervention(copy[0] / "principles")
+    assert {a for a, s in states(copy).items() if s != "materialized"} == EXPECTED_STALE["rl"]
+    salmon(copy, "run")
+    assert counts(asset_events(copy, after=start)) == Counter(dict.fromkeys(EXPECTED_STALE["rl"], 1))
+    assert _file_hashes(rm_dir) == rm_before
+
+    samples = pl.read_parquet(copy[0] / "warehouse" / "ppo_samples" / "data.parquet")
+    assert all(INTERVENTION_NAME in p for p in samples["principles"].to_list())
+    penalty = load_profile(str(CI_PROFILE)).rl.reward.rule_penalty
+    assert penalty < 0
+    for row in samples.iter_rows(named=True):  # the RL set's other principles carry no rule
+        assert row["rule_penalty"] == (penalty if near_empty(row["response"]) else 0.0), row["response"]
+    rates = json.loads(salmon(copy, "sql", "select policy, near_empty_share from policy_answers", "--format", "json").stdout)
+    assert {"sft_model", "ppo_policy", "rl_rollouts_first_quarter", "rl_rollouts_last_quarter"} <= {r["policy"] for r in rates}
+    assert all(0.0 <= r["near_empty_share"] <= 1.0 for r in rates)
 
 
 def test_daemon_rebuilds_an_rl_edit_on_its_own(project_copy, tmp_path):

@@ -153,7 +153,7 @@ def test_a_run_records_every_step_and_samples_with_their_reward_parts(uninterrup
     assert sorted(set(samples["step"])) == [0, 2, 4, 6, 7]
     row = samples.row(0, named=True)
     assert row["principles"][:3] == [p.name for p in rl_set().always_on()]
-    assert row["reward"] == pytest.approx(row["rm_score"] + row["length_bonus"] + row["stop_penalty"])
+    assert row["reward"] == pytest.approx(row["rm_score"] + row["length_bonus"] + row["stop_penalty"] + row["rule_penalty"])
     assert (out / "rl_curves.png").stat().st_size > 0
     assert not result.is_adapter and (out / "model.safetensors").is_file()
 
@@ -193,7 +193,7 @@ def test_steering_sets_use_the_reward_model_texts_verbatim():
     tiny = load_profile("tiny").rl
     chosen = rl_principle_set(rl_set(), rm, tiny)
     assert chosen.always_on() == rl_set().always_on()
-    assert {p.name for qt, p in chosen.principles() if qt == "general"} == {"Complete and Thorough"}
+    assert {p.name for qt, p in chosen.principles() if qt == "general"} == set(tiny.reward_model_principles)
     with pytest.raises(ValueError, match=r"^rl\.reward_model_principles: Brief not in .*reward_model\.yaml"):
         rl_principle_set(rl_set(), rm, RLConfig(reward_model_principles=["Brief"]))
     bare = rl_principle_set(rl_set(), rm, RLConfig(always_on=False))

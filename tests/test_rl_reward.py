@@ -10,7 +10,7 @@ import pytest
 
 from salmon_dag.config import RLRewardConfig
 from salmon_dag.principles import Principle, load_principles, parse_principles
-from salmon_dag.rl.reward import SalmonReward, length_bonus, sample_principles, stop_penalty
+from salmon_dag.rl.reward import SalmonReward, broken_rules, length_bonus, sample_principles, stop_penalty
 
 ROOT = Path(__file__).resolve().parents[1]
 RL = """
@@ -111,3 +111,66 @@ def test_always_on_names_must_be_unique_across_the_file():
     dup = RL.replace("name: No Self-Praise", "name: Heavy")
     with pytest.raises(ValueError, match=r"always_on\[0\] 'Heavy'.name: duplicate of groups.general\[0\]"):
         parse_principles(dup, "rl", "rl.yaml")
+
+
+RULED = """
+version: 1
+kind: rl
+always_on:
+  - name: Gives a Real Answer
+    definition: The AI answers with real content.
+    rule: {type: length, min_words: 3}
+groups:
+  general:
+    - name: No Boilerplate
+      definition: No AI boilerplate.
+      weight: 1
+      rule: {type: forbidden_phrase, phrases: ["As an AI language model"]}
+    - name: Shorter
+      definition: Shorter is better.
+      weight: 1
+      rule: {type: length, prefer: shorter}
+"""
+
+
+def test_every_shown_principle_whose_rule_the_response_breaks_costs_rule_penalty():
+    pset = parse_principles(RULED, "rl", "rl.yaml")
+    reward = SalmonReward(FakeScorer(), pset, RLRewardConfig(max_principles=2, rule_penalty=-2.5), seed=0)
+    responses = ["Boil it for seven minutes.", "As an AI language model, no.", "Ok.", ""]
+    parts = reward(0, ["How do I boil an egg?"] * 4, responses, ["general"] * 4, [6] * 4, [True] * 4)
+    # both group principles are drawn (max 2 of 2); the comparative rule needs two responses: skipped
+    assert [p.rule_penalty for p in parts] == [0.0, -2.5, -2.5, -2.5]
+    assert parts[1].total == pytest.approx(parts[1].rm_score + parts[1].length_bonus - 2.5)
+    off = SalmonReward(FakeScorer(), pset, RLRewardConfig(max_principles=2, rule_penalty=0.0), seed=0)
+    assert [p.rule_penalty for p in off(0, ["q"] * 4, responses, ["general"] * 4, [6] * 4, [True] * 4)] == [0.0] * 4
+    # the boilerplate one breaks only the group rule; the empty one only the always-on rule
+    assert broken_rules(reward.draw(0, ["general"])[0], "q", responses[1]) == ["No Boilerplate"]
+    assert broken_rules(reward.draw(0, ["general"])[0], "q", "") == ["Gives a Real Answer"]
+
+
+def test_the_documented_intervention_adds_one_ruled_always_on_line_to_the_shipped_file(tmp_path):
+    import shutil
+
+    from salmon_dag.rl.intervention import INTERVENTION_NAME, apply_intervention, near_empty_share
+
+    shutil.copytree(ROOT / "principles", tmp_path / "principles")
+    before = load_principles(tmp_path / "principles", "rl")
+    apply_intervention(tmp_path / "principles")
+    after = load_principles(tmp_path / "principles", "rl")
+    added = after.always_on()[-1]
+    assert [p.name for p in after.always_on()] == [p.name for p in before.always_on()] + [INTERVENTION_NAME]
+    assert after.principles() == before.principles() and added.rule is not None
+    assert broken_rules([added], "q", "Blue.") == [INTERVENTION_NAME] and broken_rules([added], "q", "It is blue.") == []
+    assert near_empty_share(["", "Yes.", "It is blue."]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="already has"):
+        apply_intervention(tmp_path / "principles")
+
+
+def test_the_readme_shows_the_intervention_exactly_as_the_study_and_tests_apply_it():
+    import re
+
+    from salmon_dag.rl.intervention import INTERVENTION_YAML
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    step = text[text.index("**7. Remove a reward hack"):]
+    assert re.findall(r"```yaml\n(.*?)```", step, re.S)[0] == INTERVENTION_YAML

@@ -173,7 +173,7 @@ def test_two_steps_record_every_sample_with_its_step_draws_and_save_a_loadable_a
         assert [s["question_type"] for s in samples] == call.question_types
         for s in samples:
             assert s["rm_score"] == pytest.approx(-len(s["response"]) / 10)
-            assert s["reward"] == pytest.approx(s["rm_score"] + s["length_bonus"] + s["stop_penalty"])
+            assert s["reward"] == pytest.approx(s["rm_score"] + s["length_bonus"] + s["stop_penalty"] + s["rule_penalty"])
             assert s["stop_penalty"] == (0.0 if s["stopped"] else -6.0)
             assert set(s) >= {"instruction", "response", "response_tokens", "length_bonus"}
 

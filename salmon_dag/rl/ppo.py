@@ -38,7 +38,7 @@ from salmon_dag.rl.reward import SalmonReward
 from salmon_dag.templates import format_chat_prompt
 
 # what the sequence reward is made of, as stored in ppo_steps / ppo_samples
-REWARD_PARTS = ("rm_score", "length_bonus", "stop_penalty")
+REWARD_PARTS = ("rm_score", "length_bonus", "stop_penalty", "rule_penalty")
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ class PPOTrainer:
                 "step": step, "prompt_id": rows[i].prompt_id, "question_type": rows[i].question_type,
                 "instruction": rows[i].instruction, "response": c.text, "principles": list(p.principles),
                 "rm_score": p.rm_score, "length_bonus": p.length_bonus, "stop_penalty": p.stop_penalty,
-                "reward": p.total, "kl": exp.kl[i].item(), "response_tokens": int(exp.response_tokens[i].item()),
+                "rule_penalty": p.rule_penalty, "reward": p.total, "kl": exp.kl[i].item(), "response_tokens": int(exp.response_tokens[i].item()),
                 "finish_reason": c.finish_reason,
             })
         return out

@@ -1,11 +1,14 @@
-"""SALMON's RL reward, one module: sampled principles, RM score, length bonus, stop penalty.
+"""SALMON's RL reward, one module: sampled principles, RM score, length bonus, stop penalty,
+and a symbolic term for the verifiable rules of the principles shown.
 
 For every rollout sample: up to ``max_principles`` principles are drawn by weight without
 replacement from the ``rl.yaml`` group of the prompt's question type and shown to the reward
 model after the file's ``always_on`` lines; the RM scores the (prompt, response) under that list;
 a length bonus ``coef * min(tokens / norm * m, cap)`` with a per-question-type multiplier ``m``
 (negative = a penalty, not clamped) and a penalty for a response that never produced a stop
-sequence are added. Every part of every sample is returned, so it can be stored and read.
+sequence are added, and ``rule_penalty`` for every shown principle whose single-response rule
+(``forbidden_phrase``, ``language_match``, absolute ``length``) the response breaks. Every part of
+every sample is returned, so it can be stored and read.
 Draws depend on (seed, rollout step) only: the same step redraws the same principles.
 """
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from salmon_dag.config import RLRewardConfig
 from salmon_dag.principles import Principle, PrincipleSet
+from salmon_dag.rules import check_rule, is_comparative
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,11 @@ class RewardParts:
     rm_score: float
     length_bonus: float
     stop_penalty: float
+    rule_penalty: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.rm_score + self.length_bonus + self.stop_penalty
+        return self.rm_score + self.length_bonus + self.stop_penalty + self.rule_penalty
 
 
 def sample_principles(group: Sequence[Principle], k: int, rng: np.random.Generator) -> list[Principle]:
@@ -54,6 +59,13 @@ def length_bonus(response_tokens: int, question_type: str, cfg: RLRewardConfig) 
 def stop_penalty(stopped: bool, cfg: RLRewardConfig) -> float:
     """``no_stop_penalty`` for a response that ended without a stop sequence, else 0."""
     return 0.0 if stopped else cfg.no_stop_penalty
+
+
+def broken_rules(principles: Sequence[Principle], instruction: str, response: str) -> list[str]:
+    """Names of ``principles`` whose single-response rule ``response`` breaks (comparative rules,
+    which need a second response, are skipped)."""
+    return [p.name for p in principles
+            if p.rule is not None and not is_comparative(p.rule) and not check_rule(p.rule, instruction, response)]
 
 
 class SalmonReward:
@@ -116,6 +128,8 @@ class SalmonReward:
                 rm_score=float(score),
                 length_bonus=length_bonus(int(tokens), qt, self.cfg),
                 stop_penalty=stop_penalty(bool(done), self.cfg),
+                rule_penalty=self.cfg.rule_penalty * len(broken_rules(ps, prompt, response)) if self.cfg.rule_penalty else 0.0,
             )
-            for ps, score, qt, tokens, done in zip(lists, scores, question_types, response_tokens, stopped)
+            for ps, score, qt, tokens, done, prompt, response
+            in zip(lists, scores, question_types, response_tokens, stopped, prompts, responses)
         ]

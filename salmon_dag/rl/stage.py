@@ -91,7 +91,7 @@ def steps_frame(steps: list[dict[str, float]]) -> pl.DataFrame:
 SAMPLE_SCHEMA = {
     "step": pl.Int64, "prompt_id": pl.Utf8, "question_type": pl.Utf8, "instruction": pl.Utf8, "response": pl.Utf8,
     "principles": pl.List(pl.Utf8), "rm_score": pl.Float64, "length_bonus": pl.Float64, "stop_penalty": pl.Float64,
-    "reward": pl.Float64, "kl": pl.Float64, "response_tokens": pl.Int64, "finish_reason": pl.Utf8,
+    "rule_penalty": pl.Float64, "reward": pl.Float64, "kl": pl.Float64, "response_tokens": pl.Int64, "finish_reason": pl.Utf8,
 }
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from salmon_dag.engine.base import SamplingParams
 from salmon_dag.principles import QUESTION_TYPES, PrincipleSet, parse_principles
+from salmon_dag.rl.intervention import near_empty_share
 
 
 def rl_principle_set(rl_principles: PrincipleSet, rm_principles: PrincipleSet, rl_cfg) -> PrincipleSet:
@@ -66,7 +67,9 @@ def bench_steer(
 ) -> dict[str, float]:
     """Train one policy per principle in ``directions`` from the same SFT policy against the same
     RM (the profile's PPO settings, no length bonus so only the principles steer), then print the
-    mean response length of the SFT policy and of both policies on the held-out prompts."""
+    mean response length of the SFT policy and of both policies on the held-out prompts, and each
+    one's near-empty share (``<name>/near_empty_share``; rl.yaml's always-on lines, with their
+    rules, are part of both sets)."""
     from pathlib import Path
 
     from salmon_dag.config import EngineConfig
@@ -83,22 +86,27 @@ def bench_steer(
                             n=samples, seed=profile.seed)
     texts = [format_chat_prompt(p) for p in eval_prompts["prompt"].to_list()]
 
-    def mean_tokens(model_id: str, adapter: str | None = None) -> float:
+    def measure(key: str, model_id: str, adapter: str | None = None) -> None:
+        """Mean response tokens and near-empty share of a policy on the held-out prompts."""
         with create_engine(engine_cfg, model_id, source.revision if adapter else None, adapter) as engine:
             outs = engine.generate(texts, params)
-        return float(np.mean([len(c.token_ids) for comps in outs for c in comps]))
+        means[key] = float(np.mean([len(c.token_ids) for comps in outs for c in comps]))
+        means[f"{key}/near_empty_share"] = near_empty_share([c.text for comps in outs for c in comps])
 
-    means = {"sft": mean_tokens(source.model_id, source.adapter_path)}
-    log(f"steer: SFT policy, {len(texts)} held-out prompts x {samples} samples: {means['sft']:.2f} tokens")
+    means: dict[str, float] = {}
+    measure("sft", source.model_id, source.adapter_path)
+    log(f"steer: SFT policy, {len(texts)} held-out prompts x {samples} samples: {means['sft']:.2f} tokens, "
+        f"{means['sft/near_empty_share']:.0%} near-empty")
     for name in directions:
         pset = steering_set(rm_principles, [name], rl_cfg.always_on, rl_principles)
         out = Path(work_dir) / name.lower().replace(" ", "_")
         result = train_policy(source, reward_checkpoint, pset, train_prompts, profile.ppo, rl_cfg, out, profile.seed,
                               device=profile.engine.device, log=lambda _: None)
         summary = result.summary()
-        means[name] = mean_tokens(str(out))
+        measure(name, str(out))
         log(f"steer: {name}: {len(result.steps)} PPO steps, RM score {summary['rm_score/first_quarter']:+.3f} -> "
-            f"{summary['rm_score/last_quarter']:+.3f}; held-out mean length {means[name]:.2f} tokens")
+            f"{summary['rm_score/last_quarter']:+.3f}; held-out mean length {means[name]:.2f} tokens, "
+            f"{means[f'{name}/near_empty_share']:.0%} near-empty")
     a, b = directions
     moved = means[a] < means["sft"] < means[b]
     log(f"steer: mean response tokens  {a} {means[a]:.2f}  <  SFT {means['sft']:.2f}  <  {b} {means[b]:.2f}: "

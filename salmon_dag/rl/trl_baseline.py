@@ -72,6 +72,7 @@ ALGORITHMS = ("rloo", "grpo")
 TRL_METRICS = {"entropy": "objective/entropy", "clip_ratio/region_mean": "ppo/clip_fraction"}
 STEP_METRICS = (
     "objective/reward", "objective/rm_score", "objective/length_bonus", "objective/stop_penalty",
+    "objective/rule_penalty",
     "objective/kl", "objective/entropy", "objective/response_tokens", "ppo/clip_fraction", "time/step_seconds",
 )
 MANIFEST = "trl_baseline.json"
@@ -134,7 +135,7 @@ class SalmonRewardFunction:
             self.records.append({
                 "step": step, "prompt_id": pid, "instruction": ins, "question_type": qt, "response": resp,
                 "principles": list(p.principles), "rm_score": p.rm_score, "length_bonus": p.length_bonus,
-                "stop_penalty": p.stop_penalty, "reward": p.total, "response_tokens": n, "stopped": bool(done),
+                "stop_penalty": p.stop_penalty, "rule_penalty": p.rule_penalty, "reward": p.total, "response_tokens": n, "stopped": bool(done),
             })
         return [p.total for p in parts]
 
@@ -330,6 +331,7 @@ def step_metrics(step: int, samples: Sequence[dict[str, Any]], trl_logs: dict[st
         "objective/rm_score": _mean([s["rm_score"] for s in samples]),
         "objective/length_bonus": _mean([s["length_bonus"] for s in samples]),
         "objective/stop_penalty": _mean([s["stop_penalty"] for s in samples]),
+        "objective/rule_penalty": _mean([s["rule_penalty"] for s in samples]),
         "objective/response_tokens": tokens,
         "objective/stop_rate": _mean([float(s["stopped"]) for s in samples]),
         "time/step_seconds": seconds,

@@ -38,13 +38,27 @@ group by metric
 order by metric;
 
 -- view: policy_answers
--- Where each policy's answers moved: their length and how many are empty (MT-Bench and win-rate prompts).
+-- Where each policy's answers moved (MT-Bench and win-rate prompts), and how often they show the
+-- habits the tiny world's principles address: near-empty (under 3 words: the reward hack the
+-- rl.yaml intervention removes), AI boilerplate, stock sign-offs. RL's own rollouts (ppo_samples)
+-- are listed too, first and last quarter of the steps.
+with answers as (
+    select policy, answer from benchmark_outputs where benchmark in ('mt_bench', 'win_rate')
+    union all
+    select case when step < (select max(step) from ppo_samples) / 4.0 then 'rl_rollouts_first_quarter'
+                else 'rl_rollouts_last_quarter' end as policy, response as answer
+    from ppo_samples
+    where step < (select max(step) from ppo_samples) / 4.0 or step >= (select max(step) from ppo_samples) * 3 / 4.0
+)
 select policy, count(*) as answers,
-       round(avg(case when trim(answer) = '' then 0
-                      else len(string_split(regexp_replace(trim(answer), '\s+', ' ', 'g'), ' ')) end), 1) as mean_words,
-       round(avg(case when trim(answer) = '' then 1 else 0 end), 3) as empty_share
-from benchmark_outputs
-where benchmark in ('mt_bench', 'win_rate')
+       round(avg(len(regexp_extract_all(coalesce(answer, ''), '\w+'))), 1) as mean_words,
+       round(avg(case when trim(coalesce(answer, '')) = '' then 1 else 0 end), 3) as empty_share,
+       round(avg(case when len(regexp_extract_all(coalesce(answer, ''), '\w+')) < 3 then 1 else 0 end), 3) as near_empty_share,
+       round(avg(case when regexp_matches(lower(answer), 'as an ai language model|as a language model') then 1 else 0 end), 3)
+           as boilerplate_share,
+       round(avg(case when regexp_matches(lower(answer), 'i hope this helps|let me know if you have any other questions|feel free to ask')
+                 then 1 else 0 end), 3) as sign_off_share
+from answers
 group by policy
 order by policy;
 
@@ -59,3 +73,16 @@ select benchmark, metric,
 from benchmark_scores
 group by all
 order by all;
+
+-- view: seed_study_summary
+-- The multi-seed study (salmon bench seeds): per claim, precision and shared-data flag, the spread
+-- over the seeds and whether the claim passed in every seed (null for informational claims).
+select claim, precision, shared_data, count(*) as n,
+       round(avg(value), 4) as mean,
+       round(case when count(value) > 1 then stddev_samp(value) when count(value) = 1 then 0 end, 4) as std,
+       round(min(value), 4) as min, round(max(value), 4) as max,
+       any_value(threshold) as threshold, any_value(direction) as direction,
+       bool_and(passed) as passed_all
+from seed_study
+group by claim, precision, shared_data
+order by claim, precision, shared_data;
