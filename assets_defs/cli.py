@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from salmon_dag.config import DEFAULT_PROFILE, ProfileError, available_profiles, load_profile
 from salmon_dag.settings import ENV_PRINCIPLES, ENV_PROFILE, ENV_WAREHOUSE, Settings
@@ -282,24 +283,42 @@ def profiles() -> None:
     _print_rows(["profile", "base model", "backend", "description"], rows, "table")
 
 
-BENCHMARKS = ("judge", "generate", "rl", "steer")
+BENCHMARKS = ("judge", "generate", "rl", "steer", "seeds")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="judge, generate, rl or steer")],
+    name: Annotated[str, typer.Argument(help="judge, generate, rl, steer or seeds")],
     model: Annotated[str | None, typer.Option("--model", help="Checkpoint dir or Hub id (default: tiny shape, random weights).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="seeds: how many seeds (1..N).")] = 5,
+    seed_list: Annotated[str | None, typer.Option("--seed-list", help="seeds: the seeds, e.g. 1,2,3 (wins over --seeds).")] = None,
+    from_asset: Annotated[str | None, typer.Option("--from", help="seeds: reuse the project warehouse and rebuild only this asset and everything downstream of it.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="seeds: the tiny base model's training precision: auto, float32 or bfloat16 (default: the profile's).")] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="seeds: folder of the seed projects (default: <warehouse>/.study).")] = None,
+    no_steer: Annotated[bool, typer.Option("--no-steer", help="seeds: skip the steering claims (two PPO runs per seed).")] = False,
+    no_intervention: Annotated[bool, typer.Option("--no-intervention", help="seeds: skip the intervention claims.")] = False,
     profile: ProfileOpt = DEFAULT_PROFILE,
     warehouse: WarehouseOpt = "warehouse",
     principles: PrinciplesOpt = "principles",
 ) -> None:
     """Run a benchmark; it prints its measurements and ends with one ratio line. ``steer`` trains
-    two policies from the warehouse's SFT model and reward model (materialize them first)."""
+    two policies from the warehouse's SFT model and reward model (materialize them first).
+    ``seeds`` reruns the graph (or, with --from, its tail) under several seeds, each in its own
+    warehouse, prints every claim per seed with mean ± std and pass/fail, stores the rows as table
+    seed_study (view seed_study_summary) and plots/seed_study.png in the warehouse, and exits 1 when
+    a claim fails in any seed."""
     log = lambda line: print(line, flush=True)  # noqa: E731
     if name not in BENCHMARKS:
         _fail(f"unknown benchmark {name!r} (expected {', '.join(BENCHMARKS)})")
     if name == "steer":
         _bench_steer(_settings(profile, warehouse, principles), log)
+        return
+    if name == "seeds":
+        if precision is not None and precision not in PRECISIONS:
+            _fail(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        _bench_seeds(_settings(profile, warehouse, principles), seeds, seed_list, from_asset, precision, out_dir,
+                     steer=not no_steer, intervention=not no_intervention)
         return
     from salmon_dag.bench import run_benchmark
 
@@ -307,27 +326,79 @@ def bench(
 
 
 def _bench_steer(settings: Settings, log) -> None:
-    import tempfile
+    from salmon_dag.principles import PrincipleError
+    from salmon_dag.study import steer_means
 
-    import polars as pl
-
-    from salmon_dag.model_ref import read_model_ref
-    from salmon_dag.principles import PrincipleError, load_principles
-    from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
-    from salmon_dag.rl.steer import bench_steer
-    from salmon_dag.warehouse import Warehouse
-
-    wh = Warehouse(settings.warehouse_dir)
     try:
-        sft, checkpoint = read_model_ref(wh, "sft_model"), warehouse_checkpoint(wh)
-        pool = wh.read_table("prompt_pool").sort("prompt_id")
-        rm_pset = load_principles(settings.principles_path, "reward_model")
-        rl_pset = load_principles(settings.principles_path, "rl")
+        steer_means(settings.warehouse, settings.principles_path, settings.profile, log)
     except (WarehouseError, PrincipleError) as exc:
         _fail(f"{exc} (salmon bench steer needs sft_model, reward_model and prompt_pool: salmon run)")
-    with tempfile.TemporaryDirectory(prefix="salmon-steer-") as tmp:
-        bench_steer(sft, checkpoint, rm_pset, rl_pset, pool.filter(pl.col("split") == "train"),
-                    pool.filter(pl.col("split") == "eval"), settings.profile, tmp, log=log)
+
+
+def _bench_seeds(settings: Settings, seeds: int, seed_list: str | None, from_asset: str | None,
+                 precision: str | None, out_dir: str | None, steer: bool, intervention: bool) -> None:
+    """Run the study, print one table, store the rows and the plot, and fail if a claim failed."""
+    import polars as pl
+
+    from salmon_dag import study
+
+    wh_dir = settings.warehouse.root
+    try:
+        plan = study.StudyPlan(
+            profile=settings.profile_name, warehouse=wh_dir, principles=settings.principles_path,
+            out=Path(out_dir).resolve() if out_dir else wh_dir / study.DEFAULT_OUT,
+            seeds=study.seed_list(seeds, seed_list), precision=precision, from_asset=from_asset, steer=steer,
+            intervention=intervention)
+        out.print(f"seed study: profile {settings.profile_name}, seeds {', '.join(map(str, plan.seeds))}"
+                  f"{f', from {from_asset}' if from_asset else ', whole graph'}; seed projects in {plan.out}",
+                  highlight=False, markup=False)
+        with out.status("seed study") as status:  # the running seed's latest output line
+            rows = study.run_study(plan, _failed_checks, progress=lambda line: status.update(Text(line[:150])),
+                                   log=lambda line: out.print(line, highlight=False, markup=False))
+    except study.StudyError as exc:
+        _fail(str(exc))
+    table = study.store(settings.warehouse, rows)
+    plot_path = wh_dir / study.STUDY_PLOT
+    study.plot_study(table, plot_path)
+    summary = study.aggregate(rows)
+    first = summary.row(0, named=True)
+    columns = ["claim", *(f"seed {s}" for s in plan.seeds), "mean ± std", "threshold", "pass"]
+    _print_rows(columns, [_summary_row(r, plan.seeds) for r in summary.iter_rows(named=True)], "table",
+                title=f"precision {first['precision']}, shared data {'yes' if first['shared_data'] else 'no'}")
+    out.print(f"stored: table {study.STUDY_TABLE} ({rows.height} rows of this study, {table.height} in all; "
+              f'salmon sql "select * from seed_study_summary"), plot {plot_path}', highlight=False)
+    failing = rows.filter(pl.col("passed").not_()).group_by("claim", maintain_order=True).agg("seed")
+    if failing.height:
+        _fail(f"{failing.height} claim(s) failed: "
+              + "; ".join(f"{c} (seed {', '.join(map(str, s))})" for c, s in failing.iter_rows()))
+
+
+def _summary_row(r: dict, seeds: list[int]) -> tuple:
+    by_seed = dict(zip(r["seed"], r["values"]))
+    verdict = {True: "pass", False: "FAIL", None: ""}[r["passed_all"]]
+    threshold = "" if r["threshold"] is None else f"{r['direction']} {_num(r['threshold'])}"
+    spread = "" if r["mean"] is None else f"{_num(r['mean'])} ± {_num(r['std'])}"
+    return (r["claim"], *(_num(by_seed.get(s)) for s in seeds), spread, threshold, verdict)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+def _failed_checks(dagster_home: Path) -> list[str]:
+    """``asset:check`` of every asset check whose latest evaluation in the instance at
+    ``dagster_home`` failed (later runs' evaluations win)."""
+    import dagster as dg
+
+    latest: dict[str, bool] = {}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for run in reversed(instance.get_runs()):  # get_runs is newest first
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+                ev = entry.dagster_event.event_specific_data
+                latest[f"{ev.asset_key.to_user_string()}:{ev.check_name}"] = ev.passed
+    return sorted(key for key, passed in latest.items() if not passed)
 
 
 @app.command()
