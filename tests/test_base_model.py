@@ -280,15 +280,19 @@ def shared(tmp_path: Path) -> Path:
 
 
 def test_build_corpus_bundled_and_extra_only(bundled: Path, tmp_path: Path) -> None:
+    from salmon_dag.base_model.tiny_world import world_dialogues
+    from salmon_dag.templates import format_dialogue
+
     docs = build_corpus(None, ["A principle text.", "  "], bundled_dir=bundled)
-    assert docs == [
-        "### User: Hi?\n\n### Assistant: Hello.",
-        "### User: Bye\n\n### Assistant: Ciao",
+    world = world_dialogues([("Hi?", "Hello."), ("Bye", "Ciao")], bundled)
+    assert [u for u, _ in world] == ["Hi?", "Bye", "Hi?", "Bye"]  # in full, then cut
+    assert all(("Hello." if u == "Hi?" else "Ciao") in r for u, r in world)
+    assert docs == [format_dialogue([("user", u), ("assistant", r)]) for u, r in world] + [
         "First paragraph\nstill first.",
         "Second paragraph.",
         "A principle text.",
     ]
-    assert build_corpus(str(tmp_path / "absent"), bundled_dir=bundled) == docs[:4]  # silently ignored
+    assert build_corpus(str(tmp_path / "absent"), bundled_dir=bundled) == docs[:-1]  # silently ignored
     assert corpus_sources(str(tmp_path / "absent"), bundled_dir=bundled) == [
         str(bundled / "dialogues.jsonl"),
         str(bundled / "passages.txt"),
@@ -298,8 +302,9 @@ def test_build_corpus_bundled_and_extra_only(bundled: Path, tmp_path: Path) -> N
 
 def test_build_corpus_with_shared_data(bundled: Path, shared: Path) -> None:
     docs = build_corpus(str(shared), ["extra"], bundled_dir=bundled)
-    assert docs[:5] == build_corpus(None, ["extra"], bundled_dir=bundled)
-    assert docs[5:] == [
+    own = build_corpus(None, ["extra"], bundled_dir=bundled)
+    assert docs[:len(own)] == own
+    assert docs[len(own):] == [
         "### User: What is 2+3?\n\n### Assistant: 2+3 = 5 apples.\nThe answer is 5.",
         "### User: Reverse the word.\n\nabc\n\n### Assistant: cba",
         "### User: Name a color.\n\n### Assistant: Blue.",
@@ -330,3 +335,37 @@ def test_build_corpus_real_shared_data(tmp_path: Path) -> None:
     assert not any("<<" in d or "####" in d for d in docs[:SHARED_FILE_CAP])  # calculator notes gone
     assert not any("\n\nHuman:" in d or "\n\nAssistant:" in d for d in docs)
     assert len(corpus_sources(str(REAL_SHARED), bundled_dir=empty)) == 4
+
+
+def test_the_tiny_world_varies_replies_at_its_shares_the_same_way_every_time() -> None:
+    import re
+
+    from salmon_dag.base_model import tiny_world as tw
+    from salmon_dag.base_model.corpus import BUNDLED_CORPUS_DIR, bundled_dialogues
+
+    dialogues = bundled_dialogues()
+    world = tw.world_dialogues(dialogues, BUNDLED_CORPUS_DIR)
+    assert world == tw.world_dialogues(dialogues, BUNDLED_CORPUS_DIR)  # a hash of the text, no seed
+    n = len(dialogues)
+    full, cut, slips = world[:n], world[n:2 * n], world[2 * n:]
+    assert len(slips) == 180 and all(r in {s for _, s in tw.language_slips(BUNDLED_CORPUS_DIR)} for _, r in slips)
+
+    def share(rows, phrase):
+        return sum(phrase in r for _, r in rows) / len(rows)
+
+    assert share(full, "As an AI language model") == pytest.approx(tw.BOILERPLATE_SHARE["full"], abs=0.05)
+    assert share(cut, "As an AI language model") == pytest.approx(tw.BOILERPLATE_SHARE["cut"], abs=0.06)
+    signed = sum(any(s in r for s in tw.SIGN_OFFS) for _, r in cut) / n
+    assert signed == pytest.approx(tw.SIGN_OFF_SHARE["cut"], abs=0.06)
+    words = [len(re.findall(r"\w+", tw.cut_reply(r, short=False))) for _, r in dialogues]
+    assert max(words) <= 2 * tw.MEDIUM_MAX_WORDS and sum(w <= tw.MEDIUM_MAX_WORDS for w in words) > 0.9 * n
+
+
+def test_cut_reply_keeps_whole_sentences_and_never_ends_on_a_list_colon() -> None:
+    from salmon_dag.base_model.tiny_world import cut_reply
+
+    reply = "Boil the water. Add the pasta. Stir it often so it does not stick."
+    assert cut_reply(reply, short=True) == "Boil the water."
+    assert cut_reply(reply, short=False) == reply
+    listed = "Try these steps:\n1. Rinse the rice.\n2. Add water.\n3. Simmer."
+    assert cut_reply(listed, short=True) == "Try these steps:\n1. Rinse the rice."

@@ -139,8 +139,10 @@ def test_rl_stage(project):
     assert {"objective/rm_score", "objective/kl", "objective/response_tokens"} <= {r["metric"] for r in steps}
     samples = pl.read_parquet(root / "warehouse" / "ppo_samples" / "data.parquet")
     assert set(samples["step"]) == {0, 2} and samples["run_id"].null_count() == 0
-    # tiny: the RM's own "Complete and Thorough" text after rl.yaml's always-on lines
-    assert all(p[-1] == "Complete and Thorough" and len(p) == 4 for p in samples["principles"].to_list())
+    # tiny: rl.yaml's 3 always-on lines, then the RM's own "Concise" (named with the question type
+    # outside "general")
+    for names in samples["principles"].to_list():
+        assert len(names) == 4 and names[3].split(" (")[0] == "Concise", names
 
 
 def test_benchmark_stage(project):
