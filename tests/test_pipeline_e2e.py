@@ -86,7 +86,7 @@ def test_preference_stage(project):
     root, _ = project
     prefs = pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet")
     pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet")
-    assert prefs.height == pairs.height * 18  # every pair under every reward-model principle
+    assert prefs.height == pairs.height * 19  # every pair under every reward-model principle (ci.yaml)
     rm = pl.read_parquet(root / "warehouse" / "rm_training_data" / "data.parquet")
     assert rm.height > 0 and set(rm["preferred"].to_list()) <= {1, 2}
     out = json.loads(salmon(project, "sql", "select deciding_principle, count(*) as n from rm_training_data "
@@ -211,11 +211,11 @@ def test_new_reward_principle_judges_only_itself(project):
         proc = salmon(project, "run", "-v")  # the full log shows the judging lines
         assert f"judged {n_pairs} pairs x 1 principles" in proc.stderr + proc.stdout
         prefs = pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet")
-        assert prefs.height == n_pairs * 19
+        assert prefs.height == n_pairs * 20
     finally:
         rm_file.write_text(original)
     salmon(project, "run", "--quiet")  # back to the shipped principles: the rows of the extra one go
-    assert pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet").height == n_pairs * 18
+    assert pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet").height == n_pairs * 19
 
 
 def test_self_align_edit_makes_its_side_stale(project):
@@ -274,7 +274,7 @@ def test_corrupt_principle_file_fails_cleanly(project):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, proc.stderr[-3000:]
         assert errors[0].startswith("error: principles: /"), errors[0]
-        assert "reward_model.yaml: principles[18] 'Honest and Accurate'.name: duplicate of principles[0]" in errors[0]
+        assert "reward_model.yaml: principles[19] 'Honest and Accurate'.name: duplicate of principles[0]" in errors[0]
         assert table.read_bytes() == before
         assert [p.name for p in table.parent.iterdir()] == ["data.parquet"]
         assert states(project)["principles/reward_model"] == "stale"

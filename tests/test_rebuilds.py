@@ -215,7 +215,7 @@ def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
     judged, reused = meta["judged"], meta["reused_from_cache"]
     print(f"{kind}: synthetic_preferences judged {judged}, reused {reused} ({pairs_before} pairs before)")
     if kind == "reward_model":
-        # only the new principle goes to the judge; the 18 shipped ones come from the cache
+        # only the new principle goes to the judge; the 19 shipped ones come from the cache
         assert n_rows(copy, "response_pairs") == pairs_before  # pairs were not rebuilt
         assert judged == pairs_before * 1 and reused == pairs_before * SHIPPED_RM_PRINCIPLES
         assert n_rows(copy, "synthetic_preferences") == pairs_before * (SHIPPED_RM_PRINCIPLES + 1)
