@@ -84,12 +84,10 @@ def _run_ids(warehouse) -> dict[str, str | None]:
 
 
 def _checkpoint_hash(folder: Path) -> str:
-    import hashlib
+    """The full content hash of every file of a checkpoint folder (the project's files_hash)."""
+    from salmon_dag.lineage import files_hash
 
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return files_hash([p for p in folder.rglob("*") if p.is_file()], length=64)
 
 
 def run_intervention_claims(seed_dir: Path, run_salmon) -> list[dict]:
