@@ -132,7 +132,7 @@ def test_ui_in_a_browser(project, tmp_path, monkeypatch):
 
     import dagster as dg
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -191,11 +191,24 @@ def test_ui_in_a_browser(project, tmp_path, monkeypatch):
                                  f"server log {ui_log})\n{_tail(ui_log, 1500)}")
 
         def wait(condition, what: str, timeout: float = WAIT_S):
+            # React re-renders replace nodes between a find and its checks: a stale node is polled
+            # again, like a missing one
             try:
-                return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
+                return WebDriverWait(driver, timeout, poll_frequency=0.25,
+                                     ignored_exceptions=(StaleElementReferenceException,)).until(condition)
             except TimeoutException:
                 pass
             fail(f"timed out after {timeout} s waiting for {what}")
+
+        def click(condition, what: str) -> None:
+            # the node can also go stale between the wait and the click: find it again
+            for attempt in range(5):
+                try:
+                    wait(condition, what).click()
+                    return
+                except StaleElementReferenceException:
+                    time.sleep(0.5)
+            fail(f"{what} kept going stale")
 
         def shot(name: str) -> Path:
             path = shots / f"{name}.png"
@@ -214,15 +227,15 @@ def test_ui_in_a_browser(project, tmp_path, monkeypatch):
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             runs_before = {r.run_id for r in instance.get_runs()}
         driver.get(f"{base}/assets/{RUN_ASSET}")
-        wait(button("Materialize"), "the Materialize button").click()
+        click(button("Materialize"), "the Materialize button")
         launched = (By.XPATH, "//a[normalize-space()='View' and starts-with(@href, '/runs/')]")
         confirm = (By.XPATH, "//*[@role='dialog']//button[normalize-space()='Confirm']")
         first = wait(EC.any_of(EC.element_to_be_clickable(confirm), EC.presence_of_element_located(launched)),
                      "the launch confirmation or the 'Launched run' toast")
         if first.tag_name == "button":
-            dialog = driver.find_element(By.XPATH, "//*[@role='dialog']").text
+            dialog = wait(EC.presence_of_element_located((By.XPATH, "//*[@role='dialog']")), "the dialog").text
             assert f"{RUN_ASSET}_rejects" in dialog, dialog
-            first.click()
+            click(EC.element_to_be_clickable(confirm), "the Confirm button")
         run_id = wait(EC.presence_of_element_located(launched), "the 'Launched run' toast") \
             .get_attribute("href").rstrip("/").rsplit("/", 1)[-1]
         assert re.fullmatch(r"[0-9a-f-]{36}", run_id) and run_id not in runs_before, run_id
@@ -296,7 +309,8 @@ def test_ui_in_a_browser(project, tmp_path, monkeypatch):
             assert width > 100, (key, width)
             plot_png = shot(f"{PLOT_ASSET}_{key.replace('/', '_')}")
             if not inline:
-                driver.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space()='Close']").click()
+                click(EC.element_to_be_clickable((By.XPATH, "//*[@role='dialog']//button[normalize-space()='Close']")),
+                      "the dialog's Close button")
                 wait(EC.invisibility_of_element_located((By.CSS_SELECTOR, "[role='dialog']")), "the dialog to close")
 
         # 5. The run page shows the run succeed.
