@@ -111,7 +111,7 @@ def test_reward_model_stage(project):
                              "--format", "json").stdout)
     metrics = {r["metric"]: r for r in rows}
     assert all(r["run_id"] and r["n"] > 0 and 0 <= r["value"] <= 1 for r in rows)
-    assert any(m.startswith("probe/") for m in metrics) or "heldout_accuracy" in metrics
+    assert {"heldout_accuracy", "negation_flip_rate"} <= set(metrics)  # a held-out group even on 6 prompts
     if (ROOT.parent / "shared" / "data").is_dir():  # human pairs: half for PMP, half for agreement
         assert metrics["hh_harmless_agreement"]["n"] == 16 and ref.info["pmp_steps"] == 2
 

@@ -16,7 +16,7 @@ from salmon_dag.reward_model.checkpoint import (
     load_reward_model,
     save_reward_model,
 )
-from salmon_dag.reward_model.data import heldout_split, pairs_from_examples, tokenize_pairs
+from salmon_dag.reward_model.data import heldout_groups, heldout_split, pairs_from_examples, tokenize_pairs
 from salmon_dag.reward_model.encode import encode_review, review_parts
 from salmon_dag.reward_model.scoring import RewardScorer, last_token_index
 
@@ -219,3 +219,14 @@ def test_heldout_split_keeps_each_pair_on_one_side(tok):
     assert heldout_split(pairs[::-1], 0.2, seed=0)[1] == held[::-1]  # order-independent
     ds = tokenize_pairs(tok, held, 256)
     assert ds.column_names == ["chosen_ids", "rejected_ids"] and len(ds) == len(held)
+
+
+def test_a_small_run_always_holds_out_one_pair_group():
+    # pair ids hash the replies, which differ between machines: with a handful of groups and a
+    # 20% share, some boxes would otherwise hold out nothing (CI once evaluated on no pair)
+    for seed in range(40):
+        groups = [f"g{seed}-{i}" for i in range(4)]
+        held = heldout_groups(groups, 0.2, seed)
+        assert 1 <= len(held) and held < set(groups)
+        assert held == heldout_groups(groups[::-1], 0.2, seed)
+    assert heldout_groups(["only"], 0.2, 0) <= {"only"} and heldout_groups(["a", "b"], 0.0, 0) == set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import datasets
@@ -50,17 +50,30 @@ def pairs_from_examples(df: pl.DataFrame) -> list[ReviewPair]:
     return out
 
 
-def in_heldout(group: str, fraction: float, seed: int) -> bool:
-    """Deterministic membership of a group in the held-out share (independent of row order)."""
+def _heldout_value(group: str, seed: int) -> float:
+    """A group's uniform draw in [0, 1), fixed by the seed and the group id (not by row order)."""
     digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def heldout_groups(groups: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """The held-out share of ``groups``: those whose draw is under ``fraction``, and at least the
+    lowest draw when ``fraction`` > 0 and there are two groups or more. Pair ids hash the replies,
+    which differ between machines, so a small run could otherwise hold out nothing on one box and
+    evaluate on nothing."""
+    values = {g: _heldout_value(g, seed) for g in set(groups)}
+    held = {g for g, v in values.items() if v < fraction}
+    if not held and fraction > 0 and len(values) >= 2:
+        held = {min(values, key=values.__getitem__)}
+    return held
 
 
 def heldout_split(pairs: Sequence[ReviewPair], fraction: float, seed: int) -> tuple[list[ReviewPair], list[ReviewPair]]:
     """(train, held-out) by group, so no response pair is on both sides."""
+    held_groups = heldout_groups((p.group for p in pairs), fraction, seed)
     train, held = [], []
     for p in pairs:
-        (held if in_heldout(p.group, fraction, seed) else train).append(p)
+        (held if p.group in held_groups else train).append(p)
     return train, held
 
 

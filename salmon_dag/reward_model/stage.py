@@ -15,9 +15,9 @@ from salmon_dag.config import HumanPairsConfig, RewardModelConfig
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.reward_model.data import (
     ReviewPair,
+    heldout_groups,
     heldout_split,
     pairs_from_examples,
-    in_heldout,
     tokenize_pairs,
 )
 from salmon_dag.reward_model.evaluate import (
@@ -97,9 +97,8 @@ def human_data(cfg: RewardModelConfig, seed: int, log: Log = print) -> HumanData
 
 def heldout_examples(examples: pl.DataFrame, cfg: RewardModelConfig, seed: int) -> pl.DataFrame:
     """The held-out rows of rm_training_data (the same response pairs :func:`reward_data` holds out)."""
-    return examples.filter(
-        examples["pair_id"].map_elements(lambda g: in_heldout(g, cfg.eval_fraction, seed), return_dtype=pl.Boolean)
-    )
+    held = heldout_groups(examples["pair_id"].to_list(), cfg.eval_fraction, seed)
+    return examples.filter(pl.col("pair_id").is_in(sorted(held)))
 
 
 def reward_data(tok, examples: pl.DataFrame, cfg: RewardModelConfig, seed: int):
