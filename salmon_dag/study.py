@@ -400,13 +400,13 @@ def plot_study(table: pl.DataFrame, path: Path) -> None:
         xs = [margin(*r) for r in part.select("value", "threshold", "direction").rows()]
         colors = ["#2a9d55" if p else "#d62728" for p in part["passed"]]
         ax.scatter(xs, ys, c=colors, marker="osD^v"[g % 5], s=28, alpha=0.8,
-                   label=f"{precision}, shared data {'yes' if shared else 'no'}")
+                   label=f"{precision}, shared data {'yes' if shared else 'no'}: {part['seed'].n_unique()} seed(s)")
     ax.axvline(0, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_yticks(range(len(claims)), claims, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("margin over the threshold (> 0 passes; scaled by |threshold| when > 1)", fontsize=8)
-    ax.set_title(f"seed study: {rows['seed'].n_unique()} seed(s)", fontsize=10)
+    ax.set_title(f"seed study: {rows.select('precision', 'shared_data', 'seed').n_unique()} runs", fontsize=10)
     ax.tick_params(axis="x", labelsize=7)
     if groups:
         for handle in ax.legend(fontsize=7, loc="best").legend_handles:
