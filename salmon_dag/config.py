@@ -471,6 +471,17 @@ class MTBenchConfig(_Strict):
     references: str | None = None
     limit: int | None = Field(default=None, gt=0)
     max_new_tokens: int = Field(default=1024, gt=0)
+    # independent conversations per question (MT-Bench: 1) and their temperature (None: MT-Bench's
+    # per-category temperatures, greedy for math, reasoning, coding and extraction)
+    samples: int = Field(default=1, ge=1)
+    temperature: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self) -> MTBenchConfig:
+        if self.samples > 1 and self.temperature in (None, 0.0):
+            raise ValueError("benchmarks.mt_bench.samples > 1 needs a temperature above 0 (else the samples of a "
+                             "greedy category are copies)")
+        return self
 
 
 class WinRateConfig(_Strict):

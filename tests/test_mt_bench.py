@@ -5,13 +5,16 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from salmon_dag.benchmarks.mt_bench import (
     CATEGORY_TEMPERATURE,
     conversation_prompt,
     generate_answers,
     load_questions,
+    with_samples,
 )
+from salmon_dag.config import MTBenchConfig
 from salmon_dag.engine.base import Completion
 from salmon_dag.templates import rating_prompt
 
@@ -85,3 +88,14 @@ def test_self_instruct_user_oriented_instructions_keep_their_input():
     assert len(qs) == 252 and qs[0].question_id == "user_oriented_task_0" and len(qs[0].turns) == 1
     instruction, given = qs[0].turns[0].split("\n\n", 1)
     assert instruction.startswith("The sentence you are given") and given.startswith("If you have any questions")
+
+
+def test_samples_are_independent_conversations_at_one_temperature(tmp_path):
+    qs = with_samples(load_questions(_write(tmp_path / "q.jsonl", [
+        {"question_id": 1, "category": "math", "turns": ["Q1", "Q2"]}])), 3)
+    assert [(q.question_id, q.sample) for q in qs] == [("1", 0), ("1", 1), ("1", 2)]
+    engine = Recorder()
+    assert generate_answers(engine, qs, max_new_tokens=8, seed=0, temperature=1.0) == [["A1", "A2"]] * 3
+    assert {t for _, t in engine.calls} == {1.0} and [len(p) for p, _ in engine.calls] == [3, 3]
+    with pytest.raises(ValidationError, match="needs a temperature above 0"):
+        MTBenchConfig(samples=2)

@@ -53,7 +53,7 @@ def grade_mt_bench(questions: Sequence[Question], answers: Sequence[Sequence[str
         scores = [parse_rating(o) for o in outputs]
         prefix = "rating"
     items = [ItemResult(MT_BENCH, questions[qi].question_id, questions[qi].turns[t], answers[qi][t], s, o, ref,
-                        turn=t + 1, category=questions[qi].category)
+                        turn=t + 1, sample=questions[qi].sample, category=questions[qi].category)
              for (qi, t), ref, o, s in zip(slots, refs, outputs, scores)]
     summary = []
     for turn in sorted({t for _, t in slots}):

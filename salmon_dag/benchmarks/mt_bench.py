@@ -12,7 +12,7 @@ extraction, math, coding and reasoning).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from salmon_dag.benchmarks.data import read_records, where
@@ -33,6 +33,7 @@ class Question:
     category: str
     turns: tuple[str, ...]
     reference: tuple[str, ...] | None = None
+    sample: int = 0  # which of a question's independent conversations (MTBenchConfig.samples)
 
 
 def _question(row: dict, number: int, where: str) -> Question:
@@ -75,6 +76,12 @@ def load_questions(source: str | Path, references: str | Path | None = None, lim
     return questions
 
 
+def with_samples(questions: Sequence[Question], samples: int) -> list[Question]:
+    """Each question ``samples`` times (sample 0, 1, ...): independent conversations, each turn 2
+    seeing its own turn-1 answer. More than one only makes sense at a temperature above 0."""
+    return [replace(q, sample=s) for s in range(samples) for q in questions]
+
+
 def conversation_prompt(turns: Sequence[str], answers: Sequence[str]) -> str:
     """The policy prompt for the next turn: every earlier turn with its answer, then the new turn."""
     dialogue = []
@@ -85,17 +92,20 @@ def conversation_prompt(turns: Sequence[str], answers: Sequence[str]) -> str:
     return f"{format_dialogue(dialogue)}\n\n{ASSISTANT_TAG}"
 
 
-def generate_answers(engine: Engine, questions: Sequence[Question], max_new_tokens: int, seed: int) -> list[list[str]]:
-    """Each question's answers, turn by turn (turn k sees turns 1..k and the answers so far)."""
+def generate_answers(engine: Engine, questions: Sequence[Question], max_new_tokens: int, seed: int,
+                     temperature: float | None = None) -> list[list[str]]:
+    """Each question's answers, turn by turn (turn k sees turns 1..k and the answers so far), at
+    ``temperature`` or, when None, MT-Bench's per-category temperature."""
     answers: list[list[str]] = [[] for _ in questions]
     for turn in range(max(len(q.turns) for q in questions)):
         by_temperature: dict[float, list[int]] = {}
         for i, q in enumerate(questions):
             if turn < len(q.turns):
-                by_temperature.setdefault(CATEGORY_TEMPERATURE.get(q.category, DEFAULT_TEMPERATURE), []).append(i)
-        for temperature, rows in sorted(by_temperature.items()):
+                t = temperature if temperature is not None else CATEGORY_TEMPERATURE.get(q.category, DEFAULT_TEMPERATURE)
+                by_temperature.setdefault(t, []).append(i)
+        for t, rows in sorted(by_temperature.items()):
             prompts = [conversation_prompt(questions[i].turns[: turn + 1], answers[i]) for i in rows]
-            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + turn)
+            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=t, seed=seed + turn)
             for i, comps in zip(rows, engine.generate(prompts, params)):
                 answers[i].append(comps[0].text.strip())
     return answers

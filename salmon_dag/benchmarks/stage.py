@@ -21,7 +21,7 @@ from salmon_dag.aggregation import PrincipleText
 from salmon_dag.benchmarks.data import source_exists, where
 from salmon_dag.benchmarks.grading import MT_BENCH, WIN_RATE, grade_mt_bench, judge_win_rate
 from salmon_dag.benchmarks.judges import EngineJudge, OpenAIJudge, RewardModelJudge, TextJudge
-from salmon_dag.benchmarks.mt_bench import Question, generate_answers, load_questions
+from salmon_dag.benchmarks.mt_bench import Question, generate_answers, load_questions, with_samples
 from salmon_dag.benchmarks.results import ItemResult, Score, mean_stderr, outputs_frame, scores_frame
 from salmon_dag.config import BenchmarksConfig, EngineConfig, RewardModelConfig
 from salmon_dag.engine import SamplingParams, create_engine
@@ -60,7 +60,8 @@ def load_inputs(cfg: BenchmarksConfig) -> Inputs:
 
     if cfg.mt_bench.enabled and present(MT_BENCH, cfg.mt_bench.questions):
         q = cfg.mt_bench.questions
-        inputs.questions = load_questions(q.source, cfg.mt_bench.references, cfg.mt_bench.limit, q.split, q.subset)
+        inputs.questions = with_samples(load_questions(q.source, cfg.mt_bench.references, cfg.mt_bench.limit,
+                                                       q.split, q.subset), cfg.mt_bench.samples)
     if cfg.win_rate.enabled and present(WIN_RATE, cfg.win_rate.instructions):
         q = cfg.win_rate.instructions
         inputs.instructions = load_questions(q.source, None, cfg.win_rate.limit, q.split, q.subset)
@@ -90,7 +91,8 @@ def answer(policy: ModelRef, inputs: Inputs, cfg: BenchmarksConfig, engine_cfg: 
     try:
         if inputs.questions:
             with _timed(timings, MT_BENCH):
-                out.mt_bench = generate_answers(engine, inputs.questions, cfg.mt_bench.max_new_tokens, seed)
+                out.mt_bench = generate_answers(engine, inputs.questions, cfg.mt_bench.max_new_tokens, seed,
+                                                cfg.mt_bench.temperature)
         if inputs.instructions:
             with _timed(timings, WIN_RATE):
                 params = SamplingParams(max_new_tokens=cfg.win_rate.max_new_tokens,
