@@ -36,8 +36,9 @@ class AssetDecl:
 
     def code_version(self, settings: Settings) -> str:
         parts = [self.stage_version, self.config_hash(settings.profile)]
-        if self.extra_version is not None:
-            parts.append(self.extra_version(settings))
+        extra = self.extra_version(settings) if self.extra_version is not None else ""
+        if extra:  # empty: nothing beyond the config (code versions stay those of before)
+            parts.append(extra)
         return ".".join(parts)
 
     def asset(self, settings: Settings, **kwargs: Any) -> Callable:

@@ -12,6 +12,7 @@ from assets_defs.principles import TABLE_KEYS, materialized_principles
 from assets_defs.prompt_pool import POOL
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table, table_name
+from salmon_dag.config import stable_hash
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.principles import load_principles
 from salmon_dag.progress import progress_line
@@ -30,7 +31,27 @@ SFT_DATA_ASSET = AssetDecl(SFT_DATA, STAGE_VERSION, sections=("self_align", "eng
                            deps=(PRINCIPLES, POOL, BASE_MODEL))
 # training reads the engine's device only (it trains there)
 SFT_MODEL_ASSET = AssetDecl(SFT_MODEL, STAGE_VERSION, sections=("sft", "engine.device"), deps=(SFT_DATA, BASE_MODEL))
-PAIRS_ASSET = AssetDecl(PAIRS, STAGE_VERSION, sections=("pairs", "engine"), deps=(SFT_MODEL, POOL))
+
+
+def contrast_rules(settings: Settings) -> list:
+    """The verifiable rules ``pairs.select: rule_contrast`` picks pairs by: those of the principles
+    in reward_model.yaml that the judge judges (``judge.principles``; all when unset)."""
+    if settings.profile.pairs.select != "rule_contrast":
+        return []
+    judged = settings.profile.judge.principles
+    pset = load_principles(settings.principles_path, "reward_model")
+    return [p.rule for _, p in pset.principles() if p.rule is not None and (judged is None or p.name in judged)]
+
+
+def _contrast_rules_hash(settings: Settings) -> str:
+    """Pairs read these rules from reward_model.yaml: a rule edit re-samples them, other edits do not
+    (empty under ``select: first``, which reads no rules)."""
+    rules = contrast_rules(settings)
+    return stable_hash([r.model_dump(mode="json") for r in rules]) if rules else ""
+
+
+PAIRS_ASSET = AssetDecl(PAIRS, STAGE_VERSION, sections=("pairs", "engine"), deps=(SFT_MODEL, POOL),
+                        extra_version=_contrast_rules_hash)
 
 
 def train_prompts(salmon: SalmonResource, limit: int | None) -> pl.DataFrame:
@@ -144,7 +165,8 @@ def build_self_align_assets(settings: Settings) -> list:
 
             outputs = generate_in_chunks(context, engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()],
                                          params, "response pairs")
-        pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars)
+        pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars,
+                                   contrast_rules=contrast_rules(salmon.settings()))
         context.log.info(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")
         lineage = PAIRS_ASSET.lineage(context, profile, principle_hash=sft.lineage.get("principle_hash"),
                                       model_id=sft.adapter_path or sft.model_id)

@@ -369,6 +369,11 @@ class PairsConfig(_Strict):
     # completions sampled per prompt; the pair is the first two long enough and different
     # (SALMON samples 2; more spares prompts whose samples are often too short)
     candidates: int = Field(default=2, ge=2)
+    # which two candidates make the pair: "first" (the first two usable, SALMON's random pair) or
+    # "rule_contrast" (the two that the most verifiable rules of the judged principles tell apart,
+    # single-response rules first: a habit the policy shows in a few percent of its samples still
+    # reaches the judge as a contrast; pairs are then no longer a random draw)
+    select: Literal["first", "rule_contrast"] = "first"
 
 
 class JudgeConfig(_Strict):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from salmon_dag.engine.base import Completion
-from salmon_dag.rules import word_count
+from salmon_dag.rules import AnyRule, check_rule, compare_rule, is_comparative, word_count
 
 PAIR_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.Utf8,
@@ -32,10 +32,39 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
     return hashlib.sha256(f"{prompt_id}\x00{a}\x00{b}".encode()).hexdigest()[:16]
 
 
+def _decides(rule: AnyRule, prompt: str, a: str, b: str) -> bool:
+    sa, sb = compare_rule(rule, prompt, a, b)
+    return sa != sb
+
+
+def contrast_pair(prompt: str, texts: Sequence[str], rules: Sequence[AnyRule]) -> tuple[int, int]:
+    """Indices (i < j) of the two ``texts`` that the most ``rules`` tell apart: first the rules that
+    judge one response on its own (boilerplate, language: the rare contrasts), then comparative
+    ones (length); ties go to the earliest pair, so without a deciding rule it is (0, 1).
+
+    Rules that decide the same pairs (two comparative length rules with the same margin, one
+    preferring shorter, one longer) count once."""
+    singles = list({r.model_dump_json(): r for r in rules if not is_comparative(r)}.values())
+    lengths = list({r.min_relative_difference: r for r in rules if is_comparative(r)}.values())
+    passes = [[check_rule(r, prompt, t) for r in singles] for t in texts]
+    best, best_key = (0, 1), (-1, -1)
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            n_single = sum(pi != pj for pi, pj in zip(passes[i], passes[j]))
+            n_length = sum(_decides(r, prompt, texts[i], texts[j]) for r in lengths)
+            if (n_single, n_length) > best_key:
+                best, best_key = (i, j), (n_single, n_length)
+    return best
+
+
 def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], min_words: int = 1,
-               min_chars: int = 1) -> tuple[pl.DataFrame, dict[str, int]]:
+               min_chars: int = 1, contrast_rules: Sequence[AnyRule] = ()) -> tuple[pl.DataFrame, dict[str, int]]:
     """At most one pair per prompt: the first two of its sampled completions that both have at
     least ``min_chars`` characters and ``min_words`` words (after stripping) and differ.
+
+    With ``contrast_rules`` (``pairs.select: rule_contrast``) the pair is instead the two distinct
+    usable completions that the most rules tell apart (:func:`contrast_pair`): a policy that shows
+    a habit in a few percent of its samples then still gives the judge pairs that differ in it.
 
     ``prompts`` has prompt_id, prompt, question_type (row order = ``outputs`` order); each prompt
     has two or more completions (more than two: spare candidates for a policy whose samples are
@@ -58,12 +87,16 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
         if len(usable) < 2:
             counts["too_short"] += 1
             continue
-        first = usable[0]
-        second = next((u for u in usable[1:] if u[0] != first[0]), None)
-        if second is None:
+        distinct, seen = [], set()
+        for text, c in usable:
+            if text not in seen:
+                seen.add(text)
+                distinct.append((text, c))
+        if len(distinct) < 2:
             counts["identical"] += 1
             continue
-        (a, ca), (b, cb) = first, second
+        i, j = contrast_pair(prompt, [t for t, _ in distinct], contrast_rules) if contrast_rules else (0, 1)
+        (a, ca), (b, cb) = distinct[i], distinct[j]
         rows.append({
             "pair_id": pair_id(pid, a, b), "prompt_id": pid, "prompt": prompt, "question_type": qtype,
             "response_a": a, "response_b": b,

@@ -5,7 +5,8 @@ import polars as pl
 from salmon_dag.config import EngineConfig
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.engine.base import Completion
-from salmon_dag.pairs import make_pairs, pair_id
+from salmon_dag.pairs import contrast_pair, make_pairs, pair_id
+from salmon_dag.rules import ForbiddenPhraseRule, LengthRule
 from salmon_dag.templates import format_chat_prompt
 
 PROMPTS = pl.DataFrame({"prompt_id": ["p1", "p2", "p3"], "prompt": ["a?", "b?", "c?"],
@@ -40,6 +41,28 @@ def test_spare_candidates_fill_a_pair():
     pairs, counts = make_pairs(PROMPTS[:1], outputs, min_words=3)
     assert pairs.select("response_a", "response_b").row(0) == ("a long enough one", "another long one")
     assert counts == {"candidates/sampled": 5, "candidates/too_short": 1}
+
+
+BOILERPLATE = ForbiddenPhraseRule(type="forbidden_phrase", phrases=["as an AI language model"])
+SHORTER = LengthRule(type="length", prefer="shorter", min_relative_difference=0.2)
+LONGER = LengthRule(type="length", prefer="longer", min_relative_difference=0.2)
+
+
+def test_rule_contrast_picks_the_pair_the_rules_tell_apart():
+    texts = ["plain short answer", "plain short reply", "As an AI language model, a plain reply here",
+             "plain short answer with many more words in it"]
+    # boilerplate differs (a single-response rule) and the lengths differ: beats length alone
+    assert contrast_pair("q?", texts, [BOILERPLATE, SHORTER, LONGER]) == (0, 2)
+    # the two length rules decide the same pairs: one count, the earliest such pair wins
+    assert contrast_pair("q?", texts, [SHORTER, LONGER]) == (0, 2)
+    # nothing tells them apart: the first two, as without rules
+    assert contrast_pair("q?", texts[:2], [BOILERPLATE, SHORTER]) == (0, 1)
+    outputs = [[comp("no"), *(comp(t) for t in texts)]]
+    pairs, _ = make_pairs(PROMPTS[:1], outputs, min_words=3, contrast_rules=[BOILERPLATE])
+    assert pairs.select("response_a", "response_b").row(0) == (texts[0], texts[2])
+    # without rules the selection is unchanged: the first two usable, distinct candidates
+    pairs, _ = make_pairs(PROMPTS[:1], outputs, min_words=3)
+    assert pairs.select("response_a", "response_b").row(0) == (texts[0], texts[1])
 
 
 def test_sampling_gives_two_distinct_responses_per_prompt(tiny_checkpoint):
