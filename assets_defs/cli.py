@@ -298,6 +298,7 @@ def bench(
     out_dir: Annotated[str | None, typer.Option("--out", help="seeds: folder of the seed projects (default: <warehouse>/.study).")] = None,
     no_steer: Annotated[bool, typer.Option("--no-steer", help="seeds: skip the steering claims (two PPO runs per seed).")] = False,
     no_intervention: Annotated[bool, typer.Option("--no-intervention", help="seeds: skip the intervention claims.")] = False,
+    reuse: Annotated[bool, typer.Option("--reuse", help="seeds: with --from, rebuild in each seed's warehouse of an earlier study in --out (its own upstream assets) instead of a copy of the project warehouse.")] = False,
     profile: ProfileOpt = DEFAULT_PROFILE,
     warehouse: WarehouseOpt = "warehouse",
     principles: PrinciplesOpt = "principles",
@@ -318,7 +319,7 @@ def bench(
         if precision is not None and precision not in PRECISIONS:
             _fail(f"--precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
         _bench_seeds(_settings(profile, warehouse, principles), seeds, seed_list, from_asset, precision, out_dir,
-                     steer=not no_steer, intervention=not no_intervention)
+                     steer=not no_steer, intervention=not no_intervention, reuse=reuse)
         return
     from salmon_dag.bench import run_benchmark
 
@@ -336,7 +337,8 @@ def _bench_steer(settings: Settings, log) -> None:
 
 
 def _bench_seeds(settings: Settings, seeds: int, seed_list: str | None, from_asset: str | None,
-                 precision: str | None, out_dir: str | None, steer: bool, intervention: bool) -> None:
+                 precision: str | None, out_dir: str | None, steer: bool, intervention: bool,
+                 reuse: bool = False) -> None:
     """Run the study, print one table, store the rows and the plot, and fail if a claim failed."""
     import polars as pl
 
@@ -348,9 +350,9 @@ def _bench_seeds(settings: Settings, seeds: int, seed_list: str | None, from_ass
             profile=settings.profile_name, warehouse=wh_dir, principles=settings.principles_path,
             out=Path(out_dir).resolve() if out_dir else wh_dir / study.DEFAULT_OUT,
             seeds=study.seed_list(seeds, seed_list), precision=precision, from_asset=from_asset, steer=steer,
-            intervention=intervention)
+            intervention=intervention, reuse=reuse)
         out.print(f"seed study: profile {settings.profile_name}, seeds {', '.join(map(str, plan.seeds))}"
-                  f"{f', from {from_asset}' if from_asset else ', whole graph'}; seed projects in {plan.out}",
+                  f"{f', from {from_asset}' if from_asset else ', whole graph'}{' (reusing the seed warehouses)' if reuse else ''}; seed projects in {plan.out}",
                   highlight=False, markup=False)
         with out.status("seed study") as status:  # the running seed's latest output line
             rows = study.run_study(plan, _failed_checks, progress=lambda line: status.update(Text(line[:150])),

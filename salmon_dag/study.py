@@ -264,16 +264,23 @@ class SeedProject:
 
 
 def prepare_seed(root: Path, seed: int, profile: Path, precision: str | None, principles: Path,
-                 warehouse: Path | None) -> SeedProject:
+                 warehouse: Path | None, reuse: bool = False) -> SeedProject:
     """A fresh seed folder: principles copy, derived profile, and (``--from``) a copy of the
-    project ``warehouse``. An earlier study's folder of the same name is replaced."""
-    if root.exists():
-        shutil.rmtree(root)  # a leftover warehouse would look fresh and build nothing
-    root.mkdir(parents=True)
+    project ``warehouse``. An earlier study's folder of the same name is replaced, except with
+    ``reuse``: then its warehouse (the seed's own upstream assets) stays and only the principles
+    and the profile are written anew."""
     project = SeedProject(root, seed, Path.cwd())
+    if reuse:
+        if not Warehouse(project.warehouse).tables():
+            raise StudyError(f"seed {seed}: --reuse needs an earlier study's warehouse at {project.warehouse}, "
+                             "which has no tables: run the study once without --reuse")
+        shutil.rmtree(project.principles, ignore_errors=True)
+    elif root.exists():
+        shutil.rmtree(root)  # a leftover warehouse would look fresh and build nothing
+    root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(principles, project.principles)
     project.profile.write_text(yaml.safe_dump(derived_profile(profile, seed, precision), sort_keys=False))
-    if warehouse is not None:
+    if warehouse is not None and not reuse:
         copy_warehouse(warehouse, project.warehouse, skip=root.parent)
     return project
 
@@ -292,17 +299,27 @@ class StudyPlan:
     from_asset: str | None
     steer: bool
     intervention: bool
+    # with from_asset: rebuild in each seed's warehouse of an earlier study (its own base model
+    # and SFT policy), not in a copy of the project warehouse
+    reuse: bool = False
 
     def run_args(self) -> list[str]:
         # key:ASSET+ is every asset downstream (the legacy ASSET+ would be one layer only)
-        return ["run", "-q", *(["--select", f"key:{self.from_asset}+"] if self.from_asset else [])]
+        if not self.from_asset:
+            return ["run", "-q"]
+        tail = f"key:{self.from_asset}+"
+        # reuse: the principle files are copied anew, so their assets are rebuilt too (the RL
+        # stage refuses an rl.yaml newer than its principles/rl asset)
+        return ["run", "-q", "--select", f"key:principles/* or {tail}" if self.reuse else tail]
 
 
 def run_study(plan: StudyPlan, failed_checks: Callable[[Path], list[str]], progress: Log, log: Log) -> pl.DataFrame:
     """Run every seed of ``plan`` and return its claim rows (STUDY_SCHEMA). ``failed_checks`` reads
     the failed asset checks from a Dagster instance folder; ``progress`` gets the running seed's
     output line by line, ``log`` one line per finished seed."""
-    if plan.from_asset and not Warehouse(plan.warehouse).tables():
+    if plan.reuse and not plan.from_asset:
+        raise StudyError("--reuse rebuilds a tail of earlier seed warehouses: give --from ASSET too")
+    if plan.from_asset and not plan.reuse and not Warehouse(plan.warehouse).tables():
         raise StudyError(f"--from {plan.from_asset} reuses the project warehouse, but {plan.warehouse} has no "
                          "tables: salmon run first")
     base = load_profile(plan.profile)
@@ -312,7 +329,7 @@ def run_study(plan: StudyPlan, failed_checks: Callable[[Path], list[str]], progr
     for i, seed in enumerate(plan.seeds, 1):
         started = time.monotonic()
         project = prepare_seed(plan.out / f"{precision}-seed{seed}", seed, profile_file(plan.profile), plan.precision,
-                               plan.principles, plan.warehouse if plan.from_asset else None)
+                               plan.principles, plan.warehouse if plan.from_asset else None, plan.reuse)
         running = _prefixed(progress, f"seed {seed} ({i}/{len(plan.seeds)}): ")
         project.salmon(plan.run_args(), running)
         profile = load_profile(str(project.profile))

@@ -253,6 +253,31 @@ def test_run_study_runs_each_seed_in_its_own_project(tmp_path, monkeypatch):
         study.run_study(plan, lambda home: [], progress.append, log.append)
 
 
+def test_reuse_rebuilds_the_tail_in_each_seeds_own_warehouse(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(study.SeedProject, "salmon", fake_salmon(calls))
+    principles = Path(__file__).resolve().parents[1] / "principles"
+    plan = study.StudyPlan(profile=str(CI_PROFILE), warehouse=tmp_path / "warehouse", principles=principles,
+                           out=tmp_path / "out", seeds=[4], precision=None, from_asset="response_pairs",
+                           steer=False, intervention=False, reuse=True)
+    with pytest.raises(study.StudyError, match="seed 4: --reuse needs an earlier study's warehouse"):
+        study.run_study(plan, lambda home: [], lambda line: None, lambda line: None)
+    study.run_study(study.StudyPlan(**{**plan.__dict__, "from_asset": None, "reuse": False}), lambda home: [],
+                    lambda line: None, lambda line: None)
+    root = tmp_path / "out" / "auto-seed4"
+    (root / "warehouse" / "models").mkdir()
+    (root / "warehouse" / "models" / "base_model.json").write_text("{}")  # the seed's own upstream
+    (root / "principles" / "rl.yaml").write_text("stale copy")
+    rows = study.run_study(plan, lambda home: [], lambda line: None, lambda line: None)
+    assert calls[-1] == (4, ["run", "-q", "--select", "key:principles/* or key:response_pairs+"], 4)
+    assert (root / "warehouse" / "models" / "base_model.json").read_text() == "{}"  # kept, not replaced
+    assert (root / "principles" / "rl.yaml").read_text() == (principles / "rl.yaml").read_text()
+    assert not (tmp_path / "warehouse").exists() and rows["seed"].to_list()[0] == 4
+    with pytest.raises(study.StudyError, match="--reuse rebuilds a tail"):
+        study.run_study(study.StudyPlan(**{**plan.__dict__, "from_asset": None}), lambda home: [],
+                        lambda line: None, lambda line: None)
+
+
 def test_plot_is_written(tmp_path):
     from PIL import Image
 
