@@ -132,6 +132,18 @@ def truncated_geometric(
 
 
 # --------------------------------------------------------------------------- aggregation
+def _with_neutral(subset: np.ndarray, neutral: np.ndarray, valid: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Per row: the first drawn (deciding) principle of ``subset``, then neutral ones, with the
+    ``valid`` prefix shuffled so that the deciding principle's place in the list is random. The
+    draws have outcome-independent shapes (determinism)."""
+    n, width = subset.shape
+    neutral_order = np.argsort(np.where(neutral, rng.random(neutral.shape), np.inf), axis=1, kind="stable")
+    mixed = np.concatenate([subset[:, :1], neutral_order[:, : width - 1]], axis=1)
+    place = np.argsort(np.where(valid, rng.random((n, width)), np.inf), axis=1, kind="stable")
+    return np.take_along_axis(mixed, place, axis=1)
+
+
 def _empty_examples() -> pl.DataFrame:
     return pl.DataFrame(schema=EXAMPLE_SCHEMA)
 
@@ -277,10 +289,14 @@ def aggregate(
     # a judge without signal: draw only among the principles whose rule decides the pair, so each
     # verifiable principle gets every pair it can teach; a pair no rule decides gives no example
     rules_only = cfg.undecided == "drop" and cfg.rule_scope == "principle" and cfg.rule_mode == "override"
+    neutral = np.zeros(shape, dtype=bool)
     if rules_only:
         undecidable = avail.any(axis=1)
+        if cfg.undecided_neutral:
+            neutral = avail & (rule == 0)  # NaN (no rule) compares False
         avail &= np.nan_to_num(rule) != 0
         undecidable &= ~avail.any(axis=1)
+        neutral &= avail.any(axis=1)[:, None]
     n_avail = avail.sum(axis=1)
     # balance_principles: a principle's weight is 1 / the number of pairs it is available on, so
     # a rarely decisive principle is drawn about as often in all as a common one
@@ -296,7 +312,10 @@ def aggregate(
     global_scope = cfg.rule_scope == "global"
     hard, coin = _global_rules(principles, names) if global_scope else ([], [])
     tied_rule = np.full(shape, np.nan) if global_scope or cfg.rule_mode == "off" else rule
-    k_cap = np.minimum(n_avail, cfg.max_principles)
+    n_neutral = neutral.sum(axis=1)
+    # undecided_neutral: one deciding principle and up to all the neutral ones
+    k_cap = np.minimum(np.where(n_avail > 0, 1 + n_neutral, 0) if cfg.undecided_neutral else n_avail,
+                       cfg.max_principles)
     width = max(int(k_cap.max()), 1)
     ar = np.arange(n_pairs)
     rng = np.random.default_rng(seed)
@@ -314,6 +333,8 @@ def aggregate(
 
         subset = np.argsort(keys, axis=1, kind="stable")[:, :width]  # random order of available ones
         valid = (np.arange(width)[None, :] < k[:, None]) & (n_avail[:, None] > 0)
+        if cfg.undecided_neutral:
+            subset = _with_neutral(subset, neutral, valid, rng)
         negated = negate_draw[:, :width] & valid
         sign = np.where(negated, -1.0, 1.0)
         s = sign * norm[ar[:, None], subset]

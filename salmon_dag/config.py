@@ -238,6 +238,9 @@ class RewardModelConfig(TrainingConfig):
     # CPU training precision; "auto" = bf16 autocast where the CPU computes bf16 natively
     cpu_precision: Literal["auto", "float32"] = "auto"
     eval_batch_size: int = Field(default=32, gt=0)
+    # held-out accuracy is also measured during training at every checkpoint (the reward_model
+    # asset's curve); off, only reward_model_eval measures it, once, after training
+    eval_during_training: bool = True
     # human-labelled pairs for hh_harmless_agreement (and, with pmp set, PMP)
     human_eval: HumanPairsConfig | None = None
     human_eval_max_pairs: int = Field(default=512, gt=0)
@@ -264,11 +267,15 @@ class RLRewardConfig(_Strict):
     length_multiplier: dict[QuestionType, float] = {"general": 1.0, "reasoning": -0.4, "red_teaming": 1.0}
     # added when the response ended without producing a stop sequence
     no_stop_penalty: float = -6.0
-    # added for every principle shown to the RM (always-on or drawn) whose verifiable rule the
+    # added for every principle in force (always-on or drawn) whose verifiable rule the
     # response breaks: a symbolic term, as SALMON's length bonus and stop penalty are (SALMON's
     # own principles carry no rules at RL time; comparative length rules need two responses and
     # are not used here). 0 switches rules off.
     rule_penalty: float = Field(default=-2.0, le=0)
+    # Off: rl.yaml's always-on lines are not shown to the RM (its prompt lists only the drawn
+    # principles) but stay in force through their verifiable rules (rule_penalty), for a reward
+    # model that follows only principle texts it was trained on, one at a time (the tiny one).
+    show_always_on: bool = True
 
 
 class RLConfig(_Strict):
@@ -417,6 +424,11 @@ class AggregationConfig(_Strict):
     # sampled rule decides takes the judge's label) or only from those whose rule decides the pair
     # ("drop": for a judge whose verdicts carry no signal, as tiny's; undecided pairs give nothing)
     undecided: Literal["judge", "drop"] = "judge"
+    # with undecided "drop": an example lists one principle whose rule decides its pair and, up to
+    # its drawn subset size, principles whose rule ties on it (both responses pass or both fail:
+    # score 0, as a principle that barely separates a pair in SALMON's subsets), in random order;
+    # the label is the deciding one's. Off: only deciding principles are listed.
+    undecided_neutral: bool = False
     # draw principles inversely to how many pairs each is available on (SALMON: uniform)
     balance_principles: bool = False
     # global scope: probability that a decisive single-response rule (e.g. the boilerplate

@@ -299,6 +299,34 @@ def test_undecided_drop_draws_only_principles_whose_rule_decides_the_pair():
     assert st_judge["dropped_undecided"] == 0 and not judge["rule_decided"].all()
 
 
+def test_undecided_neutral_lists_one_deciding_principle_among_tied_ones():
+    pairs = make_pairs(300)
+    # p1 decides every third pair (a first) and ties elsewhere; p2 decides every other pair (b
+    # first) and ties elsewhere; p0 has no rule, so it is never listed
+    prefs = make_prefs([(pid, p, s, r) for i, pid in enumerate(pairs["pair_id"])
+                        for p, s, r in (("p0", 3.0, None), ("p1", 0.5, 1 if i % 3 == 0 else 0),
+                                        ("p2", 0.2, -1 if i % 2 == 0 else 0))])
+    c = cfg(max_principles=3, passes=4, undecided="drop", undecided_neutral=True, negation_prob=0.5)
+    df, st = aggregate(prefs, pairs, PRINCIPLES, c, seed=3)
+    undecided = sum(1 for i in range(300) if i % 3 and i % 2)
+    assert st["dropped_undecided"] == 4 * undecided and df.height == 4 * (300 - undecided)
+    places = set()
+    for row in df.iter_rows(named=True):
+        i = int(row["pair_id"][4:])
+        listed = [p["name"] for p in json.loads(row["principles"])]
+        deciding = [n for n in listed if (n == "p1" and i % 3 == 0) or (n == "p2" and i % 2 == 0)]
+        assert len(deciding) == 1 and deciding[0] == row["deciding_principle"] and "p0" not in listed
+        places.add(listed.index(deciding[0]))
+        # the label follows the deciding rule (a for p1, b for p2), flipped by its negation
+        wants_a = (deciding[0] == "p1") != row["deciding_negated"]
+        shown_first = row["response_1"] == f"A{i}"
+        assert (row["preferred"] == 1) == (wants_a == shown_first)
+    assert places == {0, 1} and df["n_principles"].mean() > 1.3  # pairs decided by one rule list the other
+    # off, a pair decided by both rules may list both; on, never
+    off, _ = aggregate(prefs, pairs, PRINCIPLES, cfg(max_principles=3, passes=4, undecided="drop", subset_p=0.3), seed=3)
+    assert off["n_principles"].max() == 2 and df.height == off.height
+
+
 def test_override_takes_first_rule_principle_and_respects_negation():
     pairs = make_pairs(200)
     prefs = make_prefs([(pid, p, s, r) for pid in pairs["pair_id"]

@@ -148,6 +148,20 @@ def test_every_shown_principle_whose_rule_the_response_breaks_costs_rule_penalty
     assert broken_rules(reward.draw(0, ["general"])[0], "q", "") == ["Gives a Real Answer"]
 
 
+def test_hidden_always_on_lines_leave_the_rm_prompt_but_keep_their_rules():
+    pset = parse_principles(RULED, "rl", "rl.yaml")
+    scorer = FakeScorer()
+    reward = SalmonReward(scorer, pset, RLRewardConfig(max_principles=1, rule_penalty=-3.0, show_always_on=False),
+                          seed=0)
+    parts = reward(0, ["q", "q"], ["", "Boil it for seven minutes."], ["general"] * 2, [1, 6], [True, True])
+    shown = scorer.calls[0][2]
+    assert [len(texts) for texts in shown] == [1, 1] and "The AI answers with real content." not in shown[0] + shown[1]
+    assert parts[0].principles[0] == "Gives a Real Answer"  # still in force: the empty answer pays for it
+    assert parts[0].rule_penalty == -3.0 and parts[1].rule_penalty == 0.0
+    visible = SalmonReward(FakeScorer(), pset, RLRewardConfig(max_principles=1), seed=0)
+    assert [p.rm_score for p in visible(0, ["q"], [""], ["general"], [1], [True])] == [2.0]  # listed: 2 texts
+
+
 def test_the_documented_intervention_adds_one_ruled_always_on_line_to_the_shipped_file(tmp_path):
     import shutil
 

@@ -80,7 +80,7 @@ def build_reward_trainer(
 
     n = len(data.train)
     args = common_training_args(cfg, work_dir, seed, device, n, save_steps)
-    eval_steps = max(1, args["save_steps"]) if data.heldout is not None else None
+    eval_steps = max(1, args["save_steps"]) if data.heldout is not None and cfg.eval_during_training else None
     args.update(
         max_length=None,  # encode_review already fits every prompt to max_seq_len
         disable_dropout=True,

@@ -6,9 +6,10 @@ replacement from the ``rl.yaml`` group of the prompt's question type and shown t
 model after the file's ``always_on`` lines; the RM scores the (prompt, response) under that list;
 a length bonus ``coef * min(tokens / norm * m, cap)`` with a per-question-type multiplier ``m``
 (negative = a penalty, not clamped) and a penalty for a response that never produced a stop
-sequence are added, and ``rule_penalty`` for every shown principle whose single-response rule
-(``forbidden_phrase``, ``language_match``, absolute ``length``) the response breaks. Every part of
-every sample is returned, so it can be stored and read.
+sequence are added, and ``rule_penalty`` for every principle of the list whose single-response
+rule (``forbidden_phrase``, ``language_match``, absolute ``length``) the response breaks. With
+``show_always_on`` off the RM's prompt lists only the drawn principles, while the always-on lines'
+rules still count. Every part of every sample is returned, so it can be stored and read.
 Draws depend on (seed, rollout step) only: the same step redraws the same principles.
 """
 
@@ -101,6 +102,13 @@ class SalmonReward:
             out.append(self.always_on + sample_principles(self.groups.get(qt, []), self.cfg.max_principles, rng))
         return out[offset: offset + len(question_types)]
 
+    def shown(self, principles: Sequence[Principle]) -> list[Principle]:
+        """The principles of a drawn list that the RM's prompt lists (``show_always_on``)."""
+        if self.cfg.show_always_on:
+            return list(principles)
+        hidden = {p.name for p in self.always_on}
+        return [p for p in principles if p.name not in hidden]
+
     def __call__(
         self,
         step: int,
@@ -120,7 +128,7 @@ class SalmonReward:
                              "must have the same length")
         lists = self.draw(step, question_types, offset, step_types)
         # an empty list (no group for the type, no always-on lines) scores with the principle-free prompt
-        texts = [[p.definition for p in ps] or None for ps in lists]
+        texts = [[p.definition for p in self.shown(ps)] or None for ps in lists]
         scores = self.scorer.score(list(prompts), list(responses), texts)
         return [
             RewardParts(
