@@ -14,7 +14,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.config import stable_hash
 from salmon_dag.engine import SamplingParams, create_engine
-from salmon_dag.principles import load_principles
+from salmon_dag.principles import PrincipleError, load_principles
 from salmon_dag.progress import progress_line
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
@@ -45,8 +45,12 @@ def contrast_rules(settings: Settings) -> list:
 
 def _contrast_rules_hash(settings: Settings) -> str:
     """Pairs read these rules from reward_model.yaml: a rule edit re-samples them, other edits do not
-    (empty under ``select: first``, which reads no rules)."""
-    rules = contrast_rules(settings)
+    (empty under ``select: first``, which reads no rules). A broken reward_model.yaml must not
+    break loading the definitions: the principles asset reports it in one line when it runs."""
+    try:
+        rules = contrast_rules(settings)
+    except PrincipleError:
+        return "unreadable-principles"
     return stable_hash([r.model_dump(mode="json") for r in rules]) if rules else ""
 
 

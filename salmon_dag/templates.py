@@ -102,12 +102,13 @@ def self_align_prompt(
 
 
 # --------------------------------------------------------------------------- reward model (SALMON §1.4)
-# The reviewer prompt of the instructable reward model: the principles to judge by (negated ones
-# appear as their negative definitions, names are not shown), the request, the reply, then a fixed
-# cue. The scalar score is read at the cue's last token, so the cue must never be cut and never
-# end in a padding token. Our layout puts the principles first and the reply last: the score token
-# sits right after the reply, and a principle-free variant (PMP) only drops the principle block.
-REWARD_TEMPLATE_VERSION = "1"
+# The reviewer prompt of the instructable reward model, in SALMON's order: a reviewer framing, the
+# reply, the request, the principles to judge by (negated ones appear as their negative
+# definitions, names are not shown), then a fixed cue. The scalar score is read at the cue's last
+# token, so the cue must never be cut and never end in a padding token. Version 1 put the
+# principles first and the reply last; with the principles right before the cue a 4M reward model
+# learns five principles at once where it learned at most two (docs/benchmarks.md).
+REWARD_TEMPLATE_VERSION = "2"
 REWARD_PRINCIPLES_HEADER = "Rate the reply by these principles only:"
 REWARD_CUE = f"{ASSISTANT_TAG} The reply's rating under these principles is"
 PMP_CUE = f"{ASSISTANT_TAG} The reply's rating is"
@@ -121,12 +122,8 @@ def reward_prompt_parts(principle_texts: list[str], instruction: str) -> tuple[s
     if not principle_texts:
         raise ValueError("a reviewer prompt needs at least one principle (use pmp_prompt_parts for none)")
     rules = "\n".join(f"- {t.strip()}" for t in principle_texts)
-    head = (
-        f"{USER_TAG} You are reviewing a reply that an AI assistant wrote to a request. "
-        f"{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n"
-        f"Request:\n{instruction.strip()}\n\nReply:\n"
-    )
-    return head, f"\n\n{REWARD_CUE}"
+    head = f"{USER_TAG} You are reviewing a reply that an AI assistant wrote to a request.\n\nReply:\n"
+    return head, f"\n\nRequest:\n{instruction.strip()}\n\n{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n{REWARD_CUE}"
 
 
 def reward_prompt(principle_texts: list[str], instruction: str, response: str) -> str:

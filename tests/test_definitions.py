@@ -96,14 +96,14 @@ def test_principle_coverage_check_reads_the_materialized_principles(settings):
         return check(salmon=SalmonResource(profile=profile, warehouse_dir=settings.warehouse_dir,
                                            principles_dir=settings.principles_dir))
 
-    every = Path(settings.warehouse_dir).parent / "every.yaml"  # tiny samples only two principles
+    every = Path(settings.warehouse_dir).parent / "every.yaml"  # tiny samples only its five verifiable ones
     every.write_text("extends: tiny\naggregation:\n  include_principles: null\n")
     result = run(str(every))
     assert not result.passed and result.metadata["missing"].value == str([names[0]])
     excluded = Path(settings.warehouse_dir).parent / "excluding.yaml"
     excluded.write_text(f"extends: every.yaml\naggregation:\n  exclude_principles: [{json.dumps(names[0])}]\n")
     assert run(str(excluded)).passed
-    assert run("tiny").passed  # its include_principles are both in the data
+    assert run("tiny").passed  # its include_principles are all in the data
 
 
 def test_a_new_judge_template_makes_judgements_stale(settings, monkeypatch):
@@ -114,6 +114,17 @@ def test_a_new_judge_template_makes_judgements_stale(settings, monkeypatch):
     monkeypatch.setattr(prefs, "JUDGE_TEMPLATE_VERSION", "999")
     after = build_definitions(settings).resolve_asset_graph().get(key).code_version
     assert before != after
+
+
+def test_a_broken_reward_model_file_still_loads_the_definitions(settings):
+    # tiny picks pairs by reward_model.yaml's rules (rule_contrast), so the pairs' code version reads
+    # that file: a broken file must leave the principles asset to fail it in one line, not crash here
+    key = dg.AssetKey("response_pairs")
+    before = build_definitions(settings).resolve_asset_graph().get(key).code_version
+    rm = Path(settings.principles_dir) / "reward_model.yaml"
+    rm.write_text(rm.read_text() + "\n  - name: Half\n    definition: only half of it\n")
+    after = build_definitions(settings).resolve_asset_graph().get(key).code_version
+    assert after != before
 
 
 def _declarations() -> list:

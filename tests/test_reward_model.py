@@ -43,9 +43,9 @@ def test_reviewer_prompt_lists_exactly_the_example_principles_in_order():
     assert lines == [KIND.negative_definition, CONCISE.definition]  # negated one as its negation
     assert KIND.definition not in text and CONCISE.negative_definition not in text
     assert "Concise" not in text and "Kind" not in text  # names are not shown
-    # the reply comes after the request, the cue is last
-    assert text.index(pair.prompt) < text.index(pair.chosen) < text.index(templates.REWARD_CUE)
-    assert text.endswith(templates.REWARD_CUE)
+    # SALMON's order: the reply, the request, the principles, the cue last
+    assert text.index(pair.chosen) < text.index(pair.prompt) < text.index(KIND.negative_definition)
+    assert text.index(CONCISE.definition) < text.index(templates.REWARD_CUE) and text.endswith(templates.REWARD_CUE)
 
 
 def test_pmp_prompt_has_no_principles():
