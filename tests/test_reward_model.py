@@ -175,6 +175,11 @@ def test_merged_checkpoint_round_trips_and_missing_head_is_an_error(rm, tok, tmp
     _manifest("merged", str(tiny_checkpoint)).write(tmp_path / "lm")
     with pytest.raises(MissingHeadError, match="no 'score' weights"):
         load_reward_model(tmp_path / "lm")
+    # a checkpoint trained on another reviewer layout would score prompts it never saw: refused
+    manifest_path = next((tmp_path / "rm").glob("salmon_reward_model.json"))
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "template_version": "1"}))
+    with pytest.raises(ValueError, match="reviewer template version 1"):
+        load_reward_model(tmp_path / "rm")
 
 
 def test_adapter_checkpoint_needs_its_head(tiny_checkpoint, tok, tmp_path):

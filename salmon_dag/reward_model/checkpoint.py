@@ -80,6 +80,9 @@ def load_reward_model(directory: str | Path, device: str = "cpu", dtype: str = "
 
     directory = Path(directory)
     manifest = RewardModelManifest.read(directory)
+    if manifest.template_version != REWARD_TEMPLATE_VERSION:  # it would score prompts laid out unlike its training
+        raise ValueError(f"{directory}: trained on reviewer template version {manifest.template_version}, "
+                         f"this code writes version {REWARD_TEMPLATE_VERSION}; retrain the reward model (salmon run)")
     torch_dtype = DTYPES[dtype]
     if manifest.kind == "adapter":
         if not adapter_has_head(directory):
