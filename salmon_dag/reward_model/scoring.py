@@ -3,6 +3,9 @@
 The one scoring path of the project: RL and evaluation call :class:`RewardScorer`. Prompts are
 left-padded, so every row's last position holds its own last token (the cue's), and position ids
 count real tokens only, so a score does not depend on what else is in the batch or on padding.
+That is also why a scorer memoizes by token ids: evaluation asks for the same reviewer prompt
+many times (the aggregation passes repeat a pair under the same principle; the probes reuse the
+held-out prompts), and RL's late rollouts repeat their short answers.
 """
 
 from __future__ import annotations
@@ -37,23 +40,43 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class RewardScorer:
-    """A loaded reward model (``load_reward_model``) that scores reviewer prompts."""
+    """A loaded reward model (``load_reward_model``) that scores reviewer prompts.
 
-    def __init__(self, model, tokenizer, max_len: int, batch_size: int = 16):
+    The model is frozen while a scorer holds it: scores are memoized by token ids (at most
+    ``cache_size`` of them; 0 turns that off). ``cpu_bf16_autocast``: forward passes under bf16
+    autocast (the numeric path a CPU-trained model learned in; the head reads float32)."""
+
+    def __init__(self, model, tokenizer, max_len: int, batch_size: int = 16, cache_size: int = 200_000,
+                 cpu_bf16_autocast: bool = False):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
+        self.cache_size = cache_size
+        self.cpu_bf16_autocast = cpu_bf16_autocast
+        self._cache: dict[tuple[int, ...], float] = {}
 
     # ------------------------------------------------------------------ ids
     def encode(self, principle_texts: Sequence[str] | None, instruction: str, response: str) -> list[int]:
         return encode_review(self.tokenizer, review_parts(principle_texts), instruction, response, self.max_len)
 
-    @torch.no_grad()
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[float]:
-        """Scores of pre-tokenized reviewer prompts. Batches are formed by length (less padding)
-        and results come back in input order."""
+        """Scores of pre-tokenized reviewer prompts, in input order; each distinct sequence is
+        run through the model once (and not again while it is in the memo)."""
+        keys = [tuple(int(t) for t in s) for s in sequences]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        fresh = dict(zip(todo, self._forward(todo)))
+        if self.cache_size > 0:
+            if len(self._cache) + len(fresh) > self.cache_size:
+                self._cache.clear()
+            self._cache.update(fresh)
+        return [fresh[k] if k in fresh else self._cache[k] for k in keys]
+
+    @torch.no_grad()
+    def _forward(self, sequences: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of pre-tokenized reviewer prompts from the model. Batches are formed by length
+        (less padding) and results come back in input order."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         backbone, head = self._backbone_and_head()
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
@@ -69,7 +92,8 @@ class RewardScorer:
                 mask[row, width - len(seq):] = 1
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
             ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-            hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_autocast):
+                hidden = backbone(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
             last = hidden[torch.arange(len(idx), device=self.device), last_token_index(mask)]
             values = head(last.to(next(head.parameters()).dtype)).float().squeeze(-1).tolist()
             for row, i in enumerate(idx):

@@ -129,7 +129,8 @@ def train_reward_model(
         raise ValueError(f"{stage}: no training pairs")
     kind = "adapter" if (save == "adapter" and cfg.lora is not None) else "merged"
     manifest = RewardModelManifest(kind=kind, base_model_id=base.model_id, revision=base.revision,
-                                   trust_remote_code=base.trust_remote_code, max_seq_len=cfg.max_seq_len)
+                                   trust_remote_code=base.trust_remote_code, max_seq_len=cfg.max_seq_len,
+                                   cpu_bf16_autocast=device == "cpu" and use_bf16_autocast(cfg.cpu_precision))
     inputs = {
         "base_model": base_model_stamp(base.model_id, base.revision),
         "init_from": base_model_stamp(str(init_from)) if init_from else None,
