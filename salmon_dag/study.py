@@ -120,7 +120,8 @@ def check_claims(failed_checks: Sequence[str]) -> list[Claim]:
 
 def steer_claims(means: dict[str, float]) -> list[Claim]:
     """``salmon bench steer``'s result: the two steered policies on either side of the SFT policy's
-    mean response length, each mean as information, and (where measured) the empty-answer shares."""
+    mean response length, each mean as information, and (where measured) the empty-answer shares
+    and stop rates (information)."""
     concise, thorough = STEER_DIRECTIONS
     ordered = means[concise] < means["sft"] < means[thorough]
     rows = [claim("steer/order", 1.0 if ordered else 0.0, 1.0, ">=",
@@ -130,6 +131,8 @@ def steer_claims(means: dict[str, float]) -> list[Claim]:
         if name.endswith("/near_empty_share"):
             bound = (STEER_EMPTY_MAX, "<") if name == f"{concise}/near_empty_share" else (None, None)
             rows.append(claim(f"steer/{name}", value, *bound))
+        elif name.endswith("/stop_rate"):
+            rows.append(claim(f"steer/{name}", value))
     return rows
 
 

@@ -97,6 +97,9 @@ def test_check_and_steer_claims():
     assert rows["steer/order"]["value"] == 0.0 and rows["steer/order"]["passed"] is False
     assert (rows["steer/Concise/near_empty_share"]["threshold"], rows["steer/Concise/near_empty_share"]["passed"]) == (0.5, False)
     assert rows["steer/sft/near_empty_share"]["passed"] is None
+    rows = by_claim(study.steer_claims({**means, "Complete and Thorough/stop_rate": 0.97, "sft/stop_rate": 0.5}))
+    assert rows["steer/Complete and Thorough/stop_rate"]["value"] == 0.97
+    assert rows["steer/sft/stop_rate"]["passed"] is None  # information: the cause of the order, not a claim
 
 
 def test_warehouse_claims_read_the_seed_tables(tmp_path):

@@ -69,7 +69,8 @@ def bench_steer(
     RM (the profile's PPO settings, no length bonus so only the principles steer), then print the
     mean response length of the SFT policy and of both policies on the held-out prompts, and each
     one's near-empty share (``<name>/near_empty_share``; rl.yaml's always-on lines, with their
-    rules, are part of both sets)."""
+    rules, are part of both sets) and share of answers that stopped before the cap
+    (``<name>/stop_rate``)."""
     from pathlib import Path
 
     from salmon_dag.config import EngineConfig
@@ -90,13 +91,17 @@ def bench_steer(
         """Mean response tokens and near-empty share of a policy on the held-out prompts."""
         with create_engine(engine_cfg, model_id, source.revision if adapter else None, adapter) as engine:
             outs = engine.generate(texts, params)
-        means[key] = float(np.mean([len(c.token_ids) for comps in outs for c in comps]))
-        means[f"{key}/near_empty_share"] = near_empty_share([c.text for comps in outs for c in comps])
+        done = [c for comps in outs for c in comps]
+        means[key] = float(np.mean([len(c.token_ids) for c in done]))
+        means[f"{key}/near_empty_share"] = near_empty_share([c.text for c in done])
+        # answers that ended (stop sequence or EOS) before the length cap: RL's stop penalty
+        # rewards raising this, which caps how long a "thorough" answer can get
+        means[f"{key}/stop_rate"] = sum(c.finish_reason == "stop" for c in done) / len(done)
 
     means: dict[str, float] = {}
     measure("sft", source.model_id, source.adapter_path)
     log(f"steer: SFT policy, {len(texts)} held-out prompts x {samples} samples: {means['sft']:.2f} tokens, "
-        f"{means['sft/near_empty_share']:.0%} near-empty")
+        f"{means['sft/near_empty_share']:.0%} near-empty, {means['sft/stop_rate']:.0%} stopped")
     for name in directions:
         pset = steering_set(rm_principles, [name], rl_cfg.always_on, rl_principles)
         out = Path(work_dir) / name.lower().replace(" ", "_")
@@ -106,7 +111,7 @@ def bench_steer(
         measure(name, str(out))
         log(f"steer: {name}: {len(result.steps)} PPO steps, RM score {summary['rm_score/first_quarter']:+.3f} -> "
             f"{summary['rm_score/last_quarter']:+.3f}; held-out mean length {means[name]:.2f} tokens, "
-            f"{means[f'{name}/near_empty_share']:.0%} near-empty")
+            f"{means[f'{name}/near_empty_share']:.0%} near-empty, {means[f'{name}/stop_rate']:.0%} stopped")
     a, b = directions
     moved = means[a] < means["sft"] < means[b]
     log(f"steer: mean response tokens  {a} {means[a]:.2f}  <  SFT {means['sft']:.2f}  <  {b} {means[b]:.2f}: "
