@@ -87,7 +87,8 @@ def build_reward_model_assets(settings: Settings) -> list:
         profile = salmon.load_profile()
         pset = materialized_principles(salmon, "reward_model")
         checkpoint = warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))
-        scorer = load_scorer(checkpoint, batch_size=profile.reward_model.eval_batch_size)
+        # the held-out examples and the probes repeat reviewer prompts: score each once
+        scorer = load_scorer(checkpoint, batch_size=profile.reward_model.eval_batch_size, cache_size=EVAL_MEMO)
         metrics = evaluate(scorer, read_table(salmon.warehouse, RM_DATA), read_table(salmon.warehouse, PAIRS),
                            principle_texts(pset), profile.reward_model, profile.seed, log=context.log.info)
         lineage = RM_EVAL_ASSET.lineage(context, profile, principle_hash=pset.content_hash, model_id=str(checkpoint))
@@ -96,6 +97,9 @@ def build_reward_model_assets(settings: Settings) -> list:
             m.metric: round(float(m.value), 4) for m in metrics})
 
     return [reward_model, reward_model_eval, *_checks()]
+
+
+EVAL_MEMO = 200_000  # scores (a few MB): more than any evaluation asks for
 
 
 def _checks() -> list:

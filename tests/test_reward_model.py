@@ -116,22 +116,24 @@ def test_scores_do_not_depend_on_batch_composition(rm, tok):
 
 
 def test_each_distinct_reviewer_prompt_runs_through_the_model_once(rm, tok):
-    """Evaluation asks for the same prompt many times: a scorer runs it once and remembers it,
+    """A prompt repeated within a call runs once; with a memo (evaluation's) also across calls,
     with the score the model gives it on its own."""
     prompts, replies = _texts()
     rows = []
     hook = rm.model.register_forward_hook(lambda _m, args, kwargs, _o: rows.append(kwargs["input_ids"].shape[0]),
                                           with_kwargs=True)
     try:
-        scorer = RewardScorer(rm, tok, 256, batch_size=3)
+        scorer = RewardScorer(rm, tok, 256, batch_size=3, cache_size=100)
         first = scorer.score(prompts * 2, replies * 2, [CONCISE.definition])
         assert sum(rows) == 4 and first[:4] == first[4:]
         again = scorer.score(prompts[:2] + ["Say bye."], replies[:2] + ["Bye."], [CONCISE.definition])
         assert sum(rows) == 5 and again[:2] == first[:2]  # only the new one ran
+        fresh = RewardScorer(rm, tok, 256)  # no memo across calls (RL's): the same prompt runs again
+        assert fresh.score(prompts, replies, [CONCISE.definition]) == pytest.approx(first[:4], abs=1e-4)
+        fresh.score(prompts[:1], replies[:1], [CONCISE.definition])
+        assert sum(rows) == 5 + 4 + 1
     finally:
         hook.remove()
-    fresh = RewardScorer(rm, tok, 256, cache_size=0).score(prompts, replies, [CONCISE.definition])
-    assert first[:4] == pytest.approx(fresh, abs=1e-4)
 
 
 def test_a_reward_model_trained_under_bf16_autocast_scores_under_it(rm, tok, tmp_path, tiny_checkpoint):

@@ -117,12 +117,14 @@ def warehouse_checkpoint(warehouse, name: str = "reward_model") -> Path:
     return Path(ref.adapter_path or ref.model_id)
 
 
-def load_scorer(directory: str | Path, device: str = "cpu", batch_size: int = 16):
+def load_scorer(directory: str | Path, device: str = "cpu", batch_size: int = 16, cache_size: int = 0):
     """A :class:`~salmon_dag.reward_model.scoring.RewardScorer` over the checkpoint in ``directory``:
-    on a CPU under bf16 autocast when the model trained so and this CPU computes bf16 natively."""
+    on a CPU under bf16 autocast when the model trained so and this CPU computes bf16 natively. ``cache_size``: memoize that many scores across calls
+    (evaluation; see :class:`~salmon_dag.reward_model.scoring.RewardScorer`)."""
     from salmon_dag.base_model.pretrain import cpu_has_native_bf16
     from salmon_dag.reward_model.scoring import RewardScorer
 
     model, tokenizer, manifest = load_reward_model(directory, device=device)
     autocast = manifest.cpu_bf16_autocast and str(device).startswith("cpu") and cpu_has_native_bf16()
-    return RewardScorer(model, tokenizer, manifest.max_seq_len, batch_size=batch_size, cpu_bf16_autocast=autocast)
+    return RewardScorer(model, tokenizer, manifest.max_seq_len, batch_size=batch_size, cpu_bf16_autocast=autocast,
+                        cache_size=cache_size)

@@ -3,9 +3,11 @@
 The one scoring path of the project: RL and evaluation call :class:`RewardScorer`. Prompts are
 left-padded, so every row's last position holds its own last token (the cue's), and position ids
 count real tokens only, so a score does not depend on what else is in the batch or on padding.
-That is also why a scorer memoizes by token ids: evaluation asks for the same reviewer prompt
-many times (the aggregation passes repeat a pair under the same principle; the probes reuse the
-held-out prompts), and RL's late rollouts repeat their short answers.
+Identical prompts within one call are run once. Evaluation also memoizes across calls
+(``cache_size``): it asks for the same reviewer prompt many times (the aggregation passes repeat a
+pair under the same principle; the probes reuse the held-out prompts). RL does not: a memoized
+score comes from another batch, equal only to float tolerance, and a resumed run must see the
+rewards of the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 class RewardScorer:
     """A loaded reward model (``load_reward_model``) that scores reviewer prompts.
 
-    The model is frozen while a scorer holds it: scores are memoized by token ids (at most
-    ``cache_size`` of them; 0 turns that off). ``cpu_bf16_autocast``: forward passes under bf16
+    The model is frozen while a scorer holds it: ``cache_size`` > 0 memoizes scores by token ids
+    across calls (at most that many; off by default). ``cpu_bf16_autocast``: forward passes under bf16
     autocast (the numeric path a CPU-trained model learned in; the head reads float32)."""
 
-    def __init__(self, model, tokenizer, max_len: int, batch_size: int = 16, cache_size: int = 200_000,
+    def __init__(self, model, tokenizer, max_len: int, batch_size: int = 16, cache_size: int = 0,
                  cpu_bf16_autocast: bool = False):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -63,7 +65,7 @@ class RewardScorer:
 
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """Scores of pre-tokenized reviewer prompts, in input order; each distinct sequence is
-        run through the model once (and not again while it is in the memo)."""
+        run through the model once (and, with a memo, not again while it is in it)."""
         keys = [tuple(int(t) for t in s) for s in sequences]
         todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
         fresh = dict(zip(todo, self._forward(todo)))
