@@ -119,8 +119,9 @@ def warehouse_checkpoint(warehouse, name: str = "reward_model") -> Path:
 
 def load_scorer(directory: str | Path, device: str = "cpu", batch_size: int = 16, cache_size: int = 0):
     """A :class:`~salmon_dag.reward_model.scoring.RewardScorer` over the checkpoint in ``directory``:
-    on a CPU under bf16 autocast when the model trained so and this CPU computes bf16 natively. ``cache_size``: memoize that many scores across calls
-    (evaluation; see :class:`~salmon_dag.reward_model.scoring.RewardScorer`)."""
+    on a CPU under bf16 autocast when the model trained so and this CPU computes bf16 natively
+    (a model trained on a bf16 CPU is scored in float32 on one without). ``cache_size``: memoize
+    that many scores across calls (evaluation; see :class:`~salmon_dag.reward_model.scoring.RewardScorer`)."""
     from salmon_dag.base_model.pretrain import cpu_has_native_bf16
     from salmon_dag.reward_model.scoring import RewardScorer
 

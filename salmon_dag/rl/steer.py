@@ -88,7 +88,7 @@ def bench_steer(
     texts = [format_chat_prompt(p) for p in eval_prompts["prompt"].to_list()]
 
     def measure(key: str, model_id: str, adapter: str | None = None) -> None:
-        """Mean response tokens and near-empty share of a policy on the held-out prompts."""
+        """Mean response tokens, near-empty share and stop rate of a policy on the held-out prompts."""
         with create_engine(engine_cfg, model_id, source.revision if adapter else None, adapter) as engine:
             outs = engine.generate(texts, params)
         done = [c for comps in outs for c in comps]
