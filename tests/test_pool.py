@@ -23,7 +23,17 @@ SLOW_ASSET_RUN = textwrap.dedent(f"""
 
     @dg.asset(pool={ACCELERATOR_POOL!r})
     def loads_a_model():
-        start = time.time(); time.sleep(float(sys.argv[2]))
+        start = time.time()
+        if sys.argv[3:] == ["--until-second"]:
+            # hold the slot until a second run holds one too or waits for one (a fixed sleep
+            # raced the second process's start-up on a slow box)
+            storage, deadline = dg.DagsterInstance.get().event_log_storage, start + 120
+            while time.time() < deadline:
+                info = storage.get_concurrency_info({ACCELERATOR_POOL!r})
+                if len(info.active_run_ids | info.pending_run_ids) >= 2:
+                    break
+                time.sleep(0.1)
+        time.sleep(float(sys.argv[2]))
         with open(sys.argv[1], "a") as f:
             f.write(json.dumps([start, time.time()]) + "\\n")
 
@@ -71,12 +81,12 @@ def test_two_concurrent_runs_in_the_pool_serialize_under_a_limit_of_one(tmp_path
     script, spans = tmp_path / "run.py", tmp_path / "spans.jsonl"
     script.write_text(SLOW_ASSET_RUN)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    run = [sys.executable, str(script), str(spans), "3"]
-    first = subprocess.Popen(run, env=env, stderr=subprocess.PIPE, text=True)
+    run = [sys.executable, str(script), str(spans), "1"]
+    first = subprocess.Popen([*run, "--until-second"], env=env, stderr=subprocess.PIPE, text=True)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         wait_for_a_claim(instance, first)
     # the second run starts while the first holds a slot (not in the same millisecond: see
-    # wait_for_a_claim)
+    # wait_for_a_claim), which it keeps until the second holds one too or waits for one
     second = subprocess.Popen(run, env=env, stderr=subprocess.PIPE, text=True)
     for p in (first, second):
         assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
