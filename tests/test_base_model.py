@@ -357,15 +357,21 @@ def test_the_tiny_world_varies_replies_at_its_shares_the_same_way_every_time() -
     assert share(cut, "As an AI language model") == pytest.approx(tw.BOILERPLATE_SHARE["cut"], abs=0.06)
     signed = sum(any(s in r for s in tw.SIGN_OFFS) for _, r in cut) / n
     assert signed == pytest.approx(tw.SIGN_OFF_SHARE["cut"], abs=0.06)
-    words = [len(re.findall(r"\w+", tw.cut_reply(r, short=False))) for _, r in dialogues]
-    assert max(words) <= 2 * tw.MEDIUM_MAX_WORDS and sum(w <= tw.MEDIUM_MAX_WORDS for w in words) > 0.9 * n
+    # the long copy: whole sentences within FULL_MAX_WORDS (a longer first sentence, or a list's
+    # introduction and first item, stays whole); the short copy: the first sentence
+    words = [len(re.findall(r"\w+", tw.cut_reply(r, tw.FULL_MAX_WORDS))) for _, r in dialogues]
+    assert sum(w <= tw.FULL_MAX_WORDS for w in words) > 0.9 * n
+    short = [len(re.findall(r"\w+", tw.cut_reply(r))) for _, r in dialogues]
+    assert sum(s < w for s, w in zip(short, words)) > 0.5 * n and sum(short) < 0.7 * sum(words)
+    assert all(r.count(".") <= 2 for _, r in slips)  # one sentence (plus an abbreviation's dot)
 
 
 def test_cut_reply_keeps_whole_sentences_and_never_ends_on_a_list_colon() -> None:
     from salmon_dag.base_model.tiny_world import cut_reply
 
     reply = "Boil the water. Add the pasta. Stir it often so it does not stick."
-    assert cut_reply(reply, short=True) == "Boil the water."
-    assert cut_reply(reply, short=False) == reply
+    assert cut_reply(reply) == "Boil the water."
+    assert cut_reply(reply, 40) == reply
+    assert cut_reply(reply, 6) == "Boil the water. Add the pasta."
     listed = "Try these steps:\n1. Rinse the rice.\n2. Add water.\n3. Simmer."
-    assert cut_reply(listed, short=True) == "Try these steps:\n1. Rinse the rice."
+    assert cut_reply(listed) == "Try these steps:\n1. Rinse the rice."

@@ -4,12 +4,16 @@ A 4M-parameter model cannot judge helpfulness, so the tiny profile proves SALMON
 *verifiable* principles. Those only have something to act on when the policy's samples vary along
 their axes, so the bundled dialogues are written out in several forms, at fixed rates:
 
-- **length**, both ways: every dialogue once in full (most run past the tiny policy's 48-token
-  cap) and once cut to its first sentence or its first few sentences;
+- **length**, both ways: every dialogue once at length (its first sentences, up to
+  :data:`FULL_MAX_WORDS` words) and once cut to its first sentence. Both end well before the tiny
+  policy's 48-token cap: a world whose long replies ran past it (the written dialogues are ~76
+  words, ~110 tokens) taught the policy not to stop, and RL's no-stop penalty then shortened every
+  steered policy, ``Complete and Thorough`` included (docs/benchmarks.md);
 - **AI boilerplate**: some replies open with an "As an AI language model, ..." sentence;
 - **stock sign-offs**: some replies end with "I hope this helps!"-style closings;
 - **the user's language**: ``language_slips.jsonl`` holds English requests answered in Spanish,
-  French or German (a base model drifting into another language).
+  French or German (a base model drifting into another language), cut to their first sentence for
+  the same reason (this tokenizer spends ~77 tokens on a two-sentence reply in those languages).
 
 Which form a dialogue gets depends on a hash of its request only: the world is data, the same on
 every machine and under every profile seed. All text here is original to the salmon project.
@@ -24,9 +28,12 @@ from pathlib import Path
 
 LANGUAGE_SLIPS = "language_slips.jsonl"
 
-# Of the cut copies: one sentence; the rest keep up to MEDIUM_MAX_WORDS words of whole sentences.
-SHORT_SHARE = 0.5
-MEDIUM_MAX_WORDS = 40
+# The long copy's whole first sentences, up to this many words: ~32 tokens on the median (this
+# tokenizer: ~1.5 a word); with a boilerplate opening or a sign-off 23% of long copies, and 21% of
+# all replies, still run past the 48-token cap (before: ~66%). The short copy is the first
+# sentence (~10 words); 57% of the dialogues have a second sentence within this limit (24 words:
+# 44%, 32 words: 68% but 31% of long copies past the cap).
+FULL_MAX_WORDS = 28
 # Shares of boilerplate openings and sign-offs, in the full and in the cut copies. A 4M-parameter
 # model reproduces a habit at about half its rate in the corpus, and SFT on the few self-align
 # answers dilutes it further: these put each habit in roughly a tenth of the policy's samples.
@@ -75,10 +82,9 @@ def _units(reply: str) -> list[tuple[str, str]]:
     return units
 
 
-def cut_reply(reply: str, short: bool) -> str:
-    """The first sentence (``short``) or the longest run of whole first sentences within
-    :data:`MEDIUM_MAX_WORDS` words (at least one sentence; a sentence that introduces a list
-    keeps at least its first item)."""
+def cut_reply(reply: str, max_words: int = 0) -> str:
+    """The longest run of whole first sentences within ``max_words`` words: at least one sentence
+    (``max_words`` 0: just that one), and a sentence that introduces a list keeps its first item."""
     units = _units(reply)
     if not units:
         return reply.strip()
@@ -86,15 +92,16 @@ def cut_reply(reply: str, short: bool) -> str:
     for sep, text in units[1:]:
         needed = out.endswith(":")  # "...:" is no answer on its own
         words += len(_WORD.findall(text))
-        if not needed and (short or words > MEDIUM_MAX_WORDS):
+        if not needed and words > max_words:
             break
         out += sep + text
     return out
 
 
 def varied_reply(user: str, reply: str, copy: str) -> str:
-    """The ``full`` or ``cut`` copy of a reply, with boilerplate and a sign-off at their shares."""
-    text = reply if copy == "full" else cut_reply(reply, short=_draw(user, "short") < SHORT_SHARE)
+    """The ``full`` (long) or ``cut`` (short) copy of a reply, with boilerplate and a sign-off at
+    their shares."""
+    text = cut_reply(reply, FULL_MAX_WORDS if copy == "full" else 0)
     if _draw(user, f"boilerplate-{copy}") < BOILERPLATE_SHARE[copy]:
         text = f"{_pick(BOILERPLATE, user, 'boilerplate-text')} {text}"
     if _draw(user, f"sign-off-{copy}") < SIGN_OFF_SHARE[copy]:
@@ -103,12 +110,13 @@ def varied_reply(user: str, reply: str, copy: str) -> str:
 
 
 def language_slips(bundled_dir: Path) -> list[tuple[str, str]]:
-    """(English request, reply in another language) pairs of ``language_slips.jsonl``, if present."""
+    """(English request, first sentence of a reply in another language) pairs of
+    ``language_slips.jsonl``, if present."""
     path = bundled_dir / LANGUAGE_SLIPS
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [(r["user"], r["assistant"]) for r in rows]
+    return [(r["user"], cut_reply(r["assistant"])) for r in rows]
 
 
 def world_dialogues(dialogues: list[tuple[str, str]], bundled_dir: Path) -> list[tuple[str, str]]:
