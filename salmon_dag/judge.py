@@ -22,17 +22,22 @@ def letter_token_id(tokenizer, context: str, letter: str) -> int:
 
     Tokenizers merge spaces and brackets differently ("(a", "▁a", "Ġa"), so the id is read off the
     tokenization of ``context + letter``: it must be ``encode(context)`` plus exactly one token that
-    decodes to the letter. Otherwise the letter's own standalone token is used, if it is a single
-    token that decodes to the letter; else this raises.
+    decodes to the letter. Otherwise a single token (the letter's standalone encoding, or its bare
+    vocabulary piece) that, appended to the context's tokens, reads as context + letter; else this raises.
     """
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
     full = tokenizer(context + letter, add_special_tokens=False)["input_ids"]
     if len(full) == len(ctx) + 1 and full[: len(ctx)] == ctx:
         if tokenizer.decode([full[-1]]).strip() == letter:
             return full[-1]
+    # else a single token that, appended to the context's tokens, reads as context + letter: the
+    # letter's standalone encoding may carry a word-start marker ("▁a" reads "( a"), the bare piece not
     alone = tokenizer(letter, add_special_tokens=False)["input_ids"]
-    if len(alone) == 1 and tokenizer.decode(alone).strip() == letter:
-        return alone[0]
+    bare = tokenizer.convert_tokens_to_ids(letter)
+    want = tokenizer.decode(ctx) + letter
+    for tid in ([alone[0]] if len(alone) == 1 else []) + ([bare] if isinstance(bare, int) else []):
+        if tid != tokenizer.unk_token_id and tokenizer.decode(ctx + [tid]) == want:
+            return tid
     raise EngineError(
         f"no single token for the judge letter {letter!r} after {context[-20:]!r} "
         f"(tokenized as {full[len(ctx) - 1:]}); change the judge template's answer lead"
