@@ -239,7 +239,8 @@ def test_two_processes_train_the_reward_model_like_one(tiny_checkpoint, tmp_path
 
 
 def test_two_processes_run_ppo_steps_like_one(tmp_path):
-    """Near-greedy sampling (temperature 0.01) makes each response independent of how the step's
+    """Near-greedy sampling (temperature 1e-4: 0.01 left this random model's close logits to the sampling
+    RNG once the tiny world, and so its tokenizer, changed) makes each response independent of how the step's
     prompts are split over processes and of the sampling RNG; one sequence per micro-batch makes the
     averaged gradient independent of the split too. Then 2 x 2 prompts = 1 x 4 prompts, step by step."""
     from salmon_dag.bench import random_model, random_reward_model
@@ -258,7 +259,7 @@ def test_two_processes_run_ppo_steps_like_one(tmp_path):
     for processes, rollout, accumulation in ((1, 4, 4), (2, 2, 2)):
         profile = load_profile("tiny", {"ppo": {
             "lora": LORA, "rollout_batch_size": rollout, "per_device_batch_size": 1,
-            "gradient_accumulation_steps": accumulation, "ppo_epochs": 1, "max_new_tokens": 6, "temperature": 0.01,
+            "gradient_accumulation_steps": accumulation, "ppo_epochs": 1, "max_new_tokens": 6, "temperature": 1e-4,
             "whiten_advantages": False, "max_steps": 2, "learning_rate": 1e-3, "warmup_steps": 0,
             "cpu_precision": "float32", "samples_every": 1, "launcher": "inprocess" if processes == 1 else "accelerate",
             "num_processes": processes,
