@@ -23,15 +23,15 @@ def letter_token_id(tokenizer, context: str, letter: str) -> int:
     Tokenizers merge spaces and brackets differently ("(a", "▁a", "Ġa"), so the id is read off the
     tokenization of ``context + letter``: it must be ``encode(context)`` plus exactly one token that
     decodes to the letter. Otherwise a single token (the letter's standalone encoding, or its bare
-    vocabulary piece) that, appended to the context's tokens, reads as context + letter; else this raises.
+    vocabulary piece) that, appended to the context's tokens, reads as context + letter; else this
+    raises.
     """
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
     full = tokenizer(context + letter, add_special_tokens=False)["input_ids"]
     if len(full) == len(ctx) + 1 and full[: len(ctx)] == ctx:
         if tokenizer.decode([full[-1]]).strip() == letter:
             return full[-1]
-    # else a single token that, appended to the context's tokens, reads as context + letter: the
-    # letter's standalone encoding may carry a word-start marker ("▁a" reads "( a"), the bare piece not
+    # the standalone encoding may carry a word-start marker ("▁a" reads "( a"); the bare piece not
     alone = tokenizer(letter, add_special_tokens=False)["input_ids"]
     bare = tokenizer.convert_tokens_to_ids(letter)
     want = tokenizer.decode(ctx) + letter

@@ -239,10 +239,11 @@ def test_two_processes_train_the_reward_model_like_one(tiny_checkpoint, tmp_path
 
 
 def test_two_processes_run_ppo_steps_like_one(tmp_path):
-    """Near-greedy sampling (temperature 1e-4: 0.01 left this random model's close logits to the sampling
-    RNG once the tiny world, and so its tokenizer, changed) makes each response independent of how the step's
-    prompts are split over processes and of the sampling RNG; one sequence per micro-batch makes the
-    averaged gradient independent of the split too. Then 2 x 2 prompts = 1 x 4 prompts, step by step."""
+    """Near-greedy sampling (temperature 1e-4: 0.01 left this random model's close logits to the
+    sampling RNG once the tiny world, and so its tokenizer, changed) makes each response independent
+    of how the step's prompts are split over processes and of the sampling RNG; one sequence per
+    micro-batch makes the averaged gradient independent of the split too. Then 2 x 2 prompts =
+    1 x 4 prompts, step by step."""
     from salmon_dag.bench import random_model, random_reward_model
     from salmon_dag.principles import load_principles
     from salmon_dag.rl.steer import rl_principle_set
