@@ -8,13 +8,13 @@ from assets_defs.decl import AssetDecl
 from assets_defs.models import materialize_model, read_model
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import table_name
+from salmon_dag.base_model.corpus import BUNDLED_CORPUS_DIR
 from salmon_dag.lineage import files_hash
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
 GROUP = "models"
 KEY = dg.AssetKey("base_model")
-CORPUS_DIR = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "corpus"
 
 
 def _corpus_hash(settings: Settings) -> str:
@@ -25,7 +25,7 @@ def _corpus_hash(settings: Settings) -> str:
     cfg = settings.profile.base_model
     inputs: list[Path | str] = []
     if cfg.kind == "tiny":
-        inputs = [*sorted(CORPUS_DIR.glob("*")), tiny_world.__file__, *corpus_sources(cfg.tiny.shared_data_dir)]
+        inputs = [*sorted(BUNDLED_CORPUS_DIR.glob("*")), tiny_world.__file__, *corpus_sources(cfg.tiny.shared_data_dir)]
     return files_hash(inputs)
 
 

@@ -17,9 +17,9 @@ import dagster as dg
 from salmon_dag.config import Profile, TrainingConfig
 from salmon_dag.launch.command import accelerate_command
 from salmon_dag.launch.jobs import TrainJob, decode_result, rank_failures, run_job
+from salmon_dag.paths import PROJECT_ROOT
 from salmon_dag.warehouse import Warehouse
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class LaunchError(RuntimeError):

@@ -11,13 +11,14 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table
 from salmon_dag.config import QUESTION_TYPES
 from salmon_dag.lineage import files_hash
+from salmon_dag.paths import DATA_DIR
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
 GROUP = "prompts"
 POOL = dg.AssetKey("prompt_pool")
 REJECTS = dg.AssetKey("prompt_pool_rejects")
-BUNDLED_PROMPTS = Path(__file__).resolve().parents[1] / "salmon_dag" / "data" / "default_prompts.jsonl"
+BUNDLED_PROMPTS = DATA_DIR / "default_prompts.jsonl"
 
 
 def _prompt_files_hash(settings: Settings) -> str:

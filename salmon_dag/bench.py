@@ -26,10 +26,10 @@ from salmon_dag.base_model.corpus import bundled_dialogues
 from salmon_dag.config import EngineConfig, load_profile
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.judge import JudgeItem, judge_scores
+from salmon_dag.paths import BUNDLED_PRINCIPLES_DIR
 from salmon_dag.principles import load_principles
 from salmon_dag.templates import format_chat_prompt, judge_prefix, judge_suffix
 
-PRINCIPLES_DIR = Path(__file__).resolve().parents[1] / "principles"
 
 
 def machine() -> str:
@@ -86,7 +86,7 @@ def bench_judge(model: str, pairs: int = 8, counts: tuple[int, ...] = (1, 4, 8, 
     items = [
         JudgeItem(dialogues[i][0], dialogues[i][1], dialogues[i + pairs][1]) for i in range(pairs)
     ]
-    rm = load_principles(PRINCIPLES_DIR, "reward_model").data.principles
+    rm = load_principles(BUNDLED_PRINCIPLES_DIR, "reward_model").data.principles
     principles = [(p.name, p.definition) for p in rm]
     engine = create_engine(EngineConfig(backend="hf", device="cpu", dtype="float32", max_batch_size=16), model)
     prefix_tokens = np.mean([len(engine.encode(judge_prefix(it.instruction, it.output_1, it.output_2))) for it in items])

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from salmon_dag.paths import BUNDLED_PRINCIPLES_DIR
+
 # bf16 dense peak of one H200 (= H100 SXM; the 1979 TFLOP/s of the data sheet assume 2:4 sparsity)
 H200_BF16_PEAK_TFLOPS = 989.0
-ROOT = Path(__file__).resolve().parents[1]
 # Llama-2-7B's config.json, the tokenizer-dependent ids aside
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
@@ -158,7 +159,7 @@ def _principles() -> list[tuple[str, str]]:
     """(name, definition) of the reward-model principles (read as YAML: salmon_dag.principles needs polars)."""
     import yaml
 
-    data = yaml.safe_load((ROOT / "principles" / "reward_model.yaml").read_text())
+    data = yaml.safe_load((BUNDLED_PRINCIPLES_DIR / "reward_model.yaml").read_text())
     return [(p["name"], p["definition"]) for p in data["principles"]]
 
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from salmon_dag.base_model.tiny_world import world_dialogues
+from salmon_dag.paths import DATA_DIR, resolve_local
 from salmon_dag.templates import format_dialogue
 
-BUNDLED_CORPUS_DIR = Path(__file__).resolve().parents[1] / "data" / "corpus"
+BUNDLED_CORPUS_DIR = DATA_DIR / "corpus"
 BUNDLED_DIALOGUES = "dialogues.jsonl"
 BUNDLED_PASSAGES = "passages.txt"
 # Project root (parent of the package): relative shared dirs in profiles are written from here.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # At most this many documents per shared file, so tiny pre-training stays a few minutes.
 SHARED_FILE_CAP = 2000
@@ -110,12 +110,8 @@ def resolve_shared_dir(shared_data_dir: str | None) -> Path | None:
     """
     if not shared_data_dir:
         return None
-    path = Path(shared_data_dir).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PROJECT_ROOT / path]
-    for cand in candidates:
-        if cand.is_dir():
-            return cand.resolve()
-    return None
+    path = resolve_local(shared_data_dir)
+    return path.resolve() if path.is_dir() else None
 
 
 def corpus_sources(shared_data_dir: str | None, bundled_dir: Path = BUNDLED_CORPUS_DIR) -> list[str]:

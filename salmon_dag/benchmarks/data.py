@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+from salmon_dag.paths import DATA_DIR
+
+BUNDLED_DIR = DATA_DIR / "benchmarks"
 BUNDLED_PREFIX = "bundled:"
 HF_PREFIX = "hf://"
 _FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")

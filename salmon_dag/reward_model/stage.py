@@ -13,6 +13,7 @@ import polars as pl
 from salmon_dag.aggregation import PrincipleText
 from salmon_dag.config import HumanPairsConfig, RewardModelConfig
 from salmon_dag.model_ref import ModelRef
+from salmon_dag.paths import resolve_local
 from salmon_dag.reward_model.data import (
     ReviewPair,
     heldout_groups,
@@ -32,7 +33,6 @@ from salmon_dag.reward_model.scoring import RewardScorer
 Log = Callable[[str], None]
 # The principle whose text scores human harmlessness labels, when the principle set has it.
 HARMLESS = "Harmless"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,10 @@ class HumanData:
 def resolve_source(source: str) -> str:
     """A relative local file is read from the working directory, else from the project root
     (profiles name ``../shared/data/...`` relative to the project, and Dagster may run elsewhere)."""
-    path = Path(source).expanduser()
-    if path.is_absolute() or path.exists() or not source.endswith((".jsonl", ".jsonl.gz")):
-        return source
-    from_root = PROJECT_ROOT / source
-    return str(from_root) if from_root.exists() else source
+    if not source.endswith((".jsonl", ".jsonl.gz")):
+        return source  # a Hub dataset id
+    path = resolve_local(source)
+    return str(path) if path.exists() else source
 
 
 def _read_human(cfg: HumanPairsConfig, log: Log):

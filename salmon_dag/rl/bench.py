@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from salmon_dag.config import RLConfig, load_profile
+from salmon_dag.paths import BUNDLED_PRINCIPLES_DIR
 
 STEPS = 6  # the first step of each (warm-up, first allocations) is not counted
 COMPLETIONS = 16  # per step, both algorithms
-PRINCIPLES = Path(__file__).resolve().parents[2] / "principles"
 
 
 def bench_rl(policy_dir: Path, reward_dir: Path, work: Path, log=print) -> float:
@@ -26,7 +26,7 @@ def bench_rl(policy_dir: Path, reward_dir: Path, work: Path, log=print) -> float
     profile = load_profile("tiny")
     pool, _ = build_from_config(profile.prompt_pool, profile.seed, log=lambda _: None)
     prompts = pool.filter(pool["split"] == "train").sort("prompt_id")
-    rl_pset = load_principles(PRINCIPLES, "rl")
+    rl_pset = load_principles(BUNDLED_PRINCIPLES_DIR, "rl")
     group = 4
     ppo = profile.ppo.model_copy(update={"rollout_batch_size": COMPLETIONS, "max_steps": STEPS, "save_every": STEPS})
     source = PolicySource(str(policy_dir))
