@@ -13,7 +13,7 @@ UV := $(VENV)/bin/uv
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell python3 -m pip config get global.find-links 2>/dev/null))
 UV_PIP := $(UV) pip install -q --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 
-.PHONY: install install-vllm run test bench
+.PHONY: install install-vllm run test check bench
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,8 +39,19 @@ install-vllm: $(VENV)/.vllm-installed
 run: install
 	$(VENV)/bin/salmon run
 
+# Tests run on TEST_WORKERS pytest-xdist workers (the tests mostly wait on subprocesses and use
+# about one core each: two workers on the two cores CI has), in the order tests/conftest.py sets
+# for `worksteal` (an idle worker takes tests queued on the other).
+# `make test` is the full suite (the README's and CI's command); `make check` leaves out the
+# end-to-end runs and multi-process launches (marker `slow`).
+TEST_WORKERS ?= 2
+PYTEST := SALMON_REQUIRE_VLLM=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+
 test: install-vllm
-	SALMON_REQUIRE_VLLM=1 $(PY) -m pytest
+	$(PYTEST)
+
+check: install-vllm
+	$(PYTEST) -m "not slow"
 
 bench: install-vllm
 	$(VENV)/bin/salmon bench judge

@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,50 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory):
-    """The whole tiny graph materialized once per session (tests/projects.py)."""
-    from projects import make_project
+    """The whole tiny graph materialized once per session (tests/projects.py), shared read-only by
+    every test and every pytest-xdist worker: the first worker builds it under a file lock, the
+    others wait for it. A test that edits principles or runs assets works on ``copy_project``; a
+    test that changed the shared project fails at teardown (:func:`projects.fingerprint`)."""
+    from filelock import FileLock
+    from projects import fingerprint, make_project, project_env
 
-    return make_project(tmp_path_factory.mktemp("project"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "shared-project"
+        with FileLock(f"{root}.lock"):
+            if not (root / ".built").is_file():
+                shutil.rmtree(root, ignore_errors=True)
+                make_project(root)
+                (root / ".built").touch()
+        proj = (root, project_env(root))
+    else:
+        proj = make_project(tmp_path_factory.mktemp("project"))
+    before = fingerprint(proj)
+    yield proj
+    after = fingerprint(proj)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared project (use copy_project): {changed[:5]}"
+
+
+# Test modules whose tests on the shared project take longest (minutes each: rebuilds, the daemon,
+# the seed study, the browser), measured with `--durations`; they start first.
+LONGEST_FIRST = ("test_rebuilds", "test_study", "test_ui_browser", "test_pool", "test_pipeline_e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the tests for pytest-xdist's ``worksteal``, which gives each of two workers one half
+    of the list and lets an idle worker take the end of the other's queue: the first half starts
+    with half of the slow tests on the shared project (longest first: its first test builds the
+    project), the second with the slow tests that do not need it (multi-process launches, run
+    while the project builds) and then the other half; unit tests fill both halves' ends, which
+    are what gets stolen. Without xdist the same order runs one test at a time."""
+    def rank(item) -> int:
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    slow = [i for i in items if i.get_closest_marker("slow")]
+    fast = [i for i in items if not i.get_closest_marker("slow")]
+    on_project = sorted((i for i in slow if "project" in i.fixturenames), key=rank)
+    alone = [i for i in slow if "project" not in i.fixturenames]
+    first, second = on_project[0::2], alone + on_project[1::2]
+    fill = max(0, len(items) // 2 - len(first))
+    items[:] = first + fast[:fill] + second + fast[fill:]

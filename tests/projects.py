@@ -57,6 +57,16 @@ def make_project(root: Path) -> Project:
     return project
 
 
+def fingerprint(project: Project) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every principle file, table and model file of ``project``: what a test that
+    edits or rebuilds would change (the Dagster instance and the DuckDB file, which read-only
+    commands also touch, are left out)."""
+    root = project[0]
+    files = [*(root / "principles").rglob("*"), *(root / "warehouse").rglob("*.parquet"),
+             *(root / "warehouse" / "models").rglob("*")]
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()}
+
+
 def instance_of(project: Project):
     """The project's Dagster instance (``<warehouse>/.dagster``); use it in a ``with`` block,
     which disposes of it."""

@@ -1,5 +1,7 @@
 """Benchmarks run end to end on a micro model and print their ratio line (no timing asserted)."""
 
+import pytest
+
 from salmon_dag.bench import bench_generate, bench_judge
 
 
@@ -13,6 +15,7 @@ def test_judge_bench_prints_its_ratio(tiny_checkpoint):
     assert len(rows) == 2 and all(float(r[-1]) < 1e-4 for r in rows)
 
 
+@pytest.mark.slow
 def test_generate_bench_prints_its_ratio(tiny_checkpoint):
     lines: list[str] = []
     rates = bench_generate(str(tiny_checkpoint), prompts=3, new_tokens=4, log=lines.append)

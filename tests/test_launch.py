@@ -160,6 +160,7 @@ def _train_sft(checkpoint: Path, tmp_path: Path, processes: int, per_device: int
     return _launch(tmp_path / f"w-{name}", job, profile)
 
 
+@pytest.mark.slow
 def test_two_processes_train_sft_like_one_with_the_same_global_batch(tiny_checkpoint, tmp_path):
     one, _ = _train_sft(tiny_checkpoint, tmp_path, 1, 4)
     two, logs = _train_sft(tiny_checkpoint, tmp_path, 2, 2)
@@ -179,6 +180,7 @@ def _need_deepspeed() -> None:
         pytest.importorskip("deepspeed", reason="DeepSpeed comes with the dev and gpu extras")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero", [2, 3])
 def test_deepspeed_zero_on_two_cpu_processes_trains_sft_like_one(tiny_checkpoint, tmp_path, zero):
     _need_deepspeed()
@@ -215,6 +217,7 @@ def _rm_data(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zero", [0, 3])
 def test_two_processes_train_the_reward_model_like_one(tiny_checkpoint, tmp_path, zero):
     if zero:
@@ -238,6 +241,7 @@ def test_two_processes_train_the_reward_model_like_one(tiny_checkpoint, tmp_path
     assert _max_weight_diff(one.out_dir, two.out_dir) < 1e-4
 
 
+@pytest.mark.slow
 def test_two_processes_run_ppo_steps_like_one(tmp_path):
     """Near-greedy sampling (temperature 1e-4: 0.01 left this random model's close logits to the
     sampling RNG once the tiny world, and so its tokenizer, changed) makes each response independent
@@ -312,6 +316,7 @@ def test_a_failing_rank_fails_the_asset_with_its_error(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- through the CLI
+@pytest.mark.slow
 def test_salmon_run_trains_sft_on_two_processes_with_metadata_and_progress(project, tmp_path):
     """`salmon run` on a profile whose SFT uses the accelerate launcher: the step's log has rank 0's
     lines, the progress view shows the launched training, the materialization has its metadata."""

@@ -5,13 +5,12 @@ tiny profile shortened to a few pre-training steps (tests/profiles/ci.yaml).
 """
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
-from projects import salmon, states
+from projects import copy_project, salmon, states
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -197,28 +196,8 @@ def test_unseen_question_files_run_by_configuration_only(project, tmp_path):
     assert set(outputs.filter(pl.col("benchmark") == "win_rate")["item_id"]) == {"501"}
 
 
-def test_new_reward_principle_judges_only_itself(project):
-    root, env = project
-    rm_file = root / "principles" / "reward_model.yaml"
-    original = rm_file.read_text()
-    try:
-        rm_file.write_text(original.rstrip() + "\n  - name: Mentions Water\n    definition: The reply mentions water.\n"
-                           "    negative_definition: The reply never mentions water.\n")
-        stale = {a for a, s in states(project).items() if s != "materialized"}
-        assert stale == {"principles/reward_model", "synthetic_preferences", "rm_training_data", "reward_model",
-                         "reward_model_eval", *RL_SIDE}
-        n_pairs = pl.read_parquet(root / "warehouse" / "response_pairs" / "data.parquet").height
-        proc = salmon(project, "run", "-v")  # the full log shows the judging lines
-        assert f"judged {n_pairs} pairs x 1 principles" in proc.stderr + proc.stdout
-        prefs = pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet")
-        assert prefs.height == n_pairs * 20
-    finally:
-        rm_file.write_text(original)
-    salmon(project, "run", "--quiet")  # back to the shipped principles: the rows of the extra one go
-    assert pl.read_parquet(root / "warehouse" / "synthetic_preferences" / "data.parquet").height == n_pairs * 19
-
-
-def test_self_align_edit_makes_its_side_stale(project):
+def test_self_align_edit_makes_its_side_stale(project, tmp_path):
+    project = copy_project(project, tmp_path / "p")
     root, _ = project
     sa = root / "principles" / "self_align.yaml"
     original = sa.read_text()
@@ -229,7 +208,7 @@ def test_self_align_edit_makes_its_side_stale(project):
                          "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval", *RL_SIDE}
     finally:
         sa.write_text(original)
-    assert set(states(project).values()) == {"materialized"}
+    assert set(states(project).values()) == {"materialized"}  # staleness follows the content
 
 
 def test_second_run_is_a_no_op(project):
@@ -237,31 +216,8 @@ def test_second_run_is_a_no_op(project):
     assert "nothing to do" in out
 
 
-def test_rl_edit_makes_only_the_rl_side_stale(project):
-    root, _ = project
-    sa = root / "principles" / "self_align.yaml"
-    rl = root / "principles" / "rl.yaml"
-    originals = {sa: sa.read_text(), rl: rl.read_text()}
-    try:
-        sa.write_text("# a comment-only edit changes nothing\n" + originals[sa])
-        rl.write_text(re.sub(r"(definition: >-\n\s+)", r"\1Above all, ", originals[rl], count=1))
-
-        st = states(project)
-        assert st["principles/rl"] == "stale"
-        # RL-time intervention: only the RL side is stale; the reward model is not retrained
-        assert {a for a, s in st.items() if s != "materialized"} == {"principles/rl", *RL_SIDE}
-
-        out = salmon(project, "run", "--quiet").stdout
-        line = next(ln for ln in out.splitlines() if "materializing " in ln)
-        assert set(line.split("materializing ", 1)[1].split(", ")) == {"principles/rl", *RL_SIDE}
-        assert set(states(project).values()) == {"materialized"}
-    finally:  # the session's project goes back to the shipped principles for the modules after this one
-        for path, text in originals.items():
-            path.write_text(text)
-        salmon(project, "run", "--quiet")
-
-
-def test_corrupt_principle_file_fails_cleanly(project):
+def test_corrupt_principle_file_fails_cleanly(project, tmp_path):
+    project = copy_project(project, tmp_path / "p")
     root, _ = project
     table = root / "warehouse" / "principles" / "reward_model" / "data.parquet"
     before = table.read_bytes()
@@ -283,7 +239,7 @@ def test_corrupt_principle_file_fails_cleanly(project):
 
 
 def test_broken_prompt_rows_become_rejects(project, tmp_path):
-    root, env = project
+    root, env = copy_project(project, tmp_path / "p")
     prompts = tmp_path / "mine.jsonl"
     prompts.write_text(
         '{"prompt": "How do I repot a cactus without hurting my hands?"}\n'
@@ -319,7 +275,8 @@ def test_cli_errors_are_one_line(project):
     assert proc.returncode == 1 and "matches no buildable asset" in proc.stderr
 
 
-def test_rebuild_is_deterministic_but_for_the_run_id(project):
+def test_rebuild_is_deterministic_but_for_the_run_id(project, tmp_path):
+    project = copy_project(project, tmp_path / "p")
     root, _ = project
     path = root / "warehouse" / "prompt_pool" / "data.parquet"
     salmon(project, "run", "--quiet", "--select", "prompt_pool")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -166,20 +166,16 @@ def project_copy(project, tmp_path, request) -> Iterator[Project]:
 # -- 1. `salmon status` and `salmon run` after an edit of each file ----------------------------
 
 
-@pytest.mark.parametrize("kind", ["rl", "reward_model", "self_align"])
-def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
-    copy = project_copy
+def rebuild_after_edit(copy: Project, kind: str, edit_file: Callable[[], None]):
+    """Edit ``kind``'s principle file with ``edit_file``, check what `salmon status` and then a plain
+    `salmon run` do (exactly the file's side, stale, then rebuilt once each in one run), and return
+    (the new materialization records, the run's output)."""
     expected = EXPECTED_STALE[kind]
     assert downstream_of_file(copy, kind) == expected  # the graph says the same as the contract
-    pairs_before = n_rows(copy, "response_pairs")
-    pair_ids_before = set(pl.read_parquet(copy[0] / "warehouse" / "response_pairs" / "data.parquet")["pair_id"])
-    judge_before = pl.read_parquet(copy[0] / "warehouse" / "synthetic_preferences" / "data.parquet")["judge_model"].unique()
-    rm_table = pl.read_parquet(copy[0] / "warehouse" / "principles" / "reward_model" / "data.parquet")
-    assert (rm_table["entry_kind"] == "principle").sum() == SHIPPED_RM_PRINCIPLES
     mats_before = counts(asset_events(copy))
     start = last_storage_id(copy)
 
-    edit(copy, kind)
+    edit_file()
     st = states(copy)
     assert {a for a, s in st.items() if s != "materialized"} == expected
     assert {st[a] for a in expected} == {"stale"}  # stale, not missing
@@ -201,17 +197,25 @@ def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
     assert len({r.run_id for r in new}) == 1  # one in-process run
     assert asset_events(copy, "observations", after=before_run) == []
     assert set(states(copy).values()) == {"materialized"}
+    print(f"\n{kind}: salmon run rebuilt {len(new)} assets in {elapsed:.1f}s")
+    return new, proc
+
+
+@pytest.mark.parametrize("kind", ["reward_model", "self_align"])
+def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
+    copy = project_copy
+    pairs_before = n_rows(copy, "response_pairs")
+    pair_ids_before = set(pl.read_parquet(copy[0] / "warehouse" / "response_pairs" / "data.parquet")["pair_id"])
+    judge_before = pl.read_parquet(copy[0] / "warehouse" / "synthetic_preferences" / "data.parquet")["judge_model"].unique()
+    rm_table = pl.read_parquet(copy[0] / "warehouse" / "principles" / "reward_model" / "data.parquet")
+    assert (rm_table["entry_kind"] == "principle").sum() == SHIPPED_RM_PRINCIPLES
+    shipped = (copy[0] / "principles" / f"{kind}.yaml").read_text()
+
+    new, _ = rebuild_after_edit(copy, kind, lambda: edit(copy, kind))
     table = pl.read_parquet(copy[0] / "warehouse" / "principles" / kind / "data.parquet")
     assert table["definition"].str.starts_with(EDITED_DEFINITIONS[kind]).sum() == 1
-    print(f"\n{kind}: salmon run rebuilt {len(new)} assets in {elapsed:.1f}s")
 
-    prefs = [metadata(r) for r in new if key_of(r) == "synthetic_preferences"]
-    if kind == "rl":
-        # an RL-time intervention: the judgements and the reward model are not touched
-        assert "synthetic_preferences" not in counts(new) and "reward_model" not in counts(new)
-        assert "sft_model" not in counts(new) and "principles/reward_model" not in counts(new)
-        return
-    (meta,) = prefs
+    (meta,) = [metadata(r) for r in new if key_of(r) == "synthetic_preferences"]
     judged, reused = meta["judged"], meta["reused_from_cache"]
     print(f"{kind}: synthetic_preferences judged {judged}, reused {reused} ({pairs_before} pairs before)")
     if kind == "reward_model":
@@ -219,6 +223,13 @@ def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
         assert n_rows(copy, "response_pairs") == pairs_before  # pairs were not rebuilt
         assert judged == pairs_before * 1 and reused == pairs_before * SHIPPED_RM_PRINCIPLES
         assert n_rows(copy, "synthetic_preferences") == pairs_before * (SHIPPED_RM_PRINCIPLES + 1)
+        # back to the shipped file: the extra principle's rows go, nothing is judged again
+        (copy[0] / "principles" / "reward_model.yaml").write_text(shipped)
+        start = last_storage_id(copy)
+        salmon(copy, "run", "--quiet")
+        (meta,) = [metadata(r) for r in asset_events(copy, after=start) if key_of(r) == "synthetic_preferences"]
+        assert meta["judged"] == 0 and meta["reused_from_cache"] == pairs_before * SHIPPED_RM_PRINCIPLES
+        assert n_rows(copy, "synthetic_preferences") == pairs_before * SHIPPED_RM_PRINCIPLES
     else:
         # A new Self-Align definition retrains the SFT policy, which is also the judge: a
         # judgement's cache key holds the judge's identity (``sft_model@<run id>``), which the
@@ -265,20 +276,26 @@ def _file_hashes(folder: Path) -> dict[str, str]:
 def test_rl_time_intervention_rebuilds_only_the_rl_side_and_keeps_the_reward_model(project_copy):
     """The README's intervention: one always-on principle with a verifiable rule, added to rl.yaml
     (salmon_dag.rl.intervention), is rebuilt by a plain `salmon run`: the RL side once each, the
-    reward model's checkpoint byte for byte as it was; every rollout's reward then counts the rule."""
+    reward model's checkpoint byte for byte as it was; every rollout's reward then counts the rule.
+    The run is shown as people watch it: one line per step, then the report."""
     from salmon_dag.config import load_profile
     from salmon_dag.rl.intervention import INTERVENTION_NAME, apply_intervention, near_empty
 
     copy = project_copy
     rm_dir = copy[0] / "warehouse" / "models" / "reward_model"
     rm_before = _file_hashes(rm_dir)
-    start = last_storage_id(copy)
 
-    apply_intervention(copy[0] / "principles")
-    assert {a for a, s in states(copy).items() if s != "materialized"} == EXPECTED_STALE["rl"]
-    salmon(copy, "run")
-    assert counts(asset_events(copy, after=start)) == Counter(dict.fromkeys(EXPECTED_STALE["rl"], 1))
+    def intervene() -> None:
+        apply_intervention(copy[0] / "principles")
+        other = copy[0] / "principles" / "self_align.yaml"  # a comment-only edit changes nothing
+        other.write_text("# a comment-only edit\n" + other.read_text())
+
+    new, proc = rebuild_after_edit(copy, "rl", intervene)
+    # the judgements, the SFT policy and the reward model are not touched
+    assert not {"synthetic_preferences", "reward_model", "sft_model", "principles/reward_model"} & set(counts(new))
     assert _file_hashes(rm_dir) == rm_before
+    table = pl.read_parquet(copy[0] / "warehouse" / "principles" / "rl" / "data.parquet")
+    assert (table["name"] == INTERVENTION_NAME).sum() == 1
 
     samples = pl.read_parquet(copy[0] / "warehouse" / "ppo_samples" / "data.parquet")
     assert all(INTERVENTION_NAME in p for p in samples["principles"].to_list())
@@ -289,6 +306,23 @@ def test_rl_time_intervention_rebuilds_only_the_rl_side_and_keeps_the_reward_mod
     rates = json.loads(salmon(copy, "sql", "select policy, near_empty_share from policy_answers", "--format", "json").stdout)
     assert {"sft_model", "ppo_policy", "rl_rollouts_first_quarter", "rl_rollouts_last_quarter"} <= {r["policy"] for r in rates}
     assert all(0.0 <= r["near_empty_share"] <= 1.0 for r in rates)
+
+    # the run as shown: one line per step, no raw log lines or third-party progress bars, the report
+    out = proc.stdout
+    steps = re.findall(r"^✓ \[(\d)/(\d)\] (\w+) ", out, flags=re.M)
+    assert steps == [("1", "3", "principles"), ("2", "3", "ppo_policy"), ("3", "3", "benchmark_scores")], out
+    assert re.search(r"ppo_steps \d+ rows", out) and "ppo_policy (model)" in out
+    assert " - dagster - " not in out and "Loading weights" not in out and "ppo: step" not in out
+    for title in ("Tables", "Reward model: held-out accuracy", "RL: first vs last quarter",
+                  "Policies' answers", "Benchmarks", "Next:"):
+        assert title in out, title
+    assert re.search(r"objective/rm_score\s*│\s*-?\d", out)
+    log = Path(re.search(r"^full log: (.+)$", out, flags=re.M)[1])
+    text = log.read_text()
+    assert "ppo: step 3/3" in text and "dagster - INFO" in text  # everything went to the log file
+    # -v: Dagster's own log instead of the view, and the same report
+    verbose = salmon(copy, "run", "-v", "--select", "principles/rl")
+    assert "dagster - INFO" in verbose.stderr and "✓" not in verbose.stdout and "Tables" in verbose.stdout
 
 
 def test_daemon_rebuilds_an_rl_edit_on_its_own(project_copy, tmp_path):

@@ -1,11 +1,5 @@
-"""`salmon run` as people watch it: progress lines become bars, steps become one line each, and
-the run ends with a report read from the warehouse."""
-
-import re
-from pathlib import Path
-
-import pytest
-from projects import copy_project, salmon
+"""`salmon run` as people watch it: progress lines become bars (the whole view of a rebuild, one
+line per step and the report, is checked end to end in tests/test_rebuilds.py)."""
 
 from salmon_dag.progress import Progress, parse_progress, progress_line
 
@@ -33,27 +27,3 @@ def test_progress_lines_are_recognised_and_nothing_else():
         assert parse_progress(line) == Progress(*want), line
     for line in NOT_PROGRESS:
         assert parse_progress(line) is None, line
-
-
-@pytest.mark.slow
-def test_a_rebuild_shows_steps_and_ends_with_the_report(project, tmp_path):
-    copy = copy_project(project, tmp_path / "p")
-    rl = copy[0] / "principles" / "rl.yaml"
-    rl.write_text(rl.read_text().replace("definition: ", "definition: Above all, ", 1))
-    out = salmon(copy, "run").stdout
-    steps = re.findall(r"^✓ \[(\d)/(\d)\] (\w+) ", out, flags=re.M)
-    assert steps == [("1", "3", "principles"), ("2", "3", "ppo_policy"), ("3", "3", "benchmark_scores")], out
-    assert re.search(r"ppo_steps \d+ rows", out) and "ppo_policy (model)" in out
-    # no raw log lines, no third-party progress bars on the screen
-    assert " - dagster - " not in out and "Loading weights" not in out and "ppo: step" not in out
-    for title in ("Tables", "Reward model: held-out accuracy", "RL: first vs last quarter",
-                  "Policies' answers", "Benchmarks", "Next:"):
-        assert title in out, title
-    assert re.search(r"objective/rm_score\s*│\s*-?\d", out)
-    log = Path(re.search(r"^full log: (.+)$", out, flags=re.M)[1])
-    text = log.read_text()
-    assert "ppo: step 3/3" in text and "dagster - INFO" in text  # everything went to the log file
-
-    # -v: Dagster's own log instead of the view, and the same report
-    proc = salmon(copy, "run", "-v", "--select", "principles/rl")
-    assert "dagster - INFO" in proc.stderr and "✓" not in proc.stdout and "Tables" in proc.stdout
