@@ -150,10 +150,12 @@ def test_both_precisions_train_and_save_float32_weights(tmp_path: Path, precisio
 
 
 def test_auto_precision_uses_bf16_only_on_native_bf16_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not pretrain_mod.use_bf16_autocast("float32") and pretrain_mod.use_bf16_autocast("bfloat16")
+    from salmon_dag.training import precision
+
+    assert not precision.use_bf16_autocast("float32") and precision.use_bf16_autocast("bfloat16")
     for native in (True, False):
-        monkeypatch.setattr(pretrain_mod, "cpu_has_native_bf16", lambda native=native: native)
-        assert pretrain_mod.use_bf16_autocast("auto") is native
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert precision.use_bf16_autocast("auto") is native
 
 
 def test_head_dim_must_be_64(tmp_path: Path) -> None:

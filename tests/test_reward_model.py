@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from salmon_dag import templates
-from salmon_dag.aggregation import PrincipleText
+from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.checkpoint import (
     MissingHeadError,
     RewardModelManifest,
@@ -38,7 +38,8 @@ def test_reviewer_prompt_lists_exactly_the_example_principles_in_order():
     (pair,) = pairs_from_examples(df)
     assert pair.principles == (KIND.negative_definition, CONCISE.definition)
     assert (pair.chosen, pair.rejected) == (df["response_2"][0], df["response_1"][0])
-    text = templates.reward_prompt(list(pair.principles), pair.prompt, pair.chosen)
+    head, tail = templates.reward_prompt_parts(list(pair.principles), pair.prompt)
+    text = head + pair.chosen + tail
     lines = [l[2:] for l in text.splitlines() if l.startswith("- ")]
     assert lines == [KIND.negative_definition, CONCISE.definition]  # negated one as its negation
     assert KIND.definition not in text and CONCISE.negative_definition not in text
@@ -139,7 +140,7 @@ def test_each_distinct_reviewer_prompt_runs_through_the_model_once(rm, tok):
 def test_a_reward_model_trained_under_bf16_autocast_scores_under_it(rm, tok, tmp_path, tiny_checkpoint):
     """The manifest records the CPU numeric path the model trained in; loading scores in it where
     this CPU computes bf16 natively, and the scores stay close to float32's."""
-    from salmon_dag.base_model.pretrain import cpu_has_native_bf16
+    from salmon_dag.training.precision import cpu_has_native_bf16
     from salmon_dag.reward_model.checkpoint import load_scorer
 
     manifest = RewardModelManifest(kind="merged", base_model_id=str(tiny_checkpoint), revision=None,

@@ -65,7 +65,7 @@ def test_loss_decreases_and_checkpoint_scores_as_trained(base, tok, tmp_path):
     assert any("eval" in line and "accuracy" in line for line in lines)
     model, ltok, manifest = load_reward_model(tmp_path / "rm")
     assert manifest.kind == "merged" and manifest.max_seq_len == 192
-    from salmon_dag.base_model.pretrain import use_bf16_autocast
+    from salmon_dag.training.precision import use_bf16_autocast
 
     assert manifest.cpu_bf16_autocast == use_bf16_autocast(_cfg().cpu_precision)  # scored as it trained
     scores = RewardScorer(model, ltok, 192).score(PROMPTS * 2, SHORT + LONG, [BRIEF])

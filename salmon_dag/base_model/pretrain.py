@@ -26,6 +26,7 @@ from transformers import (
 
 from salmon_dag.base_model.tokenizer import train_tokenizer
 from salmon_dag.config import TinyModelConfig
+from salmon_dag.training.precision import use_bf16_autocast
 
 REQUIRED_HEAD_DIM = 64  # vLLM's CPU attention kernels only support some head sizes; 64 is one.
 WEIGHT_DECAY = 0.1
@@ -95,19 +96,6 @@ def _deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without the probes: assume not
-        return False
-
-
-def use_bf16_autocast(precision: str) -> bool:
-    """Whether pre-training runs under bf16 autocast for ``precision`` (auto / float32 / bfloat16)."""
-    return cpu_has_native_bf16() if precision == "auto" else precision == "bfloat16"
 
 
 def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:

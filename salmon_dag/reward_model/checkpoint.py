@@ -122,7 +122,7 @@ def load_scorer(directory: str | Path, device: str = "cpu", batch_size: int = 16
     on a CPU under bf16 autocast when the model trained so and this CPU computes bf16 natively
     (a model trained on a bf16 CPU is scored in float32 on one without). ``cache_size``: memoize
     that many scores across calls (evaluation; see :class:`~salmon_dag.reward_model.scoring.RewardScorer`)."""
-    from salmon_dag.base_model.pretrain import cpu_has_native_bf16
+    from salmon_dag.training.precision import cpu_has_native_bf16
     from salmon_dag.reward_model.scoring import RewardScorer
 
     model, tokenizer, manifest = load_reward_model(directory, device=device)

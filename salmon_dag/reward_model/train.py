@@ -23,13 +23,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, TrainerCallback, set_seed
 
 from salmon_dag.base_model.loading import load_tokenizer
-from salmon_dag.base_model.pretrain import use_bf16_autocast
 from salmon_dag.config import RewardModelConfig, TrainingConfig
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.reward_model.checkpoint import RewardModelManifest, save_reward_model
 from salmon_dag.training.checkpoints import base_model_stamp, data_hash
 from salmon_dag.training.harness import TrainResult, common_training_args, run_training
 from salmon_dag.training.lora import describe_mode, load_for_training, peft_config, training_device
+from salmon_dag.training.precision import use_bf16_autocast
 
 HEAD_MODULES = ["score"]
 

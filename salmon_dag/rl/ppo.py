@@ -91,7 +91,7 @@ def total_steps(n_prompts: int, cfg: PPOConfig, world: int = 1) -> int:
 def mixed_precision(device_type: str, cfg: PPOConfig):
     """A context factory: bf16 autocast on CUDA, and on CPUs with native bf16 unless
     ``cpu_precision`` is float32; a no-op otherwise."""
-    from salmon_dag.base_model.pretrain import use_bf16_autocast
+    from salmon_dag.training.precision import use_bf16_autocast
 
     enabled = device_type == "cuda" or (device_type == "cpu" and use_bf16_autocast(cfg.cpu_precision))
     return lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)

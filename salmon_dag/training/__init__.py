@@ -32,6 +32,9 @@ _HOME = {
     "find_resumable": "checkpoints",
     "ProgressLog": "reporting",
     "plot_curves": "reporting",
+    # the CPU's numeric path
+    "cpu_has_native_bf16": "precision",
+    "use_bf16_autocast": "precision",
 }
 
 __all__ = sorted(_HOME)
