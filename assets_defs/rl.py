@@ -51,7 +51,7 @@ def build_rl_assets(settings: Settings) -> list:
         from salmon_dag.launch.jobs import TrainJob
         from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
         from salmon_dag.rl.stage import PLOT, samples_frame, steps_frame
-        from salmon_dag.rl.steer import rl_principle_set
+        from salmon_dag.rl.principle_set import rl_principle_set
 
         profile = salmon.load_profile()
         sft = read_model(salmon.warehouse, SFT_MODEL)

@@ -250,7 +250,7 @@ def test_two_processes_run_ppo_steps_like_one(tmp_path):
     1 x 4 prompts, step by step."""
     from salmon_dag.bench import random_model, random_reward_model
     from salmon_dag.principles import load_principles
-    from salmon_dag.rl.steer import rl_principle_set
+    from salmon_dag.rl.principle_set import rl_principle_set
 
     policy = random_model(tmp_path / "policy")
     rm = random_reward_model(policy, tmp_path / "rm")

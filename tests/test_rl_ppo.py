@@ -15,7 +15,7 @@ from salmon_dag.rl.models import PolicySource, load_policy, load_value_model
 from salmon_dag.rl.ppo import PPOTrainer, policy_prompts, prompts_for_step, total_steps
 from salmon_dag.rl.reward import SalmonReward
 from salmon_dag.rl.stage import samples_frame, steps_frame, train_policy
-from salmon_dag.rl.steer import rl_principle_set, steering_set
+from salmon_dag.rl.principle_set import rl_principle_set, steering_set
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS = 16

@@ -120,7 +120,7 @@ def _run_ppo(job: TrainJob, log: Log):
     from salmon_dag.principles import load_principles
     from salmon_dag.rl.models import PolicySource
     from salmon_dag.rl.stage import train_policy
-    from salmon_dag.rl.steer import rl_principle_set
+    from salmon_dag.rl.principle_set import rl_principle_set
 
     inputs = job.inputs
     rl = RLConfig.model_validate(inputs["rl"])

@@ -1,55 +1,19 @@
 """RL-time steering: the same SFT policy and the same reward model, trained under different RL
 principle sets, move in different directions (``salmon bench steer``).
 
-A steering set is an ``rl`` principle file built from reward-model principles chosen by name,
-with their definitions verbatim: a reward model follows the principle texts it was trained on
-(the tiny profile's RM learned ``Concise`` and ``Complete and Thorough``, backed by verifiable
-length rules), so the RL reward then asks for exactly what the principle says.
+Each run draws from a steering set (salmon_dag.rl.principle_set): reward-model principles chosen
+by name, with their definitions verbatim (the tiny profile's RM learned ``Concise`` and ``Complete
+and Thorough``, backed by verifiable length rules).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import yaml
 
 from salmon_dag.engine.base import SamplingParams
-from salmon_dag.principles import QUESTION_TYPES, PrincipleSet, parse_principles
+from salmon_dag.principles import PrincipleSet
 from salmon_dag.rl.intervention import near_empty_share
-
-
-def rl_principle_set(rl_principles: PrincipleSet, rm_principles: PrincipleSet, rl_cfg) -> PrincipleSet:
-    """The principle set the RL reward draws from under ``profile.rl``: ``rl.yaml`` as it is, or
-    (``rl.reward_model_principles``) a steering set; without always-on lines when ``rl.always_on``
-    is off."""
-    if rl_cfg.reward_model_principles:
-        try:
-            return steering_set(rm_principles, rl_cfg.reward_model_principles, rl_cfg.always_on, rl_principles)
-        except ValueError as exc:
-            raise ValueError(f"rl.reward_model_principles: {str(exc).removeprefix('steer: ')}") from None
-    if rl_cfg.always_on or not rl_principles.always_on():
-        return rl_principles
-    data = rl_principles.data.model_dump(mode="json", exclude_none=True) | {"always_on": []}
-    return parse_principles(yaml.safe_dump(data, sort_keys=False), "rl", rl_principles.path)
-
-
-def steering_set(rm_principles: PrincipleSet, names: Sequence[str], always_on: bool = False,
-                 rl_principles: PrincipleSet | None = None) -> PrincipleSet:
-    """An ``rl`` principle set whose every question-type group holds the named reward-model
-    principles (weight 1); ``always_on`` keeps the RL file's always-on lines."""
-    by_name = {p.name: p for _, p in rm_principles.principles()}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ValueError(f"steer: {', '.join(unknown)} not in {rm_principles.path} (known: {', '.join(by_name)})")
-    # names are unique across a file's groups: the copies for other question types say which
-    groups = {qt: [{"name": n if qt == "general" else f"{n} ({qt})", "definition": by_name[n].definition,
-                    "weight": 1.0} for n in names] for qt in QUESTION_TYPES}
-    data = {"version": 1, "kind": "rl", "groups": groups}
-    if always_on and rl_principles is not None:
-        data["always_on"] = [p.model_dump(mode="json", exclude_none=True) for p in rl_principles.always_on()]
-    label = "+".join(names)
-    return parse_principles(yaml.safe_dump(data, sort_keys=False), "rl", f"<steer:{label}>")
+from salmon_dag.rl.principle_set import steering_set
 
 
 def bench_steer(
