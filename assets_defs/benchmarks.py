@@ -59,7 +59,7 @@ def build_benchmark_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def benchmark_scores(context: dg.AssetExecutionContext, salmon: SalmonResource):
-        from salmon_dag.aggregation import principle_texts
+        from salmon_dag.principles import principle_texts
         from salmon_dag.benchmarks.report import bar_plot_markdown, comparison_markdown, headline
         from salmon_dag.benchmarks.stage import run_benchmarks
         from salmon_dag.reward_model.checkpoint import warehouse_checkpoint

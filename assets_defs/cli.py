@@ -236,7 +236,7 @@ def score(
 ) -> None:
     """Score a reply with the trained reward model: under all chosen principles, and under each
     principle alone and negated (the breakdown RL and evaluation use)."""
-    from salmon_dag.aggregation import principle_texts
+    from salmon_dag.principles import principle_texts
     from salmon_dag.principles import PrincipleError, load_principles
     from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
     from salmon_dag.warehouse import Warehouse

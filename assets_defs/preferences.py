@@ -91,7 +91,8 @@ def build_preference_assets(settings: Settings) -> list:
         kinds={"parquet", "polars"},
     )
     def rm_training_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.aggregation import aggregate, principle_texts
+        from salmon_dag.aggregation import aggregate
+        from salmon_dag.principles import principle_texts
 
         profile = salmon.load_profile()
         pset = materialized_principles(salmon, "reward_model")

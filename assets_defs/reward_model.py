@@ -79,7 +79,7 @@ def build_reward_model_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def reward_model_eval(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.aggregation import principle_texts
+        from salmon_dag.principles import principle_texts
         from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
         from salmon_dag.reward_model.evaluate import metrics_frame
         from salmon_dag.reward_model.stage import evaluate

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from salmon_dag.config import AggregationConfig
-from salmon_dag.rules import AnyRule, LanguageMatchRule, is_comparative
+from salmon_dag.principles import PrincipleText
+from salmon_dag.rules import LanguageMatchRule, is_comparative
 
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "example_id": pl.Utf8,
@@ -49,24 +49,7 @@ STAT_KEYS: tuple[str, ...] = ("examples", "dropped_zero", "dropped_rule", "dropp
                               "flipped")
 
 
-@dataclass(frozen=True)
-class PrincipleText:
-    """A reward-model principle as shown to the RM (its positive and negative definition), with
-    its verifiable rule, if any (which decides how the rule acts under ``rule_scope: global``)."""
-
-    name: str
-    definition: str
-    negative_definition: str
-    rule: AnyRule | None = None
-
-
 # --------------------------------------------------------------------------- normalisation
-def principle_texts(pset) -> list[PrincipleText]:
-    """The principles of a reward-model :class:`~salmon_dag.principles.PrincipleSet`, as shown to
-    the judge and the reward model."""
-    return [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
-
-
 def normalise_scores(prefs: pl.DataFrame) -> pl.DataFrame:
     """Add ``norm_score`` = ``score`` / (per-principle variance of the raw per-order scores).
 

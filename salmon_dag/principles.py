@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from salmon_dag.config import QUESTION_TYPES, QuestionType, stable_hash
-from salmon_dag.rules import Rule
+from salmon_dag.rules import AnyRule, Rule
 
 PRINCIPLE_KINDS: tuple[str, ...] = ("self_align", "reward_model", "rl")
 # Exemplar internal thoughts cite principles as "[Name]".
@@ -106,6 +106,23 @@ class PrincipleSet:
     def always_on(self) -> list[Principle]:
         """RL principles shown at every step (empty for other kinds)."""
         return list(self.data.always_on) if isinstance(self.data, RLFile) else []
+
+
+@dataclass(frozen=True)
+class PrincipleText:
+    """A reward-model principle as shown to the RM (its positive and negative definition), with
+    its verifiable rule, if any (which decides how the rule acts under ``rule_scope: global``)."""
+
+    name: str
+    definition: str
+    negative_definition: str
+    rule: AnyRule | None = None
+
+
+def principle_texts(pset: PrincipleSet) -> list[PrincipleText]:
+    """The principles of a reward-model :class:`PrincipleSet`, as shown to
+    the judge and the reward model."""
+    return [PrincipleText(p.name, p.definition, p.negative_definition, p.rule) for _, p in pset.principles()]
 
 
 def principle_path(principles_dir: Path | str, kind: str) -> Path:

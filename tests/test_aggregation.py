@@ -8,12 +8,12 @@ import pytest
 
 from salmon_dag.aggregation import (
     EXAMPLE_SCHEMA,
-    PrincipleText,
     aggregate,
     normalise_scores,
     truncated_geometric,
 )
 from salmon_dag.config import AggregationConfig
+from salmon_dag.principles import PrincipleText
 from salmon_dag.preferences import combine
 from salmon_dag.rules import ForbiddenPhraseRule, LanguageMatchRule, LengthRule
 

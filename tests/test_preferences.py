@@ -101,7 +101,8 @@ def test_a_rule_decides_labels_with_a_meaningless_judge():
     answer without the boilerplate whenever its principle is drawn."""
     import json
 
-    from salmon_dag.aggregation import PrincipleText, aggregate
+    from salmon_dag.aggregation import aggregate
+    from salmon_dag.principles import PrincipleText
     from salmon_dag.config import AggregationConfig
 
     rng = np.random.default_rng(0)

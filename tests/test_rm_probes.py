@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pytest
 
-from salmon_dag.aggregation import PrincipleText
+from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.evaluate import principle_pair_probes, rule_probes
 from salmon_dag.rules import ForbiddenPhraseRule, LengthRule
 
@@ -57,7 +57,7 @@ def test_principle_pairs_from_a_file_both_ways_and_bad_rows_are_one_line(tmp_pat
 def test_the_bundled_hand_written_pairs_name_shipped_principles_and_their_rules_agree():
     from pathlib import Path
 
-    from salmon_dag.aggregation import principle_texts
+    from salmon_dag.principles import principle_texts
     from salmon_dag.benchmarks.data import read_records
     from salmon_dag.principles import load_principles
     from salmon_dag.rules import compare_rule

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from salmon_dag.aggregation import PrincipleText
+from salmon_dag.principles import PrincipleText
 from salmon_dag.benchmarks.data import source_exists, where
 from salmon_dag.benchmarks.grading import MT_BENCH, WIN_RATE, grade_mt_bench, judge_win_rate
 from salmon_dag.benchmarks.judges import EngineJudge, OpenAIJudge, RewardModelJudge, TextJudge

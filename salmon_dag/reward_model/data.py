@@ -30,7 +30,7 @@ class ReviewPair:
     rejected: str
 
 
-def principle_texts(principles_json: str) -> tuple[str, ...]:
+def example_principle_texts(principles_json: str) -> tuple[str, ...]:
     """Texts of an example's ``principles`` column (a JSON list of {name, negated, text})."""
     return tuple(p["text"] for p in json.loads(principles_json))
 
@@ -46,7 +46,7 @@ def pairs_from_examples(df: pl.DataFrame) -> list[ReviewPair]:
             raise ValueError(f"rm_training_data row {row.get('example_id')}: preferred must be 1 or 2")
         first, second = row["response_1"], row["response_2"]
         chosen, rejected = (first, second) if row["preferred"] == 1 else (second, first)
-        out.append(ReviewPair(row["pair_id"], row["prompt"], principle_texts(row["principles"]), chosen, rejected))
+        out.append(ReviewPair(row["pair_id"], row["prompt"], example_principle_texts(row["principles"]), chosen, rejected))
     return out
 
 

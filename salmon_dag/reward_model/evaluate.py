@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from salmon_dag.aggregation import PrincipleText
+from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.data import ReviewPair
 from salmon_dag.reward_model.scoring import RewardScorer
 from salmon_dag.rules import compare_rule

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from salmon_dag.aggregation import PrincipleText
+from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.encode import encode_review, review_parts
 
 
