@@ -126,12 +126,6 @@ def reward_prompt_parts(principle_texts: list[str], instruction: str) -> tuple[s
     return head, f"\n\nRequest:\n{instruction.strip()}\n\n{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n{REWARD_CUE}"
 
 
-def reward_prompt(principle_texts: list[str], instruction: str, response: str) -> str:
-    """The whole reviewer prompt for ``response`` under ``principle_texts`` (in that order)."""
-    head, tail = reward_prompt_parts(principle_texts, instruction)
-    return head + response.strip() + tail
-
-
 def pmp_prompt_parts(context: str) -> tuple[str, str]:
     """(head, tail) of the principle-free reviewer prompt used for preference-model pre-training:
     ``context`` is the conversation so far (it ends where the assistant's reply begins)."""
@@ -172,11 +166,6 @@ def rating_request(conversation: list[tuple[str, str]], reference: str | None = 
     return "\n\n".join(parts)
 
 
-def rating_prompt(conversation: list[tuple[str, str]], reference: str | None = None) -> str:
-    """:func:`rating_request` in our chat format, for a judge model behind the engine."""
-    return format_chat_prompt(rating_request(conversation, reference))
-
-
 # Pairwise comparison for open-ended win rates: the judge ends with [[A]], [[B]] or [[C]] (a tie).
 PAIRWISE_INSTRUCTIONS = (
     "You are comparing two replies of AI assistants to the same request. Judge which reply serves "
@@ -190,11 +179,6 @@ def pairwise_request(instruction: str, reply_a: str, reply_b: str) -> str:
     """The judge's request to compare two replies to ``instruction`` (plain text)."""
     return (f"{PAIRWISE_INSTRUCTIONS}\n\n[Request]\n{instruction.strip()}\n[End of request]\n\n"
             f"[Reply A]\n{reply_a.strip()}\n[End of reply A]\n\n[Reply B]\n{reply_b.strip()}\n[End of reply B]")
-
-
-def pairwise_prompt(instruction: str, reply_a: str, reply_b: str) -> str:
-    """:func:`pairwise_request` in our chat format, for a judge model behind the engine."""
-    return format_chat_prompt(pairwise_request(instruction, reply_a, reply_b))
 
 
 # --------------------------------------------------------------------------- benchmarks: code completion (HumanEval)

@@ -6,7 +6,7 @@ import pytest
 
 from salmon_dag.benchmarks.ratings import parse_rating, summarize
 from salmon_dag.benchmarks.win_rate import item_scores, length_controlled_win_rate, parse_verdict, win_rate
-from salmon_dag.templates import pairwise_prompt
+from salmon_dag.templates import pairwise_request
 
 
 @pytest.mark.parametrize("text, rating", [
@@ -78,6 +78,6 @@ def test_pairwise_verdicts_map_to_the_policy_whatever_the_order(text, policy_is_
     assert parse_verdict(text, policy_is_a) == verdict
 
 
-def test_pairwise_prompt_shows_both_replies_in_the_given_order():
-    p = pairwise_prompt("Name a colour.", "Blue.", "Red.")
-    assert p.index("[Reply A]\nBlue.") < p.index("[Reply B]\nRed.") and p.endswith("### Assistant:")
+def test_pairwise_request_shows_both_replies_in_the_given_order():
+    p = pairwise_request("Name a colour.", "Blue.", "Red.")
+    assert p.index("[Reply A]\nBlue.") < p.index("[Reply B]\nRed.") and p.rstrip().endswith("[End of reply B]")

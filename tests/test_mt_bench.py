@@ -16,7 +16,7 @@ from salmon_dag.benchmarks.mt_bench import (
 )
 from salmon_dag.config import MTBenchConfig
 from salmon_dag.engine.base import Completion
-from salmon_dag.templates import rating_prompt
+from salmon_dag.templates import rating_request
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -73,13 +73,13 @@ def test_answers_are_generated_turn_by_turn_with_the_earlier_answers_in_context(
     assert second_turn.endswith("### Assistant:")
 
 
-def test_rating_prompt_grades_the_last_turn_and_can_carry_a_reference():
+def test_rating_request_grades_the_last_turn_and_can_carry_a_reference():
     conv = [("user", "What is 2+2?"), ("assistant", "5")]
-    plain, guided = rating_prompt(conv), rating_prompt(conv, reference="4")
+    plain, guided = rating_request(conv), rating_request(conv, reference="4")
     assert "Rating: [[5]]" in plain and "[Reference answer]" not in plain
-    assert "[Reference answer]\n4" in guided and guided.endswith("### Assistant:")
+    assert "[Reference answer]\n4" in guided and guided.index("[Reference answer]") < guided.index("[Assistant]\n5")
     with pytest.raises(ValueError, match="must end with the assistant"):
-        rating_prompt([("user", "hi")])
+        rating_request([("user", "hi")])
 
 
 @pytest.mark.skipif(not (SHARED / "self_instruct_user_oriented_instructions.jsonl").is_file(), reason="../shared/data is absent")
