@@ -205,9 +205,13 @@ def test_a_trl_baseline_run_fills_the_same_outputs(models, prompts, tmp_path):
 
     source, rm = models
     cfg = CFG.model_copy(update={"rollout_batch_size": 2, "max_steps": 2, "samples_every": 1, "samples_per_step": 1})
-    result = train_policy(source, rm, rl_set(), prompts, cfg, RLConfig(algorithm="rloo", group_size=2),
-                          tmp_path / "policy", seed=0, device="cpu", log=lambda _: None)
+    too_long = pl.DataFrame({"prompt_id": ["long"], "prompt": ["sea " * (cfg.max_prompt_tokens + 10)],
+                             "question_type": ["general"]})
+    result = train_policy(source, rm, rl_set(), pl.concat([prompts, too_long]), cfg,
+                          RLConfig(algorithm="rloo", group_size=2), tmp_path / "policy", seed=0, device="cpu",
+                          log=lambda _: None)
     assert result.algorithm == "rloo" and not result.is_adapter and len(result.steps) == 2
+    assert (result.prompts, result.dropped_prompts) == (N_PROMPTS, 1)  # counted as our PPO counts them
     assert {"objective/rm_score", "objective/kl", "objective/response_tokens"} <= set(steps_frame(result.steps)["metric"])
     assert samples_frame(result.samples)["step"].to_list() == [0, 1]
     AutoModelForCausalLM.from_pretrained(tmp_path / "policy")  # a whole model, loadable like ours

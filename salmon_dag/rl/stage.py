@@ -228,8 +228,8 @@ def _train_with_trl(source: PolicySource, reward: SalmonReward, prompts: pl.Data
         if r["step"] % ppo.samples_every == 0 and per_step.get(r["step"], 0) < ppo.samples_per_step:
             per_step[r["step"]] = per_step.get(r["step"], 0) + 1
             samples.append({**r, "finish_reason": "stop" if r.get("stopped") else "length"})
-    return RLResult(rl.algorithm, out_dir, False, result.steps, samples, prompts.height, 0, None,
-                    time.perf_counter() - t0)
+    return RLResult(rl.algorithm, out_dir, False, result.steps, samples, result.prompts, result.dropped_prompts,
+                    None, time.perf_counter() - t0)
 
 
 def _generator(engine: EngineConfig | None, source: PolicySource, policy, tokenizer, ppo: PPOConfig, device: str,

@@ -98,6 +98,8 @@ class TRLResult:
     algorithm: str = "rloo"
     is_adapter: bool = True
     trl_args: dict[str, Any] = field(default_factory=dict)
+    prompts: int = 0  # prompts trained on (those that fit ppo.max_prompt_tokens)
+    dropped_prompts: int = 0  # prompts dropped for their length
 
 
 # --------------------------------------------------------------------------- reward
@@ -447,6 +449,7 @@ def train_trl(
         steps=steps, samples=list(reward_fn.records), seconds_per_step=seconds_per_step, out_dir=out_dir,
         algorithm=algorithm, is_adapter=ppo.lora is not None,
         trl_args={k: v for k, v in kwargs.items() if k != "output_dir"},
+        prompts=len(dataset), dropped_prompts=dropped,
     )
 
 
