@@ -64,7 +64,8 @@ def fingerprint(project: Project) -> dict[str, tuple[int, int]]:
     root = project[0]
     files = [*(root / "principles").rglob("*"), *(root / "warehouse").rglob("*.parquet"),
              *(root / "warehouse" / "models").rglob("*")]
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()}
+    stats = {str(p.relative_to(root)): p.stat() for p in files if p.is_file()}
+    return {name: (st.st_size, st.st_mtime_ns) for name, st in stats.items()}
 
 
 def instance_of(project: Project):

@@ -15,8 +15,8 @@ from salmon_dag.benchmarks.judges import JudgeError, OpenAIJudge, RewardModelJud
 from salmon_dag.benchmarks.mt_bench import Question
 from salmon_dag.benchmarks.report import below_reference, comparison_markdown
 from salmon_dag.benchmarks.stage import evaluation_principles
-from salmon_dag.principles import PrincipleText
 from salmon_dag.config import BenchmarkJudgeConfig
+from salmon_dag.principles import PrincipleText
 
 
 # ---------------------------------------------------------------- a fake OpenAI-compatible server

@@ -21,7 +21,6 @@ from salmon_dag.templates import format_dialogue
 BUNDLED_CORPUS_DIR = DATA_DIR / "corpus"
 BUNDLED_DIALOGUES = "dialogues.jsonl"
 BUNDLED_PASSAGES = "passages.txt"
-# Project root (parent of the package): relative shared dirs in profiles are written from here.
 
 # At most this many documents per shared file, so tiny pre-training stays a few minutes.
 SHARED_FILE_CAP = 2000

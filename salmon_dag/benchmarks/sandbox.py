@@ -23,8 +23,8 @@ the kernel's own mechanisms:
   even when it lives under a directory the sandbox uid cannot enter, e.g. ``/root/.pyenv``).
 
 All of this is set up by a small launcher (``sandbox_child.py``, run with the same interpreter,
-``-I -S``) that execs the sandboxed interpreter at the end, so no ``preexec_fn`` runs in the caller's process and
-``run_python`` is safe to call from several threads at once. ``sandbox_support()`` reports which
+``-I -S``) that execs the sandboxed interpreter at the end, so no ``preexec_fn`` runs in the
+caller's process and ``run_python`` is safe to call from several threads at once. ``sandbox_support()`` reports which
 layers this machine allows.
 """
 
@@ -75,9 +75,9 @@ class SandboxResult:
 
 
 # The child-side code is a real module run as a script (``-I -S``: standard library only); the
-# network fallback is copied into the work dir and run there.
+# network fallback (its text, read once) is copied into the work dir and run there.
 _CHILD = str(Path(__file__).with_name("sandbox_child.py"))
-_NONET_WRAPPER = Path(__file__).with_name("sandbox_nonet.py")
+_NONET_WRAPPER = Path(__file__).with_name("sandbox_nonet.py").read_text(encoding="utf-8")
 
 
 def _interpreter() -> tuple[str, str, str]:
@@ -260,7 +260,7 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
             "require_netns": False, "work": work, "pyroot": pyroot, "uid": uid, "gid": gid,
             "exe": exe, "prefix": prefix, "exe_rel": exe_rel, "path": _PATH,
             "tmpfs_bytes": max(_WORKDIR_TMPFS_BYTES, 4 * limits.max_output_bytes),
-            "tmpfs_inodes": _WORKDIR_TMPFS_INODES, "nonet_wrapper": _NONET_WRAPPER.read_text(encoding="utf-8"),
+            "tmpfs_inodes": _WORKDIR_TMPFS_INODES, "nonet_wrapper": _NONET_WRAPPER,
             "memory_bytes": int(limits.memory_mb) << 20, "cpu_s": int(limits.timeout_s) + 1,
             "nofile": _NOFILE, "nproc": nproc, "fsize": int(limits.max_output_bytes),
         }

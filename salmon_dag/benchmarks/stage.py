@@ -17,7 +17,6 @@ from pathlib import Path
 
 import polars as pl
 
-from salmon_dag.principles import PrincipleText
 from salmon_dag.benchmarks.data import source_exists, where
 from salmon_dag.benchmarks.grading import MT_BENCH, WIN_RATE, grade_mt_bench, judge_win_rate
 from salmon_dag.benchmarks.judges import EngineJudge, OpenAIJudge, RewardModelJudge, TextJudge
@@ -26,6 +25,7 @@ from salmon_dag.benchmarks.results import ItemResult, Score, mean_stderr, output
 from salmon_dag.config import BenchmarksConfig, EngineConfig, RewardModelConfig
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.model_ref import ModelRef
+from salmon_dag.principles import PrincipleText
 from salmon_dag.templates import format_chat_prompt
 
 Log = Callable[[str], None]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from salmon_dag.principles import PrincipleText
 from salmon_dag.config import HumanPairsConfig, RewardModelConfig
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.paths import resolve_local
+from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.data import (
     ReviewPair,
     heldout_groups,
