@@ -29,6 +29,8 @@ class AssetDecl:
     sections: tuple[str, ...] = ()
     deps: tuple[dg.AssetKey, ...] = ()
     extra_version: Callable[[Settings], str] | None = None
+    # dependencies the profile chooses (the pipeline model judge.model names)
+    profile_deps: Callable[[Settings], tuple[dg.AssetKey, ...]] | None = None
 
     def config_hash(self, profile: Profile) -> str:
         """Hash of the profile config this asset reads (of nothing, when it reads none)."""
@@ -41,13 +43,17 @@ class AssetDecl:
             parts.append(extra)
         return ".".join(parts)
 
+    def dependencies(self, settings: Settings) -> list[dg.AssetKey]:
+        """``deps`` plus those the profile chooses."""
+        return [*self.deps, *(self.profile_deps(settings) if self.profile_deps is not None else ())]
+
     def asset(self, settings: Settings, **kwargs: Any) -> Callable:
         """``@dg.asset`` with this declaration's key, deps and code version (``kwargs``: the rest)."""
-        return dg.asset(key=self.key, deps=list(self.deps), code_version=self.code_version(settings), **kwargs)
+        return dg.asset(key=self.key, deps=self.dependencies(settings), code_version=self.code_version(settings), **kwargs)
 
     def spec(self, settings: Settings, **kwargs: Any) -> dg.AssetSpec:
         """The ``dg.AssetSpec`` of this declaration, for multi-assets."""
-        return dg.AssetSpec(self.key, deps=list(self.deps), code_version=self.code_version(settings), **kwargs)
+        return dg.AssetSpec(self.key, deps=self.dependencies(settings), code_version=self.code_version(settings), **kwargs)
 
     def lineage(
         self,

@@ -22,6 +22,10 @@ from salmon_dag.warehouse import Warehouse
 
 
 
+# every launched rank runs this module: it runs the job and reports to Dagster through Pipes
+WORKER_MODULE = "assets_defs.train_worker"
+
+
 class LaunchError(RuntimeError):
     """A launched training job failed (the message names the rank and its error)."""
 
@@ -33,7 +37,7 @@ def launch_dir(warehouse: Warehouse, stage: str) -> Path:
 
 def train(context: dg.AssetExecutionContext, job: TrainJob, profile: Profile, warehouse: Warehouse) -> Any:
     """Run ``job`` under its stage's ``launcher`` and return the stage's result (see ``run_job``)."""
-    cfg: TrainingConfig = getattr(profile, job.stage)
+    cfg: TrainingConfig = getattr(profile, job.stage)  # a stage's name is its profile section
     if cfg.launcher == "inprocess":
         return run_job(job, context.log.info)
     here = launch_dir(warehouse, job.stage)
@@ -42,7 +46,8 @@ def train(context: dg.AssetExecutionContext, job: TrainJob, profile: Profile, wa
     job_file = job.write(here / "job.json")
     device = "cuda" if cfg.launcher == "k8s" else _local_device(job.device)
     # a pod runs its image's python; a local launch the interpreter running Dagster
-    command = accelerate_command(cfg, job_file, device, **({"python": "python"} if cfg.launcher == "k8s" else {}))
+    command = accelerate_command(cfg, job_file, device, WORKER_MODULE,
+                                 **({"python": "python"} if cfg.launcher == "k8s" else {}))
     context.log.info(f"{job.stage}: {cfg.launcher} launch, {cfg.num_processes} process(es) on {device}: "
                      f"{shlex.join(command)}")
     # the ranks import this checkout's packages even when it is not pip-installed
@@ -62,7 +67,7 @@ def train(context: dg.AssetExecutionContext, job: TrainJob, profile: Profile, wa
     messages = invocation.get_custom_messages()
     if not messages:
         raise LaunchError(f"{job.stage}: the launched run ended without reporting a result (see {here})")
-    return decode_result(job.stage, messages[-1])
+    return decode_result(job, messages[-1])
 
 
 def _local_device(device: str) -> str:

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 import polars as pl
 
+from assets_defs.base_model import KEY as BASE_MODEL
 from assets_defs.decl import AssetDecl
 from assets_defs.models import read_model
 from assets_defs.principles import TABLE_KEYS, materialized_principles
@@ -29,16 +30,26 @@ BALANCE_MIN_EXAMPLES = 40
 
 # The judge template version is in the judgement cache key and in the code version: a new
 # template makes existing judgements stale (read at build time, so a changed template counts).
-PREFS_ASSET = AssetDecl(PREFS, STAGE_VERSION, sections=("judge", "engine"), deps=(PAIRS, RM_PRINCIPLES, SFT_MODEL),
-                        extra_version=lambda _settings: JUDGE_TEMPLATE_VERSION)
+PIPELINE_JUDGES = {"sft_model": SFT_MODEL, "base_model": BASE_MODEL}
+
+
+def judge_deps(settings: Settings) -> tuple[dg.AssetKey, ...]:
+    """The pipeline model ``judge.model`` names, as a dependency (none for a Hub id or a path:
+    its name is in the judge section's hash)."""
+    judge = settings.profile.judge.model
+    return (PIPELINE_JUDGES[judge],) if judge in PIPELINE_JUDGES else ()
+
+
+PREFS_ASSET = AssetDecl(PREFS, STAGE_VERSION, sections=("judge", "engine"), deps=(PAIRS, RM_PRINCIPLES),
+                        extra_version=lambda _settings: JUDGE_TEMPLATE_VERSION, profile_deps=judge_deps)
 RM_DATA_ASSET = AssetDecl(RM_DATA, STAGE_VERSION, sections=("aggregation",), deps=(PREFS, PAIRS, RM_PRINCIPLES))
 
 
 def judge_model(salmon: SalmonResource, name: str) -> tuple[ModelRef, str]:
     """(model to load, cache identity). Pipeline models are identified by the run that built them,
     so a retrained SFT policy never reuses the old policy's judgements."""
-    if name in ("sft_model", "base_model"):
-        ref = read_model(salmon.warehouse, dg.AssetKey(name))
+    if name in PIPELINE_JUDGES:
+        ref = read_model(salmon.warehouse, PIPELINE_JUDGES[name])
         return ref, f"{name}@{ref.lineage.get('run_id', '')}"
     return ModelRef(name="judge", model_id=name), name
 

@@ -12,6 +12,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.self_align import PAIRS
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.lineage import files_hash
+from salmon_dag.reward_model.job import STAGE as RM_STAGE
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 from salmon_dag.templates import REWARD_TEMPLATE_VERSION
 
@@ -29,9 +30,9 @@ def _human_files(settings: Settings) -> str:
     return f"{REWARD_TEMPLATE_VERSION}.{files_hash(local)}"
 
 
-RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, sections=("reward_model", "engine.device"),
+RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, sections=RM_STAGE.sections,
                      deps=(RM_DATA, BASE_MODEL), extra_version=_human_files)
-RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, sections=("reward_model", "engine.device"),
+RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, sections=RM_STAGE.sections,
                           deps=(REWARD_MODEL, RM_DATA, PAIRS, RM_PRINCIPLES), extra_version=_human_files)
 
 
@@ -56,7 +57,7 @@ def build_reward_model_assets(settings: Settings) -> list:
         base = read_model(salmon.warehouse, BASE_MODEL)
         examples = read_table(salmon.warehouse, RM_DATA)
         out = salmon.warehouse.model_dir(table_name(REWARD_MODEL))
-        job = TrainJob.for_stage(profile, "reward_model", out, base=asdict(base),
+        job = TrainJob.for_stage(profile, RM_STAGE, out, base=asdict(base),
                                  data=str(salmon.warehouse.table_path(table_name(RM_DATA))))
         result, pmp = train(context, job, profile, salmon.warehouse)
         evals = metric_points(result.log_history, "eval_accuracy")

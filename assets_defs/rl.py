@@ -13,6 +13,7 @@ from assets_defs.reward_model import REWARD_MODEL
 from assets_defs.self_align import SFT_MODEL
 from assets_defs.tables import loss_curve_markdown, materialize_table, read_table, table_name
 from salmon_dag.images import plot_markdown
+from salmon_dag.rl.job import STAGE as RL_STAGE
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
@@ -23,11 +24,10 @@ PPO_SAMPLES = dg.AssetKey("ppo_samples")
 RL_PRINCIPLES = TABLE_KEYS["rl"]
 RM_PRINCIPLES = TABLE_KEYS["reward_model"]
 
-_SECTIONS = ("ppo", "rl", "engine.device", "engine.backend")
 _DEPS = (SFT_MODEL, REWARD_MODEL, RL_PRINCIPLES, RM_PRINCIPLES, POOL)
-POLICY_ASSET = AssetDecl(PPO_POLICY, STAGE_VERSION, sections=_SECTIONS, deps=_DEPS)
-STEPS_ASSET = AssetDecl(PPO_STEPS, STAGE_VERSION, sections=_SECTIONS, deps=_DEPS)
-SAMPLES_ASSET = AssetDecl(PPO_SAMPLES, STAGE_VERSION, sections=_SECTIONS, deps=_DEPS)
+POLICY_ASSET = AssetDecl(PPO_POLICY, STAGE_VERSION, sections=RL_STAGE.sections, deps=_DEPS)
+STEPS_ASSET = AssetDecl(PPO_STEPS, STAGE_VERSION, sections=RL_STAGE.sections, deps=_DEPS)
+SAMPLES_ASSET = AssetDecl(PPO_SAMPLES, STAGE_VERSION, sections=RL_STAGE.sections, deps=_DEPS)
 
 
 def build_rl_assets(settings: Settings) -> list:
@@ -59,13 +59,12 @@ def build_rl_assets(settings: Settings) -> list:
         pset = rl_principle_set(rl_pset, materialized_principles(salmon, "reward_model"), profile.rl)
         out = salmon.warehouse.model_dir(table_name(PPO_POLICY))
         job = TrainJob.for_stage(
-            profile, "ppo", out,
+            profile, RL_STAGE, out,
             source={"model_id": sft.model_id, "revision": sft.revision, "adapter_path": sft.adapter_path,
                     "trust_remote_code": sft.trust_remote_code},
             reward_checkpoint=str(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))),
             principles_dir=str(salmon.settings().principles_path), principle_hash=pset.content_hash,
             prompts=str(salmon.warehouse.table_path(table_name(POOL))),
-            rl=profile.rl.model_dump(mode="json"), engine=profile.engine.model_dump(mode="json"),
         )
         result = train(context, job, profile, salmon.warehouse)
         summary = result.summary()

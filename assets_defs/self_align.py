@@ -17,6 +17,7 @@ from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.principles import PrincipleError, load_principles
 from salmon_dag.progress import progress_line
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
+from salmon_dag.training.sft_job import STAGE as SFT_STAGE
 
 STAGE_VERSION = "1"
 GROUP = "self_align"
@@ -29,8 +30,7 @@ CHUNK = 64
 
 SFT_DATA_ASSET = AssetDecl(SFT_DATA, STAGE_VERSION, sections=("self_align", "engine"),
                            deps=(PRINCIPLES, POOL, BASE_MODEL))
-# training reads the engine's device only (it trains there)
-SFT_MODEL_ASSET = AssetDecl(SFT_MODEL, STAGE_VERSION, sections=("sft", "engine.device"), deps=(SFT_DATA, BASE_MODEL))
+SFT_MODEL_ASSET = AssetDecl(SFT_MODEL, STAGE_VERSION, sections=SFT_STAGE.sections, deps=(SFT_DATA, BASE_MODEL))
 
 
 def contrast_rules(settings: Settings) -> list:
@@ -140,7 +140,7 @@ def build_self_align_assets(settings: Settings) -> list:
         base = read_model(salmon.warehouse, BASE_MODEL)
         table = read_table(salmon.warehouse, SFT_DATA)
         out = salmon.warehouse.model_dir(table_name(SFT_MODEL))
-        job = TrainJob.for_stage(profile, "sft", out, base=asdict(base),
+        job = TrainJob.for_stage(profile, SFT_STAGE, out, base=asdict(base),
                                  data=str(salmon.warehouse.table_path(table_name(SFT_DATA))))
         result = train(context, job, profile, salmon.warehouse)
         lineage = SFT_MODEL_ASSET.lineage(context, profile, principle_hash=table["principle_hash"][0],

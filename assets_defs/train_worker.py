@@ -36,9 +36,9 @@ def main(job_file: str, run: Callable[..., Any] | None = None) -> None:
         if me == 0 and PipesEnvVarParamsLoader().is_dagster_pipes_process():
             with open_dagster_pipes() as pipes:
                 result = run(job, pipes.log.info)
-                pipes.report_custom_message(write_result(here, job.stage, result))
+                pipes.report_custom_message(write_result(here, job, result))
         elif me == 0:
-            write_result(here, job.stage, run(job, print))
+            write_result(here, job, run(job, print))
         else:
             run(job, lambda _line: None)  # rank 0 reports for all
     except BaseException as exc:

@@ -658,9 +658,13 @@ class Profile(_Strict):
         A section is a top-level key (``"sft"``) or a dotted path to one field (``"engine.device"``),
         so a stage that reads one field of a shared section is not rebuilt when another changes.
         """
-        payload = {s: self._section(s) for s in sections}
+        payload = self.section_values(*sections)
         payload["seed"] = self.seed
         return stable_hash(payload)
+
+    def section_values(self, *sections: str) -> dict[str, Any]:
+        """The named sections (or dotted fields) as JSON values: what a stage's job carries."""
+        return {s: self._section(s) for s in sections}
 
     def _section(self, dotted: str) -> Any:
         value: Any = self

@@ -148,7 +148,19 @@ def test_every_asset_is_declared_once_and_its_code_version_comes_from_the_declar
         node = graph.get(key)
         assert node.code_version == decl.code_version(settings), key
         assert decl.config_hash(profile) in node.code_version  # what lineage records as config_hash
-        assert node.parent_keys == set(decl.deps), key
+        assert node.parent_keys == set(decl.dependencies(settings)), key
+
+
+@pytest.mark.parametrize("judge, model_dep", [("sft_model", "sft_model"), ("base_model", "base_model"),
+                                              ("/models/my-judge", None)])
+def test_synthetic_preferences_depends_on_the_judge_it_loads(settings, tmp_path, judge, model_dep):
+    profile = tmp_path / "judge.yaml"
+    profile.write_text(f"extends: tiny\njudge:\n  model: {judge}\n")
+    graph = build_definitions(Settings(str(profile), settings.warehouse_dir, settings.principles_dir)).resolve_asset_graph()
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey("synthetic_preferences")).parent_keys}
+    models = parents & {"sft_model", "base_model"}
+    assert models == ({model_dep} if model_dep else set())
+    assert {"response_pairs", "principles/reward_model"} <= parents
 
 
 def test_sft_model_is_stale_when_the_training_device_changes(settings, tmp_path):

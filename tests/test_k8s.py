@@ -10,13 +10,15 @@ from dagster_k8s import PipesK8sClient
 from dagster_k8s import pipes as k8s_pipes
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, DAGSTER_PIPES_MESSAGES_ENV_VAR, decode_param
 
+from assets_defs.launch import WORKER_MODULE
 from salmon_dag.config import ProfileError, SFTStageConfig, load_profile
 from salmon_dag.launch.command import accelerate_command
 from salmon_dag.launch.k8s import pod_run_kwargs
 
 # the command a k8s launch of a 4-GPU SFT stage runs (assets_defs.launch builds it the same way)
 COMMAND = accelerate_command(SFTStageConfig(launcher="k8s", num_processes=4),
-                             "/data/warehouse/.dagster/launch/sft/job.json", "cuda", python="python")
+                             "/data/warehouse/.dagster/launch/sft/job.json", "cuda", WORKER_MODULE,
+                             python="python")
 KUBE = {
     "image": "registry.example/salmon:1.0",
     "namespace": "rlhf",

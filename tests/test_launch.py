@@ -17,8 +17,11 @@ import pytest
 
 from salmon_dag.config import PPOConfig, ProfileError, SFTStageConfig, load_profile
 from salmon_dag.launch.command import accelerate_command, deepspeed_config_file
-from salmon_dag.launch.jobs import TrainJob, decode_result, encode_result, rank_failures, write_failure
+from salmon_dag.launch.jobs import TrainJob, rank_failures, write_failure
 from salmon_dag.model_ref import ModelRef
+from salmon_dag.reward_model.job import STAGE as RM_STAGE
+from salmon_dag.rl.job import STAGE as RL_STAGE
+from salmon_dag.training.sft_job import STAGE as SFT_STAGE
 from salmon_dag.progress import Progress, parse_progress
 from salmon_dag.warehouse import Warehouse
 
@@ -29,25 +32,25 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
 # --------------------------------------------------------------------------- command line
 def test_cpu_ranks_use_gloo_and_a_fixed_accelerate_setup():
     cfg = SFTStageConfig(launcher="accelerate", num_processes=2)
-    cmd = accelerate_command(cfg, "/w/job.json", "cpu", python="py")
+    cmd = accelerate_command(cfg, "/w/job.json", "cpu", "the_worker", python="py")
     assert cmd[:3] == ["py", "-m", "accelerate.commands.launch"]
     # torchrun starts the ranks (accelerate's --cpu would start one); the stages pick gloo themselves
     assert cmd[cmd.index("--num_processes") + 1] == "2" and "--multi_gpu" in cmd and "--cpu" not in cmd
-    assert "--cpu" in accelerate_command(SFTStageConfig(launcher="accelerate"), "j", "cpu")
+    assert "--cpu" in accelerate_command(SFTStageConfig(launcher="accelerate"), "j", "cpu", "w")
     assert cmd[cmd.index("--mixed_precision") + 1] == "no" and cmd[cmd.index("--num_machines") + 1] == "1"
-    assert cmd[-3:] == ["-m", "assets_defs.train_worker", "/w/job.json"]
+    assert cmd[-3:] == ["-m", "the_worker", "/w/job.json"]
 
 
 def test_gpus_get_multi_gpu_or_the_shipped_deepspeed_config():
-    ddp = accelerate_command(SFTStageConfig(launcher="accelerate", num_processes=8), "j", "cuda")
+    ddp = accelerate_command(SFTStageConfig(launcher="accelerate", num_processes=8), "j", "cuda", "w")
     assert "--multi_gpu" in ddp and "--cpu" not in ddp and "--use_deepspeed" not in ddp
-    zero = accelerate_command(SFTStageConfig(launcher="k8s", num_processes=8, deepspeed_stage=3), "j", "cuda")
+    zero = accelerate_command(SFTStageConfig(launcher="k8s", num_processes=8, deepspeed_stage=3), "j", "cuda", "w")
     path = Path(zero[zero.index("--deepspeed_config_file") + 1])
     assert "--use_deepspeed" in zero and "--multi_gpu" not in zero
     assert json.loads(path.read_text())["zero_optimization"]["stage"] == 3
     assert json.loads(deepspeed_config_file(2).read_text())["zero_optimization"]["stage"] == 2
     own = accelerate_command(SFTStageConfig(launcher="accelerate", num_processes=16, accelerate_config="/c.yaml"),
-                             "j", "cuda")
+                             "j", "cuda", "w")
     assert own[own.index("--config_file") + 1] == "/c.yaml" and "--num_machines" not in own
     assert own[own.index("--num_processes") + 1] == "16"
 
@@ -66,14 +69,43 @@ def test_launcher_settings_are_checked_where_they_are_read():
 # --------------------------------------------------------------------------- jobs and results
 def test_a_job_round_trips_and_a_bad_job_file_is_named(tmp_path):
     profile = load_profile("tiny", {"sft": {"launcher": "accelerate", "num_processes": 2}})
-    job = TrainJob.for_stage(profile, "sft", tmp_path / "out", base={"model_id": "m"}, data="d.parquet")
+    job = TrainJob.for_stage(profile, SFT_STAGE, tmp_path / "out", base={"model_id": "m"}, data="d.parquet")
     assert TrainJob.read(job.write(tmp_path / "job.json")) == job
-    assert job.config["num_processes"] == 2 and job.seed == profile.seed
+    # the job carries exactly the sections the stage declares (and its asset hashes)
+    assert sorted(job.config) == sorted(SFT_STAGE.sections) == ["engine.device", "sft"]
+    assert job.config["sft"]["num_processes"] == 2 and job.seed == profile.seed
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json"):
         TrainJob.read(tmp_path / "bad.json")
-    with pytest.raises(ValueError, match="unknown stage"):
-        TrainJob("dpo", "o", 0, "cpu", {})
+    with pytest.raises(ValueError, match="unknown stage 'dpo'"):
+        TrainJob("dpo", SFT_STAGE.module, "o", 0, "cpu", {})
+    with pytest.raises(ValueError, match="cannot import its module"):
+        TrainJob("dpo", "salmon_dag.no_such_stage", "o", 0, "cpu", {})
+    with pytest.raises(ValueError, match="do not match its declared"):
+        TrainJob.for_stage(profile, SFT_STAGE, tmp_path / "out", base={"model_id": "m"})
+
+
+def test_a_stage_reads_only_the_sections_it_declares(tmp_path):
+    from salmon_dag.config import RLConfig
+    from salmon_dag.stage import StageRun
+
+    run = StageRun(tmp_path, 0, "cpu", load_profile("tiny").section_values(*SFT_STAGE.sections), {})
+    with pytest.raises(KeyError, match="did not declare"):
+        run.section("rl", RLConfig)
+
+
+def test_the_dagster_layer_hashes_what_each_training_stage_reads():
+    from assets_defs.reward_model import RM_ASSET, RM_EVAL_ASSET
+    from assets_defs.rl import POLICY_ASSET
+    from assets_defs.self_align import SFT_MODEL_ASSET
+
+    for decl, stage in ((SFT_MODEL_ASSET, SFT_STAGE), (RM_ASSET, RM_STAGE), (RM_EVAL_ASSET, RM_STAGE),
+                        (POLICY_ASSET, RL_STAGE)):
+        assert decl.sections == stage.sections
+    # RL's rollouts read the engine's dtype, context and threads, not only its device and backend
+    tiny = load_profile("tiny")
+    changed = load_profile("tiny", {"engine": {"max_context": 1024}})
+    assert POLICY_ASSET.config_hash(tiny) != POLICY_ASSET.config_hash(changed)
 
 
 def test_results_cross_the_process_boundary_unchanged(tmp_path):
@@ -81,11 +113,14 @@ def test_results_cross_the_process_boundary_unchanged(tmp_path):
     from salmon_dag.training.harness import TrainResult
 
     tr = TrainResult(tmp_path, 4, [(1, 2.5), (2, 2.0)], [{"loss": 2.5, "step": 1}], None, 3.0, 6, True)
-    assert decode_result("sft", json.loads(json.dumps(encode_result("sft", tr)))) == tr
-    assert decode_result("reward_model", json.loads(json.dumps(encode_result("reward_model", (tr, None))))) == (tr, None)
+    def across(stage, result):
+        return stage.decode(json.loads(json.dumps(stage.encode(result))))
+
+    assert across(SFT_STAGE, tr) == tr
+    assert across(RM_STAGE, (tr, None)) == (tr, None) and across(RM_STAGE, (tr, tr)) == (tr, tr)
     rl = RLResult("ppo", tmp_path, True, [{"step": 0, "objective/kl": 0.1}], [{"step": 0, "principles": ["a"]}],
                   16, 0, None, 9.0)
-    assert decode_result("ppo", json.loads(json.dumps(encode_result("ppo", rl)))) == rl
+    assert across(RL_STAGE, rl) == rl
 
 
 def test_rank_failures_are_read_lowest_rank_first(tmp_path):
@@ -155,7 +190,7 @@ def _train_sft(checkpoint: Path, tmp_path: Path, processes: int, per_device: int
     data = _sft_data(tmp_path / "sft.parquet")
     profile = _sft_profile(processes, per_device, zero)
     name = f"sft-{processes}-{zero}"
-    job = TrainJob.for_stage(profile, "sft", tmp_path / name, base=asdict(ModelRef("base_model", str(checkpoint))),
+    job = TrainJob.for_stage(profile, SFT_STAGE, tmp_path / name, base=asdict(ModelRef("base_model", str(checkpoint))),
                              data=str(data))
     return _launch(tmp_path / f"w-{name}", job, profile)
 
@@ -232,7 +267,7 @@ def test_two_processes_train_the_reward_model_like_one(tiny_checkpoint, tmp_path
             "launcher": "inprocess" if processes == 1 else "accelerate", "num_processes": processes,
             "deepspeed_stage": zero if processes > 1 else 0,
         }, "engine": {"device": "cpu"}})
-        job = TrainJob.for_stage(profile, "reward_model", tmp_path / f"rm-{processes}", base=base, data=str(data))
+        job = TrainJob.for_stage(profile, RM_STAGE, tmp_path / f"rm-{processes}", base=base, data=str(data))
         results[processes], _ = _launch(tmp_path / f"w{processes}", job, profile)
     (one, pmp1), (two, pmp2) = results[1], results[2]
     assert pmp1 is None and pmp2 is None and two.steps == 2 and two.train_examples == 8
@@ -272,10 +307,9 @@ def test_two_processes_run_ppo_steps_like_one(tmp_path):
         pset = rl_principle_set(load_principles(ROOT / "principles", "rl"),
                                 load_principles(ROOT / "principles", "reward_model"), profile.rl)
         job = TrainJob.for_stage(
-            profile, "ppo", tmp_path / f"ppo-{processes}", source={"model_id": str(policy)}, reward_checkpoint=str(rm),
+            profile, RL_STAGE, tmp_path / f"ppo-{processes}", source={"model_id": str(policy)}, reward_checkpoint=str(rm),
             principles_dir=str(ROOT / "principles"), principle_hash=pset.content_hash,
-            prompts=str(tmp_path / "pool.parquet"), rl=profile.rl.model_dump(mode="json"),
-            engine=profile.engine.model_dump(mode="json"))
+            prompts=str(tmp_path / "pool.parquet"))
         results[processes], _ = _launch(tmp_path / f"w{processes}", job, profile)
     one, two = results[1], results[2]
     assert len(one.steps) == len(two.steps) == 2 and two.prompts == 8
@@ -303,13 +337,13 @@ main(sys.argv[1], run)
 
 
 def test_a_failing_rank_fails_the_asset_with_its_error(tmp_path, monkeypatch):
-    import salmon_dag.launch.command as command
+    import assets_defs.launch as launch
 
     (tmp_path / "failing_worker.py").write_text(FAILING_WORKER)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    monkeypatch.setattr(command, "WORKER_MODULE", "failing_worker")
+    monkeypatch.setattr(launch, "WORKER_MODULE", "failing_worker")
     profile = _sft_profile(2, 2)
-    job = TrainJob.for_stage(profile, "sft", tmp_path / "out", base={"model_id": "unused"}, data="unused")
+    job = TrainJob.for_stage(profile, SFT_STAGE, tmp_path / "out", base={"model_id": "unused"}, data="unused")
     with pytest.raises(RuntimeError, match=r"sft: rank 1 of 2 failed: ValueError: shard 1 is unreadable"):
         _launch(tmp_path, job, profile)
     assert not (tmp_path / "out").exists()

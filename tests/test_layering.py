@@ -64,3 +64,27 @@ def test_importing_every_salmon_dag_module_loads_no_dagster():
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded == [], f"importing salmon_dag loaded {loaded[:10]}"
+
+
+def test_the_launcher_names_no_stage_and_no_dagster_module():
+    """launch/ runs any registered stage: it imports no stage module and holds no stage's name or
+    module path, not even as a string (the worker module is its caller's to name)."""
+    from salmon_dag import stage as contract
+    from salmon_dag.reward_model.job import STAGE as RM
+    from salmon_dag.rl.job import STAGE as RL
+    from salmon_dag.training.sft_job import STAGE as SFT
+
+    stage_modules = {s.module for s in (SFT, RM, RL)}
+    names = {s.name for s in (SFT, RM, RL)} | stage_modules | {"assets_defs.train_worker"}
+    assert set(contract._REGISTRY) >= {"sft", "reward_model", "ppo"}
+    offences = []
+    for path in sorted((PACKAGE / "launch").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        offences += [f"{path.name}:{line}: imports {module}" for line, module in _imports(tree)
+                     if any(module == m or module.startswith(m + ".") for m in stage_modules)]
+        offences += [f"{path.name}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                     if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings]
+    assert not offences, "salmon_dag/launch must stay generic:\n" + "\n".join(offences)

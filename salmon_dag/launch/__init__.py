@@ -3,6 +3,7 @@
 
 ``jobs`` describes a training run as a JSON-able :class:`~salmon_dag.launch.jobs.TrainJob` and runs
 it (the same function in process and in every launched rank); ``command`` builds the
-``accelerate launch`` command line; ``k8s`` the pod that runs it. The Dagster side (Pipes clients,
-the per-rank worker) is ``assets_defs.launch`` and ``assets_defs.train_worker``. No dagster here.
+``accelerate launch`` command line; ``k8s`` the pod that runs it. Nothing here names a stage: a job
+runs whatever :class:`salmon_dag.stage.TrainingStage` it names, and the caller names the module every
+rank runs (the Dagster layer's Pipes worker). No dagster here.
 """

@@ -1,7 +1,7 @@
 """The ``accelerate launch`` command line of a training job, from the stage's config.
 
 One command for every non-inprocess launcher: run locally as a subprocess (``launcher:
-accelerate``) or in a pod (``launcher: k8s``). Each rank runs ``python -m <worker> <job file>``.
+accelerate``) or in a pod (``launcher: k8s``). Each rank runs ``python -m <worker> <job file>``, the worker module the caller names.
 Plain Python: no dagster import here.
 """
 
@@ -12,7 +12,6 @@ from pathlib import Path
 
 from salmon_dag.config import TrainingConfig
 
-WORKER_MODULE = "assets_defs.train_worker"
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 
 
@@ -29,16 +28,16 @@ def accelerate_command(
     cfg: TrainingConfig,
     job_file: Path | str,
     device: str,
+    worker: str,
     *,
     python: str = sys.executable,
-    worker: str | None = None,
 ) -> list[str]:
-    """``python -m accelerate.commands.launch ... -m <worker> <job_file>`` for ``cfg``.
+    """``python -m accelerate.commands.launch ... -m <worker> <job_file>`` for ``cfg``: every rank
+    runs module ``worker`` (the caller's: the Dagster layer's talks to Dagster through Pipes).
 
     ``device`` "cpu": CPU ranks (gloo); otherwise one rank per GPU (NCCL). With
     ``cfg.accelerate_config`` (an ``accelerate config`` file: multi-node, ...) that file supplies
-    the defaults, and only the process count and the DeepSpeed config are set here. ``worker`` is
-    the module every rank runs (default :data:`WORKER_MODULE`).
+    the defaults, and only the process count and the DeepSpeed config are set here.
     """
     cmd = [python, "-m", "accelerate.commands.launch"]
     if cfg.accelerate_config:
@@ -56,4 +55,4 @@ def accelerate_command(
         cmd.append("--cpu")
     if cfg.deepspeed_stage:
         cmd += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_config_file(cfg.deepspeed_stage))]
-    return [*cmd, "-m", worker or WORKER_MODULE, str(job_file)]
+    return [*cmd, "-m", worker, str(job_file)]
