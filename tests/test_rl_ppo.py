@@ -14,8 +14,9 @@ from salmon_dag.reward_model.checkpoint import load_scorer
 from salmon_dag.rl.models import PolicySource, load_policy, load_value_model
 from salmon_dag.rl.ppo import PPOTrainer, policy_prompts, prompts_for_step, total_steps
 from salmon_dag.rl.reward import SalmonReward
-from salmon_dag.rl.stage import samples_frame, steps_frame, train_policy
+from salmon_dag.rl.stage import SAMPLE_SCHEMA, samples_frame, steps_frame, train_policy
 from salmon_dag.rl.principle_set import rl_principle_set, steering_set
+from salmon_dag.training.checkpoints import default_work_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS = 16
@@ -214,4 +215,8 @@ def test_a_trl_baseline_run_fills_the_same_outputs(models, prompts, tmp_path):
     assert (result.prompts, result.dropped_prompts) == (N_PROMPTS, 1)  # counted as our PPO counts them
     assert {"objective/rm_score", "objective/kl", "objective/response_tokens"} <= set(steps_frame(result.steps)["metric"])
     assert samples_frame(result.samples)["step"].to_list() == [0, 1]
+    assert all(set(s) == set(SAMPLE_SCHEMA) and s["finish_reason"] in ("stop", "length") for s in result.samples)
     AutoModelForCausalLM.from_pretrained(tmp_path / "policy")  # a whole model, loadable like ours
+    # saved once: the merged policy with its curves, no adapter copy left in the work dir
+    assert (tmp_path / "policy" / "rl_curves.png").is_file() and (tmp_path / "policy" / "rl_steps.json").is_file()
+    assert not any(default_work_dir(tmp_path / "policy").glob("*adapter*"))

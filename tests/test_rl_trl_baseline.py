@@ -141,7 +141,7 @@ def test_a_stop_sequence_forces_eos_next_and_the_reward_reads_the_text_before_it
         question_type=["general", "reasoning", "general"], trainer_state=SimpleNamespace(global_step=3),
     )
     assert [r["response"] for r in fn.records] == ["Hi there.", "no end", "eos"]
-    assert [r["stopped"] for r in fn.records] == [True, False, True]
+    assert [r["finish_reason"] for r in fn.records] == ["stop", "length", "stop"]
     assert [r["response_tokens"] for r in fn.records] == [4, 2, 2]
     assert reward.calls[0].step == 3 and {r["step"] for r in fn.records} == {3}
     assert totals == [r["reward"] for r in fn.records] and fn.records[1]["stop_penalty"] == -6.0
@@ -174,7 +174,7 @@ def test_two_steps_record_every_sample_with_its_step_draws_and_save_a_loadable_a
         for s in samples:
             assert s["rm_score"] == pytest.approx(-len(s["response"]) / 10)
             assert s["reward"] == pytest.approx(s["rm_score"] + s["length_bonus"] + s["stop_penalty"] + s["rule_penalty"])
-            assert s["stop_penalty"] == (0.0 if s["stopped"] else -6.0)
+            assert s["stop_penalty"] == (0.0 if s["finish_reason"] == "stop" else -6.0)
             assert set(s) >= {"instruction", "response", "response_tokens", "length_bonus"}
 
     # metrics: one dict per optimizer step, in our names
@@ -183,8 +183,10 @@ def test_two_steps_record_every_sample_with_its_step_draws_and_save_a_loadable_a
         assert set(STEP_METRICS) <= set(step)
         mine = [s["reward"] for s in result.samples if s["step"] == step["step"]]
         assert step["objective/reward"] == pytest.approx(sum(mine) / len(mine))
-        assert step["time/step_seconds"] > 0
-    assert result.seconds_per_step == pytest.approx(result.steps[1]["time/step_seconds"])
+        assert step["time/step"] > 0 and "time/step_seconds" not in step  # our PPO's name, logged once
+        stops = [s["finish_reason"] == "stop" for s in result.samples if s["step"] == step["step"]]
+        assert step["objective/stop_rate"] == pytest.approx(sum(stops) / len(stops))
+    assert result.seconds_per_step == pytest.approx(result.steps[1]["time/step"])
     assert any(f"rl ({algorithm}): step 2/2" in line for line in lines)
 
     # the adapter (on top of the SFT policy) and tokenizer are saved and load

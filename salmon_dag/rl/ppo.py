@@ -34,12 +34,9 @@ from salmon_dag.engine.base import SamplingParams
 from salmon_dag.rl import losses
 from salmon_dag.rl.experience import Experience, make_experience, pack, state_values, token_logprobs
 from salmon_dag.rl.models import Policy, ValueModel
+from salmon_dag.rl.records import STEP_TIME, keeps_samples, reward_metrics, sample_row
 from salmon_dag.rl.reward import SalmonReward
 from salmon_dag.templates import format_chat_prompt
-
-# what the sequence reward is made of, as stored in ppo_steps / ppo_samples
-REWARD_PARTS = ("rm_score", "length_bonus", "stop_penalty", "rule_penalty")
-
 
 @dataclass(frozen=True)
 class RLPrompt:
@@ -236,23 +233,21 @@ class PPOTrainer:
         t1 = time.perf_counter()
         train = self.update(exp, step)
         times["time/training"] = time.perf_counter() - t1
-        times["time/step"] = time.perf_counter() - t0
+        times[STEP_TIME] = time.perf_counter() - t0
         mask = exp.batch.action_mask.float()
+        samples = self._samples(step, rows, exp)
         metrics = {
-            "objective/reward": float(np.mean([p.total for p in exp.parts])),
-            **{f"objective/{k}": float(np.mean([getattr(p, k) for p in exp.parts])) for k in REWARD_PARTS},
+            **reward_metrics(samples),
             "objective/kl": exp.kl.mean().item(),
             "objective/kl_penalty": -self.cfg.kl_coef * exp.kl.mean().item(),
-            "objective/response_tokens": exp.response_tokens.mean().item(),
-            "objective/stop_rate": float(np.mean([c.finish_reason == "stop" for c in exp.completions])),
             "ppo/returns_mean": losses.masked_mean(exp.returns, mask).item(),
             "ppo/values_mean": losses.masked_mean(exp.old_values, mask).item(),
             "ppo/explained_variance": losses.explained_variance(exp.old_values, exp.returns, mask),
             **train, **times,
         }
         metrics = {k: self._mean_over_processes(v) for k, v in metrics.items()}
-        if step % self.cfg.samples_every == 0 or step == self.total_steps - 1:
-            self.state.samples.extend(self._samples(step, rows, exp))
+        if keeps_samples(step, self.total_steps, self.cfg.samples_every):
+            self.state.samples.extend(samples[: self.cfg.samples_per_step])
         self.state.steps.append({"step": step, **metrics})
         return metrics
 
@@ -263,17 +258,10 @@ class PPOTrainer:
         return float(self.accelerator.reduce(t, reduction="mean"))
 
     def _samples(self, step: int, rows: list[RLPrompt], exp: Experience) -> list[dict]:
-        out = []
-        for i in range(min(self.cfg.samples_per_step, len(rows))):
-            p, c = exp.parts[i], exp.completions[i]
-            out.append({
-                "step": step, "prompt_id": rows[i].prompt_id, "question_type": rows[i].question_type,
-                "instruction": rows[i].instruction, "response": c.text, "principles": list(p.principles),
-                "rm_score": p.rm_score, "length_bonus": p.length_bonus, "stop_penalty": p.stop_penalty,
-                "rule_penalty": p.rule_penalty, "reward": p.total, "kl": exp.kl[i].item(), "response_tokens": int(exp.response_tokens[i].item()),
-                "finish_reason": c.finish_reason,
-            })
-        return out
+        """Every sample of this process's rollout as a ``ppo_samples`` row."""
+        return [sample_row(step, r.prompt_id, r.question_type, r.instruction, c.text, p, n, c.finish_reason, kl=kl)
+                for r, c, p, n, kl in zip(rows, exp.completions, exp.parts, exp.response_tokens.int().tolist(),
+                                          exp.kl.tolist(), strict=True)]
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -304,7 +292,7 @@ class PPOTrainer:
             self.state.step = step + 1
             log(f"ppo: step {step + 1}/{self.total_steps}  reward {metrics['objective/reward']:+.3f}  "
                 f"rm {metrics['objective/rm_score']:+.3f}  kl {metrics['objective/kl']:.3f}  "
-                f"len {metrics['objective/response_tokens']:.1f}  {metrics['time/step']:.1f}s")
+                f"len {metrics['objective/response_tokens']:.1f}  {metrics[STEP_TIME]:.1f}s")
             if save is not None and (self.state.step % self.cfg.save_every == 0 or self.state.step == self.total_steps):
                 save(self.state.step)
             if on_step is not None:

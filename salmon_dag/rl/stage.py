@@ -18,6 +18,7 @@ from salmon_dag.config import EngineConfig, PPOConfig, RLConfig, stable_hash
 from salmon_dag.principles import PrincipleSet
 from salmon_dag.rl.models import PolicySource, load_policy, load_value_model
 from salmon_dag.rl.ppo import PPOTrainer, policy_prompts
+from salmon_dag.rl.records import keeps_samples
 from salmon_dag.rl.reward import SalmonReward
 from salmon_dag.training.checkpoints import (
     FINGERPRINT_FILE,
@@ -205,30 +206,25 @@ def train_policy(
 
 def _train_with_trl(source: PolicySource, reward: SalmonReward, prompts: pl.DataFrame, ppo: PPOConfig, rl: RLConfig,
                     out_dir: Path, seed: int, device: str, log: Log) -> RLResult:
-    """TRL's RLOO / GRPO with the same reward; the policy is saved whole (its LoRA merged into the
-    SFT-merged weights), so ``ppo_policy`` loads the same way whichever algorithm made it."""
-    from salmon_dag.rl.trl_baseline import load_trl_policy, train_trl
+    """TRL's RLOO / GRPO with the same reward; the policy is saved once, whole (its LoRA merged into
+    the SFT-merged weights), so ``ppo_policy`` loads the same way whichever algorithm made it."""
+    from salmon_dag.rl.trl_baseline import train_trl
 
     t0 = time.perf_counter()
-    adapter = default_work_dir(out_dir) / f"{rl.algorithm}_adapter"
-    result = train_trl(rl.algorithm, source, reward, prompts, ppo, rl, adapter, seed, device=device, log=log)
-    from accelerate import PartialState
 
-    procs = PartialState()  # TRL's trainer set it up (one process, or the launched ranks)
-    if procs.is_main_process:
-        model, tokenizer = load_trl_policy(adapter, ppo, device)
-        with atomic_path(out_dir) as tmp:
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            write_json(tmp / STEPS_FILE, result.steps)
-            plot_rl_curves(tmp / PLOT, result.steps, f"{rl.algorithm.upper()} (TRL) against the instructable reward model")
-    procs.wait_for_everyone()
+    def steps_and_plot(folder: Path, steps: list[dict[str, float]]) -> None:
+        write_json(folder / STEPS_FILE, steps)
+        plot_rl_curves(folder / PLOT, steps, f"{rl.algorithm.upper()} (TRL) against the instructable reward model")
+
+    result = train_trl(rl.algorithm, source, reward, prompts, ppo, rl, Path(out_dir), seed, device=device, log=log,
+                       merged=True, extra_files=steps_and_plot)
+    total = len(result.steps)
     samples, per_step = [], {}
-    for r in result.samples:  # as our PPO keeps them: the first few of every samples_every-th step
-        if r["step"] % ppo.samples_every == 0 and per_step.get(r["step"], 0) < ppo.samples_per_step:
+    for r in result.samples:  # as our PPO keeps them: the first few of the steps it keeps samples of
+        if keeps_samples(r["step"], total, ppo.samples_every) and per_step.get(r["step"], 0) < ppo.samples_per_step:
             per_step[r["step"]] = per_step.get(r["step"], 0) + 1
-            samples.append({**r, "finish_reason": "stop" if r.get("stopped") else "length"})
-    return RLResult(rl.algorithm, out_dir, False, result.steps, samples, result.prompts, result.dropped_prompts,
+            samples.append(r)
+    return RLResult(rl.algorithm, Path(out_dir), False, result.steps, samples, result.prompts, result.dropped_prompts,
                     None, time.perf_counter() - t0)
 
 

@@ -31,7 +31,8 @@ Stop sequences: TRL stops a completion only at EOS (``stop_strings`` needs a tok
 TRL's ``generate`` call that forces EOS right after a completion produces a stop sequence
 (``templates.STOP_SEQUENCES``), so TRL's own EOS masking ends the completion there, as SFT taught
 the model to (SFT completions end with the turn separator then EOS). The reward reads the text
-before the stop sequence; ``stopped`` = the completion produced a stop sequence or EOS.
+before the stop sequence; its ``finish_reason`` is "stop" when the completion produced a stop
+sequence or EOS, else "length".
 
 Other TRL 1.16 / transformers 5 behaviour worked around here:
 
@@ -63,7 +64,9 @@ from transformers import LogitsProcessorList, PrinterCallback, TrainerCallback
 from salmon_dag import templates
 from salmon_dag.config import PPOConfig, RLConfig
 from salmon_dag.engine.base import cut_at_stop
+from salmon_dag.rl.records import STEP_TIME, reward_metrics, sample_row
 from salmon_dag.rl.reward import RewardParts, SalmonReward
+from salmon_dag.training.harness import runtime_args
 from salmon_dag.warehouse import atomic_path
 
 STAGE = "rl"
@@ -72,8 +75,8 @@ ALGORITHMS = ("rloo", "grpo")
 TRL_METRICS = {"entropy": "objective/entropy", "clip_ratio/region_mean": "ppo/clip_fraction"}
 STEP_METRICS = (
     "objective/reward", "objective/rm_score", "objective/length_bonus", "objective/stop_penalty",
-    "objective/rule_penalty",
-    "objective/kl", "objective/entropy", "objective/response_tokens", "ppo/clip_fraction", "time/step_seconds",
+    "objective/rule_penalty", "objective/stop_rate",
+    "objective/kl", "objective/entropy", "objective/response_tokens", "ppo/clip_fraction", STEP_TIME,
 )
 MANIFEST = "trl_baseline.json"
 
@@ -84,12 +87,11 @@ class TRLResult:
 
     ``steps``: one dict per optimizer step (= rollout), ``step`` 0-based as in ``samples``, with
     :data:`STEP_METRICS` (``ppo/clip_fraction`` and ``objective/kl`` only where TRL logs them),
-    ``objective/kl_per_token``, ``objective/stop_rate``, ``time/step`` (= ``time/step_seconds``,
-    the name our PPO logs) and TRL's own logs under ``trl/``.
-    ``samples``: every completion (step, prompt_id, instruction, question_type, response cut at the
-    stop sequence, principles, rm_score, length_bonus, stop_penalty, reward, response_tokens,
-    stopped). ``out_dir`` holds the LoRA adapter (on top of the SFT-merged policy: load with
-    :func:`load_trl_policy`) or, when ``is_adapter`` is False, the whole model; and the tokenizer."""
+    ``objective/kl_per_token`` and TRL's own logs under ``trl/``.
+    ``samples``: every completion as a ``ppo_samples`` row (:func:`salmon_dag.rl.records.sample_row`;
+    the response cut at the stop sequence, no per-sample KL). ``out_dir`` holds the LoRA adapter
+    (on top of the SFT-merged policy: load with :func:`load_trl_policy`) or, when ``is_adapter`` is
+    False, the whole model; and the tokenizer."""
 
     steps: list[dict[str, float]]
     samples: list[dict[str, Any]]
@@ -134,11 +136,7 @@ class SalmonRewardFunction:
         parts: list[RewardParts] = self.reward(step, list(instruction), responses, list(question_type), tokens, stopped)
         ids = list(prompt_id) if prompt_id is not None else [None] * len(parts)
         for pid, ins, qt, resp, n, done, p in zip(ids, instruction, question_type, responses, tokens, stopped, parts):
-            self.records.append({
-                "step": step, "prompt_id": pid, "instruction": ins, "question_type": qt, "response": resp,
-                "principles": list(p.principles), "rm_score": p.rm_score, "length_bonus": p.length_bonus,
-                "stop_penalty": p.stop_penalty, "rule_penalty": p.rule_penalty, "reward": p.total, "response_tokens": n, "stopped": bool(done),
-            })
+            self.records.append(sample_row(step, pid, qt, ins, resp, p, n, "stop" if done else "length"))
         return [p.total for p in parts]
 
 
@@ -220,7 +218,6 @@ def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, see
     check_algorithm(algorithm)
     completions = ppo.rollout_batch_size * rl.group_size
     per_device = micro_batch(completions, ppo.per_device_batch_size)
-    on_cuda = device == "cuda"
     scheduler = ppo.lr_scheduler
     if scheduler == "constant" and ppo.warmup_steps:
         scheduler = "constant_with_warmup"
@@ -251,14 +248,8 @@ def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, see
         lr_scheduler_type=scheduler,
         warmup_steps=ppo.warmup_steps,
         max_grad_norm=ppo.max_grad_norm,
-        seed=seed,
-        data_seed=seed,
-        # precision and runtime (as the other training stages: common_training_args)
-        bf16=on_cuda,
-        fp16=False,
-        use_cpu=not on_cuda,
-        gradient_checkpointing=on_cuda,
-        dataloader_num_workers=0,
+        # seeds, precision and runtime as every other trainer here
+        **runtime_args(seed, device),
         remove_unused_columns=False,  # the reward needs instruction and question_type
         logging_steps=1,
         save_strategy="no",
@@ -326,19 +317,8 @@ def step_metrics(step: int, samples: Sequence[dict[str, Any]], trl_logs: dict[st
     ``objective/kl`` follows our PPO (per-sample KL summed over the response, mean over samples):
     TRL logs the per-token mean over the batch's response tokens, so it is times the mean response
     length (exact for RLOO, whose one log covers the whole rollout)."""
-    tokens = _mean([s["response_tokens"] for s in samples])
-    out: dict[str, float] = {
-        "step": float(step),
-        "objective/reward": _mean([s["reward"] for s in samples]),
-        "objective/rm_score": _mean([s["rm_score"] for s in samples]),
-        "objective/length_bonus": _mean([s["length_bonus"] for s in samples]),
-        "objective/stop_penalty": _mean([s["stop_penalty"] for s in samples]),
-        "objective/rule_penalty": _mean([s["rule_penalty"] for s in samples]),
-        "objective/response_tokens": tokens,
-        "objective/stop_rate": _mean([float(s["stopped"]) for s in samples]),
-        "time/step_seconds": seconds,
-        "time/step": seconds,
-    }
+    out: dict[str, float] = {"step": float(step), **reward_metrics(samples), STEP_TIME: seconds}
+    tokens = out["objective/response_tokens"]
     if "kl" in trl_logs:
         out["objective/kl_per_token"] = trl_logs["kl"]
         out["objective/kl"] = trl_logs["kl"] * tokens
@@ -362,11 +342,15 @@ def train_trl(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     max_steps: int | None = None,
+    merged: bool = False,
+    extra_files: Callable[[Path, list[dict[str, float]]], None] | None = None,
 ) -> TRLResult:
     """Train the SFT policy (``source``: a :class:`~salmon_dag.rl.models.PolicySource`) with TRL's
     ``algorithm`` ("rloo" or "grpo") against ``reward`` on ``prompts`` (columns ``prompt`` = the
     bare instruction, ``question_type``, optional ``prompt_id``); save the adapter (or the whole
-    model) and tokenizer to ``out_dir``. ``max_steps`` overrides ``ppo.max_steps``."""
+    model) and tokenizer to ``out_dir``. ``max_steps`` overrides ``ppo.max_steps``. ``merged``: save
+    the policy whole, its LoRA merged in (what ``ppo_policy`` keeps); ``extra_files(dir, steps)``
+    writes more files into the same atomic save."""
     check_algorithm(algorithm)
     from transformers import set_seed
 
@@ -422,35 +406,43 @@ def train_trl(
         trainer.remove_callback(PrinterCallback)  # it prints every log dict; StepRecorder logs one line a step
         trainer.train()
         trained = trainer.accelerator.unwrap_model(trainer.model)
+        steps = _steps(reward_fn.records, recorder)
+        is_adapter = ppo.lora is not None and not merged
 
         if trainer.accelerator.is_main_process:  # under accelerate launch: one writer
+            if ppo.lora is not None and merged:
+                trained = trained.merge_and_unload()
             with atomic_path(out_dir) as tmp:
                 trained.save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 (tmp / MANIFEST).write_text(json.dumps({
-                    "algorithm": algorithm, "is_adapter": ppo.lora is not None,
+                    "algorithm": algorithm, "is_adapter": is_adapter,
                     "policy": {"model_id": source.model_id, "revision": source.revision,
                                "adapter_path": source.adapter_path, "trust_remote_code": source.trust_remote_code},
                     "steps": int(trainer.state.global_step), "seed": seed,
                 }, indent=2))
+                if extra_files is not None:
+                    extra_files(tmp, steps)
         trainer.accelerator.wait_for_everyone()
 
-    by_step: dict[int, list[dict[str, Any]]] = {}
-    for record in reward_fn.records:
-        by_step.setdefault(record["step"], []).append(record)
-    steps = [
-        step_metrics(step, by_step[step], recorder.logs.get(step + 1, {}), recorder.seconds.get(step + 1, float("nan")))
-        for step in sorted(by_step)
-    ]
-    times = [s["time/step_seconds"] for s in steps]
+    times = [s[STEP_TIME] for s in steps]
     seconds_per_step = _mean(times[1:] if len(times) > 1 else times)
     log(f"{STAGE} ({algorithm}): {len(steps)} steps, {seconds_per_step:.2f} s per step (first excluded)")
     return TRLResult(
         steps=steps, samples=list(reward_fn.records), seconds_per_step=seconds_per_step, out_dir=out_dir,
-        algorithm=algorithm, is_adapter=ppo.lora is not None,
+        algorithm=algorithm, is_adapter=is_adapter,
         trl_args={k: v for k, v in kwargs.items() if k != "output_dir"},
         prompts=len(dataset), dropped_prompts=dropped,
     )
+
+
+def _steps(records: list[dict[str, Any]], recorder: StepRecorder) -> list[dict[str, float]]:
+    """One metrics dict per optimizer step, from the recorded samples and TRL's logs."""
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        by_step.setdefault(record["step"], []).append(record)
+    return [step_metrics(step, by_step[step], recorder.logs.get(step + 1, {}), recorder.seconds.get(step + 1, float("nan")))
+            for step in sorted(by_step)]
 
 
 def load_trl_policy(out_dir: Path, ppo: PPOConfig, device: str = "cpu"):

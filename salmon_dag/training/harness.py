@@ -69,19 +69,10 @@ def expected_steps(n_examples: int, cfg: TrainingConfig) -> int:
     return max(1, math.ceil(per_epoch * cfg.epochs))
 
 
-def common_training_args(
-    cfg: TrainingConfig, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None
-) -> dict[str, Any]:
-    """``TrainingArguments`` keywords every stage shares (TRL's ``SFTConfig`` / ``RewardConfig``
-    take them too): optimisation from ``cfg``, precision from ``device``, checkpoints and logs."""
+def runtime_args(seed: int, device: str) -> dict[str, Any]:
+    """The seeds, precision and runtime of every HF/TRL trainer here (the RL baselines' too)."""
     on_cuda = device == "cuda"
     return dict(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
         seed=seed,
         data_seed=seed,
         bf16=on_cuda,
@@ -89,6 +80,22 @@ def common_training_args(
         use_cpu=not on_cuda,
         gradient_checkpointing=on_cuda,  # a memory saver for real models; only slows tiny CPU runs
         dataloader_num_workers=0,
+    )
+
+
+def common_training_args(
+    cfg: TrainingConfig, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None
+) -> dict[str, Any]:
+    """``TrainingArguments`` keywords every stage shares (TRL's ``SFTConfig`` / ``RewardConfig``
+    take them too): optimisation from ``cfg``, precision from ``device``, checkpoints and logs."""
+    return dict(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        **runtime_args(seed, device),
         # every trained parameter takes part in every forward: spare DDP its extra graph traversal
         ddp_find_unused_parameters=False,
         logging_steps=1,
