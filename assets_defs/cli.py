@@ -321,7 +321,7 @@ def bench(
         _bench_seeds(_settings(profile, warehouse, principles), seeds, seed_list, from_asset, precision, out_dir,
                      steer=not no_steer, intervention=not no_intervention, reuse=reuse)
         return
-    from salmon_dag.bench import run_benchmark
+    from salmon_dag.perf import run_benchmark
 
     run_benchmark(name, model, log=log)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from salmon_dag.bench import bench_generate, bench_judge
+from salmon_dag.perf.inference import bench_generate, bench_judge
 
 
 def test_judge_bench_prints_its_ratio(tiny_checkpoint):

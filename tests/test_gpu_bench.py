@@ -1,4 +1,4 @@
-"""salmon_dag.gpu_bench on the CPU at the tiny shape with the smallest sizes: the structure of its
+"""salmon_dag.perf.gpu on the CPU at the tiny shape with the smallest sizes: the structure of its
 result and basic sanity (the numbers themselves are for a GPU, docs/benchmarks.md)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from salmon_dag import gpu_bench  # noqa: E402
+from salmon_dag.perf import gpu as gpu_bench  # noqa: E402
 
 # the whole benchmark suite at its smallest sizes: a run of every section, not a unit test
 pytestmark = pytest.mark.slow

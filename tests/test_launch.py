@@ -283,7 +283,7 @@ def test_two_processes_run_ppo_steps_like_one(tmp_path):
     of how the step's prompts are split over processes and of the sampling RNG; one sequence per
     micro-batch makes the averaged gradient independent of the split too. Then 2 x 2 prompts =
     1 x 4 prompts, step by step."""
-    from salmon_dag.bench import random_model, random_reward_model
+    from salmon_dag.perf.models import random_model, random_reward_model
     from salmon_dag.principles import load_principles
     from salmon_dag.rl.principle_set import rl_principle_set
 

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from salmon_dag.bench import random_model, random_reward_model
+from salmon_dag.perf.models import random_model, random_reward_model
 from salmon_dag.config import PPOConfig, RLConfig, load_profile
 from salmon_dag.principles import load_principles
 from salmon_dag.reward_model.checkpoint import load_scorer

@@ -112,7 +112,7 @@ def save_atomically(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     Readers of ``out_dir`` see the old complete checkpoint or the new one, never a partial one.
     """
     # imported here: the model-shape helpers above stay importable without the warehouse's
-    # duckdb / polars / pyarrow (salmon_dag.gpu_bench on a bare GPU machine)
+    # duckdb / polars / pyarrow (salmon_dag.perf.gpu on a bare GPU machine)
     from salmon_dag.warehouse import atomic_path
 
     with atomic_path(Path(out_dir)) as tmp:

@@ -1,6 +1,6 @@
 """GPU benchmark of the salmon_dag stages at a real model's shape, with random weights.
 
-``python -m salmon_dag.gpu_bench --shape llama2-7b --device cuda --out results.json`` builds a
+``python -m salmon_dag.perf.gpu --shape llama2-7b --device cuda --out results.json`` builds a
 random Llama-2-7B in bf16 (nothing downloaded: throughput does not depend on what the weights
 learned) and measures judge judgements/s (naive vs prefix-shared), hf-engine generation tokens/s,
 and tokens/s with MFU of one SFT, reward-model and PPO training step, each with its peak memory.
@@ -8,7 +8,7 @@ and tokens/s with MFU of one SFT, reward-model and PPO training step, each with 
 
 Imports torch, transformers (+ tokenizers), peft, numpy, pydantic and pyyaml (salmon_dag.config,
 via the engine package), and polars for the PPO section only (salmon_dag.rl); never dagster, trl,
-vllm, duckdb or pyarrow (salmon_dag.bench, which reads principles with polars, is not imported).
+vllm, duckdb or pyarrow (salmon_dag.perf.inference, which reads principles with polars, is not imported).
 
 MFU counts model FLOPs (no gradient-checkpointing recompute) per trained token:
 ``sum over Linear weights of (4 if frozen else 6) * numel + 6 * layers * seq_len * hidden``: a
@@ -174,7 +174,7 @@ def bench_inference(model: nn.Module, tok: Any, dev: torch.device, s: Sizes, log
     engine = HFEngine(model_id="random-llama", model=model, tokenizer=tok, max_batch_size=s.engine_batch,
                       max_context=model.config.max_position_embeddings)
     dialogues, principles, rows = bundled_dialogues(), _principles(), []
-    items = [JudgeItem(dialogues[i][0], dialogues[i][1], dialogues[i + s.judge_pairs][1])  # as salmon_dag.bench
+    items = [JudgeItem(dialogues[i][0], dialogues[i][1], dialogues[i + s.judge_pairs][1])  # as salmon_dag.perf.inference
              for i in range(s.judge_pairs)]
     for p in s.principle_counts:  # principles cycle when P exceeds the 18 of reward_model.yaml
         chosen = [principles[k % len(principles)] for k in range(p)]
@@ -422,7 +422,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m salmon_dag.gpu_bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m salmon_dag.perf.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=sorted(SIZES), default="llama2-7b")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default gpu_bench-SHAPE-DEVICE.json)")

@@ -1,21 +1,17 @@
-"""Benchmarks behind ``salmon bench NAME``: each prints what it measured in one run and ends with
-one ratio line. Performance targets live here, never in timed tests.
+"""Inference throughput behind ``salmon bench judge`` and ``salmon bench generate``; each prints
+what it measured in one run and ends with one ratio line. Performance targets live here, never in
+timed tests.
 
 * ``judge``: N pairs x P principles, naive full-prompt judging vs prefix-shared judging, same
   engine, same scores (max |difference| printed).
 * ``generate``: tokens/s of sequential vs batched transformers generation vs vLLM, same model,
   same prompts.
-
-By default both use a model of the tiny profile's shape with random weights (throughput does not
-depend on what the weights learned); ``--model`` takes any checkpoint.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib.util
-import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,52 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from salmon_dag.base_model.corpus import bundled_dialogues
-from salmon_dag.config import EngineConfig, load_profile
+from salmon_dag.config import EngineConfig
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.judge import JudgeItem, judge_scores
 from salmon_dag.paths import BUNDLED_PRINCIPLES_DIR
+from salmon_dag.perf.models import machine
 from salmon_dag.principles import load_principles
 from salmon_dag.templates import format_chat_prompt, judge_prefix, judge_suffix
-
-
-
-def machine() -> str:
-    import torch
-
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
-
-def random_model(out: Path, seed: int = 0) -> Path:
-    """The tiny profile's architecture with random weights and a tokenizer trained on the corpus."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from salmon_dag.base_model.pretrain import llama_config
-    from salmon_dag.base_model.tokenizer import train_tokenizer
-    from salmon_dag.base_model.corpus import build_corpus
-
-    cfg = load_profile("tiny").base_model.tiny
-    tok = train_tokenizer(build_corpus(None), cfg.vocab_size, model_max_length=cfg.max_position_embeddings)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(llama_config(cfg, tok)).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-def random_reward_model(policy_dir: Path, out: Path, seed: int = 1, max_len: int = 512) -> Path:
-    """A reward-model checkpoint on ``policy_dir``'s random weights with a random (not zero) head."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from salmon_dag.base_model.loading import load_tokenizer
-    from salmon_dag.reward_model.checkpoint import RewardModelManifest, save_reward_model
-
-    model = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
-    torch.manual_seed(seed)
-    torch.nn.init.normal_(model.score.weight, std=0.5)  # a head that tells responses apart
-    save_reward_model(model, load_tokenizer(str(policy_dir)), out,
-                      RewardModelManifest("merged", str(policy_dir), None, False, max_len))
-    return out
 
 
 def _timed(fn: Callable[[], object], repeats: int = 5) -> tuple[float, object]:
@@ -152,18 +109,3 @@ def bench_generate(model: str, prompts: int = 32, new_tokens: int = 64, log=prin
         line += f", vllm / hf batched = {max(vllm_rates) / best_batch:.2f}x (best thread count of each)"
     log(line)
     return rates
-
-
-def run_benchmark(name: str, model: str | None = None, log=print) -> None:
-    with tempfile.TemporaryDirectory(prefix="salmon-bench-") as tmp:
-        path = model or str(random_model(Path(tmp) / "model"))
-        if name == "judge":
-            bench_judge(path, log=log)
-        elif name == "generate":
-            bench_generate(path, log=log)
-        elif name == "rl":
-            from salmon_dag.rl.bench import bench_rl
-
-            bench_rl(Path(path), random_reward_model(Path(path), Path(tmp) / "rm"), Path(tmp), log=log)
-        else:
-            raise ValueError(f"unknown benchmark {name!r} (judge, generate, rl)")
