@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -246,33 +247,71 @@ def aggregate(
     stats = dict.fromkeys(STAT_KEYS, 0)
     if prefs.height == 0:
         return _empty_examples(), stats
+    ix = _index(prefs, pairs, principles, cfg)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {c: [] for c in EXAMPLE_SCHEMA}
+    for pass_no in range(cfg.passes):
+        draw = _draw(ix, cfg, rng)
+        _emit(ix, draw, _label(ix, draw, cfg, stats), pass_no, out)
+    df = pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
+    stats["examples"] = df.height
+    stats["rule_decided"] = int(df["rule_decided"].sum())
+    stats["flipped"] = int(df["flipped"].sum())
+    return df, stats
 
-    by_name = {p.name: p for p in principles}
+
+@dataclass(frozen=True)
+class _Index:
+    """The judgements as dense (pair × principle) matrices, pairs in pair_id order and principles
+    in name order, with what every pass draws from."""
+
+    pair_ids: list[str]
+    names: list[str]
+    by_name: dict[str, PrincipleText]
+    norm: np.ndarray  # normalised judge scores
+    rule_a: np.ndarray  # 1 / 0 rule verdicts; NaN = no rule (or not judged)
+    rule_b: np.ndarray
+    rule: np.ndarray  # rule_a - rule_b: +1 only a satisfies the rule, -1 only b, 0 both or neither
+    tied_rule: np.ndarray  # the rules a sampled principle carries (all NaN when they do not act)
+    avail: np.ndarray  # drawable (pair, principle)
+    neutral: np.ndarray  # undecided_neutral: principles listed beside the deciding one
+    undecidable: np.ndarray  # pairs no rule decides (rules_only)
+    weight: np.ndarray  # per principle: its weight in the draw
+    k_cap: np.ndarray  # per pair: the largest subset
+    width: int
+    rules_only: bool
+    hard: list[int]  # global scope: the language rule(s)
+    coin: list[int]  # global scope: every other single-response rule
+    texts: pl.DataFrame  # pair_id, prompt_id, prompt, response_a, response_b in pair_id order
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pair_ids)
+
+
+def _index(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[PrincipleText],
+           cfg: AggregationConfig) -> _Index:
     # Sorted first so the variance sums (hence norm_score bits) do not depend on input row order.
     prefs = normalise_scores(_with_rule_verdicts(prefs).sort("principle", "pair_id"))
-
-    # Dense (pair × principle) matrices; pairs in pair_id order, principles in name order.
     pair_ids = sorted(prefs["pair_id"].unique().to_list())
     names = sorted(prefs["principle"].unique().to_list())
     pair_idx = {p: i for i, p in enumerate(pair_ids)}
     name_idx = {n: j for j, n in enumerate(names)}
-    n_pairs, n_princ = len(pair_ids), len(names)
-    shape = (n_pairs, n_princ)
+    shape = (len(pair_ids), len(names))
     rows = np.array([pair_idx[p] for p in prefs["pair_id"].to_list()], dtype=np.int64)
     cols = np.array([name_idx[n] for n in prefs["principle"].to_list()], dtype=np.int64)
-    norm = _matrix(prefs, "norm_score", rows, cols, shape)
-    rule_a = _matrix(prefs, "rule_a", rows, cols, shape)  # NaN = no rule (or not judged)
+    rule_a = _matrix(prefs, "rule_a", rows, cols, shape)
     rule_b = _matrix(prefs, "rule_b", rows, cols, shape)
-    rule = rule_a - rule_b  # +1 only a satisfies the rule, -1 only b, 0 both or neither
+    rule = rule_a - rule_b
     avail = np.zeros(shape, dtype=bool)
     avail[rows, cols] = True
     sampled = set(sampled_principles(cfg, names))
-    excluded = np.array([n not in sampled for n in names], dtype=bool)
-    avail &= ~excluded[None, :]
+    avail &= np.array([n in sampled for n in names], dtype=bool)[None, :]
     # a judge without signal: draw only among the principles whose rule decides the pair, so each
     # verifiable principle gets every pair it can teach; a pair no rule decides gives no example
     rules_only = cfg.undecided == "drop" and cfg.rule_scope == "principle" and cfg.rule_mode == "override"
     neutral = np.zeros(shape, dtype=bool)
+    undecidable = np.zeros(shape[0], dtype=bool)
     if rules_only:
         undecidable = avail.any(axis=1)
         if cfg.undecided_neutral:
@@ -283,110 +322,137 @@ def aggregate(
     n_avail = avail.sum(axis=1)
     # balance_principles: a principle's weight is 1 / the number of pairs it is available on, so
     # a rarely decisive principle is drawn about as often in all as a common one
-    weight = 1.0 / np.maximum(avail.sum(axis=0), 1) if cfg.balance_principles else np.ones(n_princ)
-
-    text = (
-        pl.DataFrame({"pair_id": pair_ids})
-        .join(pairs.select("pair_id", "prompt_id", "prompt", "response_a", "response_b"), on="pair_id", how="left")
-    )
-    prompt_ids, prompts = text["prompt_id"].to_list(), text["prompt"].to_list()
-    resp_a, resp_b = text["response_a"].to_list(), text["response_b"].to_list()
-
+    weight = 1.0 / np.maximum(avail.sum(axis=0), 1) if cfg.balance_principles else np.ones(len(names))
     global_scope = cfg.rule_scope == "global"
     hard, coin = _global_rules(principles, names) if global_scope else ([], [])
-    tied_rule = np.full(shape, np.nan) if global_scope or cfg.rule_mode == "off" else rule
-    n_neutral = neutral.sum(axis=1)
     # undecided_neutral: one deciding principle and up to all the neutral ones
-    k_cap = np.minimum(np.where(n_avail > 0, 1 + n_neutral, 0) if cfg.undecided_neutral else n_avail,
+    k_cap = np.minimum(np.where(n_avail > 0, 1 + neutral.sum(axis=1), 0) if cfg.undecided_neutral else n_avail,
                        cfg.max_principles)
-    width = max(int(k_cap.max()), 1)
-    ar = np.arange(n_pairs)
-    rng = np.random.default_rng(seed)
-    out: dict[str, list] = {c: [] for c in EXAMPLE_SCHEMA}
+    texts = (pl.DataFrame({"pair_id": pair_ids})
+             .join(pairs.select("pair_id", "prompt_id", "prompt", "response_a", "response_b"), on="pair_id", how="left"))
+    return _Index(
+        pair_ids=pair_ids, names=names, by_name={p.name: p for p in principles},
+        norm=_matrix(prefs, "norm_score", rows, cols, shape), rule_a=rule_a, rule_b=rule_b, rule=rule,
+        tied_rule=np.full(shape, np.nan) if global_scope or cfg.rule_mode == "off" else rule,
+        avail=avail, neutral=neutral, undecidable=undecidable, weight=weight, k_cap=k_cap,
+        width=max(int(k_cap.max()), 1), rules_only=rules_only, hard=hard, coin=coin, texts=texts,
+    )
 
-    for pass_no in range(cfg.passes):
-        # All draws of a pass, in a fixed order and with outcome-independent shapes.
-        k = _geometric_from_uniform(rng.random(n_pairs), cfg.subset_p, np.maximum(k_cap, 1))
-        # exponential keys: the ascending order is a draw without replacement, weighted by `weight`
-        keys = np.where(avail, -np.log1p(-rng.random(shape)) / weight[None, :], np.inf)
-        negate_draw = rng.random(shape) < cfg.negation_prob
-        swap = rng.random(n_pairs) < 0.5
-        noise_u = rng.random(n_pairs)
-        coin_u = rng.random((n_pairs, len(coin)))
 
-        subset = np.argsort(keys, axis=1, kind="stable")[:, :width]  # random order of available ones
-        valid = (np.arange(width)[None, :] < k[:, None]) & (n_avail[:, None] > 0)
-        if cfg.undecided_neutral:
-            subset = _with_neutral(subset, neutral, valid, rng)
-        negated = negate_draw[:, :width] & valid
-        sign = np.where(negated, -1.0, 1.0)
-        s = sign * norm[ar[:, None], subset]
-        r = sign * tied_rule[ar[:, None], subset]
-        if cfg.rule_mode == "blend":
-            s = s + cfg.rule_weight * np.nan_to_num(r, nan=0.0)
+@dataclass(frozen=True)
+class _Draw:
+    """One pass's random draws: per pair its subset (``k`` principles, in ``subset``'s first
+    columns where ``valid``), which of them are negated, the response order and the noise."""
 
-        dominant = np.argmax(np.where(valid, np.abs(s), -1.0), axis=1)  # first max on ties
-        rule_hit = valid & ~np.isnan(r) & (r != 0)
-        rule_decided = rule_hit.any(axis=1) & (cfg.rule_mode == "override")
-        first_rule = np.argmax(rule_hit, axis=1)
-        position = np.where(rule_decided, first_rule, dominant)
-        score = np.where(rule_decided, r[ar, first_rule], s[ar, dominant])
-        keep = (score != 0) & (n_avail > 0)
-        deciding = np.array([names[subset[i, position[i]]] for i in range(n_pairs)], dtype=object)
-        deciding_negated = negated[ar, position]
+    k: np.ndarray
+    subset: np.ndarray
+    valid: np.ndarray
+    negated: np.ndarray
+    swap: np.ndarray
+    noise_u: np.ndarray
+    coin_u: np.ndarray
 
-        def override(hit: np.ndarray, j: int) -> None:
-            """Rule j (never negated) sets the label of the ``hit`` examples."""
-            score[hit] = rule[hit, j]
-            rule_decided[hit] = True
-            deciding[hit] = names[j]
-            deciding_negated[hit] = False
 
-        # Global rules override the label in file order; the language rule last.
-        for c, j in enumerate(coin):
-            override(keep & (np.nan_to_num(rule[:, j]) != 0) & (coin_u[:, c] < cfg.global_rule_prob), j)
-        for j in hard:
-            both_fail = keep & (rule_a[:, j] == 0) & (rule_b[:, j] == 0)
-            stats["dropped_rule"] += int(both_fail.sum())
-            keep &= ~both_fail
-            override(keep & (np.nan_to_num(rule[:, j]) != 0), j)
+def _draw(ix: _Index, cfg: AggregationConfig, rng: np.random.Generator) -> _Draw:
+    """All draws of a pass, in a fixed order and with outcome-independent shapes."""
+    n_avail = ix.avail.sum(axis=1)
+    k = _geometric_from_uniform(rng.random(ix.n_pairs), cfg.subset_p, np.maximum(ix.k_cap, 1))
+    # exponential keys: the ascending order is a draw without replacement, weighted by `weight`
+    keys = np.where(ix.avail, -np.log1p(-rng.random(ix.avail.shape)) / ix.weight[None, :], np.inf)
+    negate_draw = rng.random(ix.avail.shape) < cfg.negation_prob
+    swap = rng.random(ix.n_pairs) < 0.5
+    noise_u = rng.random(ix.n_pairs)
+    coin_u = rng.random((ix.n_pairs, len(ix.coin)))
+    subset = np.argsort(keys, axis=1, kind="stable")[:, : ix.width]  # random order of available ones
+    valid = (np.arange(ix.width)[None, :] < k[:, None]) & (n_avail[:, None] > 0)
+    if cfg.undecided_neutral:
+        subset = _with_neutral(subset, ix.neutral, valid, rng)
+    return _Draw(k, subset, valid, negate_draw[:, : ix.width] & valid, swap, noise_u, coin_u)
 
-        if rules_only:
-            stats["dropped_undecided"] += int(undecidable.sum())
 
-        chosen_a = score > 0
-        preferred = np.where(chosen_a ^ swap, 1, 2)  # a shown first iff not swapped
-        flip = noise_u < np.where(rule_decided, cfg.rule_label_noise, cfg.label_noise)
-        preferred = np.where(flip, 3 - preferred, preferred)
+@dataclass(frozen=True)
+class _Labels:
+    """Per pair: whether it gives an example, its deciding principle and score, and its label."""
 
-        stats["dropped_zero"] += int(((score == 0) & (n_avail > 0)).sum())
-        for i in np.flatnonzero(keep):
-            chosen = []
-            for pos in range(k[i]):
-                pt = by_name[names[subset[i, pos]]]
-                neg = bool(negated[i, pos])
-                chosen.append({"name": pt.name, "negated": neg,
-                               "text": pt.negative_definition if neg else pt.definition})
-            pid = pair_ids[i]
-            first, second = (resp_b[i], resp_a[i]) if swap[i] else (resp_a[i], resp_b[i])
-            out["example_id"].append(f"{pid}-{pass_no}")
-            out["pass"].append(pass_no)
-            out["pair_id"].append(pid)
-            out["prompt_id"].append(prompt_ids[i])
-            out["prompt"].append(prompts[i])
-            out["response_1"].append(first)
-            out["response_2"].append(second)
-            out["preferred"].append(int(preferred[i]))
-            out["principles"].append(json.dumps(chosen, ensure_ascii=False))
-            out["n_principles"].append(int(k[i]))
-            out["deciding_principle"].append(str(deciding[i]))
-            out["deciding_negated"].append(bool(deciding_negated[i]))
-            out["deciding_score"].append(float(score[i]))
-            out["rule_decided"].append(bool(rule_decided[i]))
-            out["flipped"].append(bool(flip[i]))
+    keep: np.ndarray
+    score: np.ndarray
+    rule_decided: np.ndarray
+    deciding: np.ndarray
+    deciding_negated: np.ndarray
+    preferred: np.ndarray  # 1 or 2: which shown response is preferred (after noise)
+    flip: np.ndarray
 
-    df = pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
-    stats["examples"] = df.height
-    stats["rule_decided"] = int(df["rule_decided"].sum())
-    stats["flipped"] = int(df["flipped"].sum())
-    return df, stats
+
+def _label(ix: _Index, d: _Draw, cfg: AggregationConfig, stats: dict[str, int]) -> _Labels:
+    """The label of every pair's example under pass draws ``d`` (see :func:`aggregate`); counts
+    the dropped examples into ``stats``."""
+    ar = np.arange(ix.n_pairs)
+    n_avail = ix.avail.sum(axis=1)
+    sign = np.where(d.negated, -1.0, 1.0)
+    s = sign * ix.norm[ar[:, None], d.subset]
+    r = sign * ix.tied_rule[ar[:, None], d.subset]
+    if cfg.rule_mode == "blend":
+        s = s + cfg.rule_weight * np.nan_to_num(r, nan=0.0)
+
+    dominant = np.argmax(np.where(d.valid, np.abs(s), -1.0), axis=1)  # first max on ties
+    rule_hit = d.valid & ~np.isnan(r) & (r != 0)
+    rule_decided = rule_hit.any(axis=1) & (cfg.rule_mode == "override")
+    first_rule = np.argmax(rule_hit, axis=1)
+    position = np.where(rule_decided, first_rule, dominant)
+    score = np.where(rule_decided, r[ar, first_rule], s[ar, dominant])
+    keep = (score != 0) & (n_avail > 0)
+    deciding = np.array([ix.names[d.subset[i, position[i]]] for i in range(ix.n_pairs)], dtype=object)
+    deciding_negated = d.negated[ar, position]
+
+    def override(hit: np.ndarray, j: int) -> None:
+        """Rule j (never negated) sets the label of the ``hit`` examples."""
+        score[hit] = ix.rule[hit, j]
+        rule_decided[hit] = True
+        deciding[hit] = ix.names[j]
+        deciding_negated[hit] = False
+
+    # Global rules override the label in file order; the language rule last.
+    for c, j in enumerate(ix.coin):
+        override(keep & (np.nan_to_num(ix.rule[:, j]) != 0) & (d.coin_u[:, c] < cfg.global_rule_prob), j)
+    for j in ix.hard:
+        both_fail = keep & (ix.rule_a[:, j] == 0) & (ix.rule_b[:, j] == 0)
+        stats["dropped_rule"] += int(both_fail.sum())
+        keep &= ~both_fail
+        override(keep & (np.nan_to_num(ix.rule[:, j]) != 0), j)
+    if ix.rules_only:
+        stats["dropped_undecided"] += int(ix.undecidable.sum())
+    stats["dropped_zero"] += int(((score == 0) & (n_avail > 0)).sum())
+
+    preferred = np.where((score > 0) ^ d.swap, 1, 2)  # a shown first iff not swapped
+    flip = d.noise_u < np.where(rule_decided, cfg.rule_label_noise, cfg.label_noise)
+    preferred = np.where(flip, 3 - preferred, preferred)
+    return _Labels(keep, score, rule_decided, deciding, deciding_negated, preferred, flip)
+
+
+def _emit(ix: _Index, d: _Draw, lab: _Labels, pass_no: int, out: dict[str, list]) -> None:
+    """Append pass ``pass_no``'s kept examples to the ``out`` columns (:data:`EXAMPLE_SCHEMA`)."""
+    prompt_ids, prompts = ix.texts["prompt_id"].to_list(), ix.texts["prompt"].to_list()
+    resp_a, resp_b = ix.texts["response_a"].to_list(), ix.texts["response_b"].to_list()
+    for i in np.flatnonzero(lab.keep):
+        chosen = []
+        for pos in range(d.k[i]):
+            pt = ix.by_name[ix.names[d.subset[i, pos]]]
+            neg = bool(d.negated[i, pos])
+            chosen.append({"name": pt.name, "negated": neg, "text": pt.negative_definition if neg else pt.definition})
+        pid = ix.pair_ids[i]
+        first, second = (resp_b[i], resp_a[i]) if d.swap[i] else (resp_a[i], resp_b[i])
+        out["example_id"].append(f"{pid}-{pass_no}")
+        out["pass"].append(pass_no)
+        out["pair_id"].append(pid)
+        out["prompt_id"].append(prompt_ids[i])
+        out["prompt"].append(prompts[i])
+        out["response_1"].append(first)
+        out["response_2"].append(second)
+        out["preferred"].append(int(lab.preferred[i]))
+        out["principles"].append(json.dumps(chosen, ensure_ascii=False))
+        out["n_principles"].append(int(d.k[i]))
+        out["deciding_principle"].append(str(lab.deciding[i]))
+        out["deciding_negated"].append(bool(lab.deciding_negated[i]))
+        out["deciding_score"].append(float(lab.score[i]))
+        out["rule_decided"].append(bool(lab.rule_decided[i]))
+        out["flipped"].append(bool(lab.flip[i]))
