@@ -14,16 +14,8 @@ from salmon_dag.config import LoraConfig, PPOConfig, RLConfig, RLRewardConfig, T
 from salmon_dag.principles import load_principles
 from salmon_dag.rl.models import PolicySource
 from salmon_dag.rl.reward import SalmonReward
-from salmon_dag.rl.trl_baseline import (
-    STEP_METRICS,
-    SalmonRewardFunction,
-    StopSequenceToEos,
-    cut_at_stop,
-    load_trl_policy,
-    micro_batch,
-    train_trl,
-    trl_config,
-)
+from salmon_dag.rl.trl_baseline import STEP_METRICS, load_trl_policy, micro_batch, train_trl, trl_config
+from salmon_dag.rl.trl_rollouts import SalmonRewardFunction, StopSequenceToEos, cut_at_stop
 from salmon_dag.templates import TURN_SEPARATOR, format_chat_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
