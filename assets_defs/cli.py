@@ -328,7 +328,7 @@ def bench(
 
 def _bench_steer(settings: Settings, log) -> None:
     from salmon_dag.principles import PrincipleError
-    from salmon_dag.study import steer_means
+    from salmon_dag.claims import steer_means
 
     try:
         steer_means(settings.warehouse, settings.principles_path, settings.profile, log)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from salmon_dag import study
+from salmon_dag import claims, study
 from salmon_dag.benchmarks.report import below_reference
 from salmon_dag.config import PROFILES_DIR, load_profile
 from salmon_dag.warehouse import Warehouse
@@ -51,7 +51,7 @@ def scores_table() -> pl.DataFrame:
 
 
 def test_probe_claims_threshold_every_probe_and_inform_the_rest():
-    rows = by_claim(study.probe_claims(eval_table()))
+    rows = by_claim(claims.probe_claims(eval_table()))
     assert set(rows) == {"rm/probe/Concise/principle", "rm/probe/Concise/negation", "rm/heldout_accuracy",
                          "rm/negation_flip_rate"}
     assert rows["rm/probe/Concise/principle"] == {
@@ -62,18 +62,18 @@ def test_probe_claims_threshold_every_probe_and_inform_the_rest():
 
 
 def test_rl_claims_rise_is_last_minus_first_quarter_by_step():
-    rows = by_claim(study.rl_claims(steps_table()))
+    rows = by_claim(claims.rl_claims(steps_table()))
     assert rows["rl/rm_score_first_quarter"]["value"] == pytest.approx(-0.5)  # steps 0, 1
     assert rows["rl/rm_score_last_quarter"]["value"] == pytest.approx(1.5)  # steps 6, 7
     rise = rows["rl/rm_score_rise"]
     assert rise["value"] == pytest.approx(2.0) and (rise["threshold"], rise["direction"], rise["passed"]) == (0.0, ">", True)
     flat = steps_table().with_columns(pl.lit(1.0).alias("value"))
-    assert by_claim(study.rl_claims(flat))["rl/rm_score_rise"]["passed"] is False  # no rise is not a rise
+    assert by_claim(claims.rl_claims(flat))["rl/rm_score_rise"]["passed"] is False  # no rise is not a rise
 
 
 def test_benchmark_claims_agree_with_the_asset_check():
     scores = scores_table()
-    rows = by_claim(study.benchmark_claims(scores, "sft_model"))
+    rows = by_claim(claims.benchmark_claims(scores, "sft_model"))
     assert set(rows) == {f"bench/{b}/rl_not_below_sft" for b in ("mt_bench", "win_rate", "gsm8k")}
     assert rows["bench/mt_bench/rl_not_below_sft"]["value"] == pytest.approx(1.0)
     assert rows["bench/win_rate/rl_not_below_sft"]["value"] == pytest.approx(-0.1)  # against par 0.5
@@ -83,21 +83,21 @@ def test_benchmark_claims_agree_with_the_asset_check():
 
 
 def test_check_and_steer_claims():
-    failed = study.check_claims(["benchmark_scores:rl_not_below_sft", "ppo_steps:rm_score_rises"])[0]
+    failed = claims.check_claims(["benchmark_scores:rl_not_below_sft", "ppo_steps:rm_score_rises"])[0]
     assert (failed["value"], failed["passed"]) == (2.0, False) and "ppo_steps:rm_score_rises" in failed["detail"]
-    assert study.check_claims([])[0]["passed"] is True
+    assert claims.check_claims([])[0]["passed"] is True
 
     means = {"sft": 20.0, "Concise": 10.0, "Complete and Thorough": 30.0}
-    rows = by_claim(study.steer_claims(means))
+    rows = by_claim(claims.steer_claims(means))
     assert rows["steer/order"]["passed"] is True
     assert rows["steer/Concise/mean_tokens"]["value"] == 10.0 and rows["steer/sft/mean_tokens"]["passed"] is None
     assert "steer/Concise/near_empty_share" not in rows
-    rows = by_claim(study.steer_claims({**means, "Concise": 25.0, "Concise/near_empty_share": 0.6,
+    rows = by_claim(claims.steer_claims({**means, "Concise": 25.0, "Concise/near_empty_share": 0.6,
                                         "sft/near_empty_share": 0.7}))
     assert rows["steer/order"]["value"] == 0.0 and rows["steer/order"]["passed"] is False
     assert (rows["steer/Concise/near_empty_share"]["threshold"], rows["steer/Concise/near_empty_share"]["passed"]) == (0.5, False)
     assert rows["steer/sft/near_empty_share"]["passed"] is None
-    rows = by_claim(study.steer_claims({**means, "Complete and Thorough/stop_rate": 0.97, "sft/stop_rate": 0.5}))
+    rows = by_claim(claims.steer_claims({**means, "Complete and Thorough/stop_rate": 0.97, "sft/stop_rate": 0.5}))
     assert rows["steer/Complete and Thorough/stop_rate"]["value"] == 0.97
     assert rows["steer/sft/stop_rate"]["passed"] is None  # information: the cause of the order, not a claim
 
@@ -107,7 +107,7 @@ def test_warehouse_claims_read_the_seed_tables(tmp_path):
     wh.write_table("reward_model_eval", eval_table())
     wh.write_table("ppo_steps", steps_table())
     wh.write_table("benchmark_scores", scores_table())
-    rows = study.warehouse_claims(wh, "sft_model", ["x:y"])
+    rows = claims.warehouse_claims(wh, "sft_model", ["x:y"])
     names = [r["claim"] for r in rows]
     assert names[0].startswith("rm/probe/") and names[-1] == "checks/failed" and len(names) == 4 + 3 + 3 + 1
     frame = study.claims_frame(rows, seed=3, precision="auto", shared_data=False)
@@ -115,9 +115,9 @@ def test_warehouse_claims_read_the_seed_tables(tmp_path):
 
 
 def study_rows(seed: int, values: dict[str, float], precision: str = "auto") -> pl.DataFrame:
-    rows = [study.claim("rm/probe/Concise/principle", values["probe"], 0.85, ">="),
-            study.claim("rm/heldout_accuracy", values["acc"]),
-            study.claim("checks/failed", values["checks"], 0.0, "<=")]
+    rows = [claims.claim("rm/probe/Concise/principle", values["probe"], 0.85, ">="),
+            claims.claim("rm/heldout_accuracy", values["acc"]),
+            claims.claim("checks/failed", values["checks"], 0.0, "<=")]
     return study.claims_frame(rows, seed, precision, shared_data=False)
 
 

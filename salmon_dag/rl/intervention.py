@@ -95,7 +95,7 @@ def run_intervention_claims(seed_dir: Path, run_salmon) -> list[dict]:
     hack, apply the documented ``rl.yaml`` edit, rebuild with ``run_salmon(["run", "-q"])``, and
     measure again. Claims: the rate at least halves (rollouts and benchmark answers), the reward
     model's checkpoint is byte-identical, nothing outside the RL side was rebuilt."""
-    from salmon_dag.study import claim
+    from salmon_dag.claims import claim
     from salmon_dag.warehouse import Warehouse
 
     seed_dir = Path(seed_dir)
