@@ -34,13 +34,15 @@ SFT_MODEL_ASSET = AssetDecl(SFT_MODEL, STAGE_VERSION, sections=SFT_STAGE.section
 
 
 def contrast_rules(settings: Settings) -> list:
-    """The verifiable rules ``pairs.select: rule_contrast`` picks pairs by: those of the principles
-    in reward_model.yaml that the judge judges (``judge.principles``; all when unset)."""
-    if settings.profile.pairs.select != "rule_contrast":
+    """The rules the profile's pairs are picked by (salmon_dag.pairs.contrast_rules), read from
+    this project's reward_model.yaml (none under ``select: first``, which reads no file)."""
+    profile = settings.profile
+    if profile.pairs.select != "rule_contrast":
         return []
-    judged = settings.profile.judge.principles
-    pset = load_principles(settings.principles_path, "reward_model")
-    return [p.rule for _, p in pset.principles() if p.rule is not None and (judged is None or p.name in judged)]
+    from salmon_dag.pairs import contrast_rules as rules_of
+
+    return rules_of(load_principles(settings.principles_path, "reward_model"), profile.pairs.select,
+                    profile.judge.principles)
 
 
 def _contrast_rules_hash(settings: Settings) -> str:
@@ -83,7 +85,7 @@ def build_self_align_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def self_align_sft_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.self_align import build_prompt, filter_reason, parse_generation
+        from salmon_dag.self_align import build_prompt, filtered_counts, sft_data
 
         profile = salmon.load_profile()
         cfg = profile.self_align
@@ -97,26 +99,8 @@ def build_self_align_assets(settings: Settings) -> list:
             context.log.info(f"self-align prompt: {len(engine.encode(texts[0])) if texts else 0} tokens")
             outputs = generate_in_chunks(context, engine, texts, params, "self-align")
             prompt_tokens = [len(engine.encode(t)) for t in texts]
-        rows = []
-        for (pid, prompt), n_prompt, comps in zip(prompts.select("prompt_id", "prompt").iter_rows(), prompt_tokens, outputs):
-            comp = comps[0]
-            parsed = parse_generation(comp.text)
-            reason = filter_reason(parsed.answer, comp.finish_reason, min_words=cfg.min_words, max_words=cfg.max_words,
-                                   min_distinct_trigram_ratio=cfg.min_distinct_trigram_ratio, pset=pset,
-                                   keep_truncated=cfg.keep_truncated)
-            rows.append({
-                "prompt_id": pid, "prompt": prompt, "response": parsed.answer,
-                "internal_thoughts": parsed.internal_thoughts, "raw_generation": comp.text,
-                "finish_reason": comp.finish_reason, "prompt_tokens": n_prompt,
-                "response_tokens": len(comp.token_ids), "filter_reason": reason,
-            })
-        df = pl.DataFrame(rows, schema={
-            "prompt_id": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "internal_thoughts": pl.Utf8,
-            "raw_generation": pl.Utf8, "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64,
-            "response_tokens": pl.Int64, "filter_reason": pl.Utf8,
-        })
-        kept = df.filter(pl.col("filter_reason").is_null()).height
-        reasons = dict(df.filter(pl.col("filter_reason").is_not_null()).group_by("filter_reason").len().iter_rows())
+        df = sft_data(prompts, outputs, prompt_tokens, pset, cfg)
+        kept, reasons = filtered_counts(df)
         context.log.info(f"self_align_sft_data: kept {kept}/{df.height}; filtered {reasons}")
         lineage = SFT_DATA_ASSET.lineage(context, profile, principle_hash=pset.content_hash, model_id=base.model_id)
         return materialize_table(salmon.warehouse, SFT_DATA, df, lineage, extra_metadata={

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from salmon_dag.engine.base import Completion
+from salmon_dag.principles import PrincipleSet
 from salmon_dag.rules import AnyRule, check_rule, compare_rule, is_comparative, word_count
 
 PAIR_SCHEMA: dict[str, pl.DataType] = {
@@ -55,6 +56,15 @@ def contrast_pair(prompt: str, texts: Sequence[str], rules: Sequence[AnyRule]) -
             if (n_single, n_length) > best_key:
                 best, best_key = (i, j), (n_single, n_length)
     return best
+
+
+def contrast_rules(pset: PrincipleSet, select: str, judged: Sequence[str] | None) -> list[AnyRule]:
+    """The verifiable rules ``pairs.select: rule_contrast`` picks pairs by: those of the principles
+    in reward_model.yaml (``pset``) that the judge judges (``judged``; all when None). None under
+    ``select: first``, which reads no rules."""
+    if select != "rule_contrast":
+        return []
+    return [p.rule for _, p in pset.principles() if p.rule is not None and (judged is None or p.name in judged)]
 
 
 def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], min_words: int = 1,

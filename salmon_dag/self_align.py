@@ -9,8 +9,13 @@ without the principles in context).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import polars as pl
+
+from salmon_dag.config import SelfAlignConfig
+from salmon_dag.engine.base import Completion
 from salmon_dag.principles import PrincipleSet, SelfAlignFile
 from salmon_dag.templates import (
     ANSWER_TAG,
@@ -113,3 +118,38 @@ def filter_reason(
     if pset is not None and leaks_principles(answer, pset):
         return "prompt_leak"
     return None
+
+
+SFT_DATA_SCHEMA: dict[str, pl.DataType] = {
+    "prompt_id": pl.Utf8, "prompt": pl.Utf8, "response": pl.Utf8, "internal_thoughts": pl.Utf8,
+    "raw_generation": pl.Utf8, "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64,
+    "response_tokens": pl.Int64, "filter_reason": pl.Utf8,
+}
+
+
+def sft_data(prompts: pl.DataFrame, generations: Sequence[Sequence[Completion]], prompt_tokens: Sequence[int],
+             pset: PrincipleSet, cfg: SelfAlignConfig) -> pl.DataFrame:
+    """``self_align_sft_data``: one row per training prompt (``prompt_id``, ``prompt``) with the
+    answer parsed out of the base model's generation (its first completion), the internal
+    thoughts, and why the answer is filtered (null: kept for SFT)."""
+    rows = []
+    for (pid, prompt), n_prompt, comps in zip(prompts.select("prompt_id", "prompt").iter_rows(), prompt_tokens,
+                                              generations, strict=True):
+        comp = comps[0]
+        parsed = parse_generation(comp.text)
+        reason = filter_reason(parsed.answer, comp.finish_reason, min_words=cfg.min_words, max_words=cfg.max_words,
+                               min_distinct_trigram_ratio=cfg.min_distinct_trigram_ratio, pset=pset,
+                               keep_truncated=cfg.keep_truncated)
+        rows.append({
+            "prompt_id": pid, "prompt": prompt, "response": parsed.answer,
+            "internal_thoughts": parsed.internal_thoughts, "raw_generation": comp.text,
+            "finish_reason": comp.finish_reason, "prompt_tokens": n_prompt,
+            "response_tokens": len(comp.token_ids), "filter_reason": reason,
+        })
+    return pl.DataFrame(rows, schema=SFT_DATA_SCHEMA)
+
+
+def filtered_counts(df: pl.DataFrame) -> tuple[int, dict[str, int]]:
+    """(answers kept, filtered answers per reason) of an ``sft_data`` frame."""
+    kept = df.filter(pl.col("filter_reason").is_null()).height
+    return kept, dict(df.filter(pl.col("filter_reason").is_not_null()).group_by("filter_reason").len().iter_rows())

@@ -74,3 +74,16 @@ def test_sampling_gives_two_distinct_responses_per_prompt(tiny_checkpoint):
     assert dropped["candidates/sampled"] == 6
     assert dropped.get("identical", 0) == 0
     assert (pairs["response_a"] != pairs["response_b"]).all()
+
+
+def test_contrast_rules_are_the_judged_principles_rules_under_rule_contrast_only():
+    from pathlib import Path
+
+    from salmon_dag.pairs import contrast_rules
+    from salmon_dag.principles import load_principles
+
+    pset = load_principles(Path(__file__).resolve().parents[1] / "principles", "reward_model")
+    ruled = [p.name for _, p in pset.principles() if p.rule is not None]
+    assert len(contrast_rules(pset, "rule_contrast", None)) == len(ruled) > 1
+    assert len(contrast_rules(pset, "rule_contrast", ruled[:1])) == 1
+    assert contrast_rules(pset, "first", None) == []

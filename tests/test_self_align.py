@@ -58,3 +58,27 @@ def test_filters(pset):
 def test_distinct_ngram_ratio():
     assert distinct_ngram_ratio("a b c d e f") == 1.0
     assert distinct_ngram_ratio("a b a b a b a b a b") < 0.3
+
+
+def test_sft_data_keeps_every_prompt_with_its_parsed_answer_and_filter_reason(pset):
+    import polars as pl
+
+    from salmon_dag.config import SelfAlignConfig
+    from salmon_dag.engine.base import Completion
+    from salmon_dag.self_align import SFT_DATA_SCHEMA, filtered_counts, sft_data
+
+    prompts = pl.DataFrame({"prompt_id": ["a", "b", "c"], "prompt": ["Tides?", "Hi?", "Cats?"]})
+    generations = [
+        [Completion(f" Thinking.\n{ANSWER_TAG} Tides follow the pull of the Moon.", (1, 2, 3), "stop")],
+        [Completion(f"{ANSWER_TAG} Hello there friend", (4,) * 48, "length")],
+        [Completion("", (), "stop")],
+    ]
+    df = sft_data(prompts, generations, [100, 90, 80], pset, SelfAlignConfig(min_words=3))
+    assert df.schema == pl.Schema(SFT_DATA_SCHEMA)
+    assert df["prompt_id"].to_list() == ["a", "b", "c"]
+    assert df["response"][0] == "Tides follow the pull of the Moon." and df["internal_thoughts"][0] == "Thinking."
+    assert df["filter_reason"].to_list() == [None, "truncated", "empty"]
+    assert df["response_tokens"].to_list() == [3, 48, 0] and df["prompt_tokens"].to_list() == [100, 90, 80]
+    assert filtered_counts(df) == (1, {"truncated": 1, "empty": 1})
+    with pytest.raises(ValueError):  # a generation missing for a prompt is an error, not a silent cut
+        sft_data(prompts, generations[:2], [100, 90, 80], pset, SelfAlignConfig())
