@@ -20,8 +20,6 @@ from salmon_dag.launch.jobs import TrainJob, decode_result, rank_failures, run_j
 from salmon_dag.paths import PROJECT_ROOT
 from salmon_dag.warehouse import Warehouse
 
-
-
 # every launched rank runs this module: it runs the job and reports to Dagster through Pipes
 WORKER_MODULE = "assets_defs.train_worker"
 

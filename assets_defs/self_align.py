@@ -14,6 +14,7 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.config import stable_hash
 from salmon_dag.engine import SamplingParams, create_engine
+from salmon_dag.pairs import contrast_rules as judged_contrast_rules
 from salmon_dag.principles import PrincipleError, load_principles
 from salmon_dag.progress import progress_line
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
@@ -39,10 +40,7 @@ def contrast_rules(settings: Settings) -> list:
     profile = settings.profile
     if profile.pairs.select != "rule_contrast":
         return []
-    from salmon_dag.pairs import contrast_rules as rules_of
-
-    return rules_of(load_principles(settings.principles_path, "reward_model"), profile.pairs.select,
-                    profile.judge.principles)
+    return judged_contrast_rules(load_principles(settings.principles_path, "reward_model"), profile.judge.principles)
 
 
 def _contrast_rules_hash(settings: Settings) -> str:

@@ -274,6 +274,7 @@ class _Index:
     rule: np.ndarray  # rule_a - rule_b: +1 only a satisfies the rule, -1 only b, 0 both or neither
     tied_rule: np.ndarray  # the rules a sampled principle carries (all NaN when they do not act)
     avail: np.ndarray  # drawable (pair, principle)
+    n_avail: np.ndarray  # per pair: how many are drawable
     neutral: np.ndarray  # undecided_neutral: principles listed beside the deciding one
     undecidable: np.ndarray  # pairs no rule decides (rules_only)
     weight: np.ndarray  # per principle: its weight in the draw
@@ -334,7 +335,7 @@ def _index(prefs: pl.DataFrame, pairs: pl.DataFrame, principles: Sequence[Princi
         pair_ids=pair_ids, names=names, by_name={p.name: p for p in principles},
         norm=_matrix(prefs, "norm_score", rows, cols, shape), rule_a=rule_a, rule_b=rule_b, rule=rule,
         tied_rule=np.full(shape, np.nan) if global_scope or cfg.rule_mode == "off" else rule,
-        avail=avail, neutral=neutral, undecidable=undecidable, weight=weight, k_cap=k_cap,
+        avail=avail, n_avail=n_avail, neutral=neutral, undecidable=undecidable, weight=weight, k_cap=k_cap,
         width=max(int(k_cap.max()), 1), rules_only=rules_only, hard=hard, coin=coin, texts=texts,
     )
 
@@ -355,7 +356,6 @@ class _Draw:
 
 def _draw(ix: _Index, cfg: AggregationConfig, rng: np.random.Generator) -> _Draw:
     """All draws of a pass, in a fixed order and with outcome-independent shapes."""
-    n_avail = ix.avail.sum(axis=1)
     k = _geometric_from_uniform(rng.random(ix.n_pairs), cfg.subset_p, np.maximum(ix.k_cap, 1))
     # exponential keys: the ascending order is a draw without replacement, weighted by `weight`
     keys = np.where(ix.avail, -np.log1p(-rng.random(ix.avail.shape)) / ix.weight[None, :], np.inf)
@@ -364,7 +364,7 @@ def _draw(ix: _Index, cfg: AggregationConfig, rng: np.random.Generator) -> _Draw
     noise_u = rng.random(ix.n_pairs)
     coin_u = rng.random((ix.n_pairs, len(ix.coin)))
     subset = np.argsort(keys, axis=1, kind="stable")[:, : ix.width]  # random order of available ones
-    valid = (np.arange(ix.width)[None, :] < k[:, None]) & (n_avail[:, None] > 0)
+    valid = (np.arange(ix.width)[None, :] < k[:, None]) & (ix.n_avail[:, None] > 0)
     if cfg.undecided_neutral:
         subset = _with_neutral(subset, ix.neutral, valid, rng)
     return _Draw(k, subset, valid, negate_draw[:, : ix.width] & valid, swap, noise_u, coin_u)
@@ -387,7 +387,6 @@ def _label(ix: _Index, d: _Draw, cfg: AggregationConfig, stats: dict[str, int]) 
     """The label of every pair's example under pass draws ``d`` (see :func:`aggregate`); counts
     the dropped examples into ``stats``."""
     ar = np.arange(ix.n_pairs)
-    n_avail = ix.avail.sum(axis=1)
     sign = np.where(d.negated, -1.0, 1.0)
     s = sign * ix.norm[ar[:, None], d.subset]
     r = sign * ix.tied_rule[ar[:, None], d.subset]
@@ -400,7 +399,7 @@ def _label(ix: _Index, d: _Draw, cfg: AggregationConfig, stats: dict[str, int]) 
     first_rule = np.argmax(rule_hit, axis=1)
     position = np.where(rule_decided, first_rule, dominant)
     score = np.where(rule_decided, r[ar, first_rule], s[ar, dominant])
-    keep = (score != 0) & (n_avail > 0)
+    keep = (score != 0) & (ix.n_avail > 0)
     deciding = np.array([ix.names[d.subset[i, position[i]]] for i in range(ix.n_pairs)], dtype=object)
     deciding_negated = d.negated[ar, position]
 
@@ -421,7 +420,7 @@ def _label(ix: _Index, d: _Draw, cfg: AggregationConfig, stats: dict[str, int]) 
         override(keep & (np.nan_to_num(ix.rule[:, j]) != 0), j)
     if ix.rules_only:
         stats["dropped_undecided"] += int(ix.undecidable.sum())
-    stats["dropped_zero"] += int(((score == 0) & (n_avail > 0)).sum())
+    stats["dropped_zero"] += int(((score == 0) & (ix.n_avail > 0)).sum())
 
     preferred = np.where((score > 0) ^ d.swap, 1, 2)  # a shown first iff not swapped
     flip = d.noise_u < np.where(rule_decided, cfg.rule_label_noise, cfg.label_noise)

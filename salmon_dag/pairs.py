@@ -58,12 +58,9 @@ def contrast_pair(prompt: str, texts: Sequence[str], rules: Sequence[AnyRule]) -
     return best
 
 
-def contrast_rules(pset: PrincipleSet, select: str, judged: Sequence[str] | None) -> list[AnyRule]:
+def contrast_rules(pset: PrincipleSet, judged: Sequence[str] | None) -> list[AnyRule]:
     """The verifiable rules ``pairs.select: rule_contrast`` picks pairs by: those of the principles
-    in reward_model.yaml (``pset``) that the judge judges (``judged``; all when None). None under
-    ``select: first``, which reads no rules."""
-    if select != "rule_contrast":
-        return []
+    in reward_model.yaml (``pset``) that the judge judges (``judged``; all when None)."""
     return [p.rule for _, p in pset.principles() if p.rule is not None and (judged is None or p.name in judged)]
 
 

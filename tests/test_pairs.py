@@ -84,6 +84,15 @@ def test_contrast_rules_are_the_judged_principles_rules_under_rule_contrast_only
 
     pset = load_principles(Path(__file__).resolve().parents[1] / "principles", "reward_model")
     ruled = [p.name for _, p in pset.principles() if p.rule is not None]
-    assert len(contrast_rules(pset, "rule_contrast", None)) == len(ruled) > 1
-    assert len(contrast_rules(pset, "rule_contrast", ruled[:1])) == 1
-    assert contrast_rules(pset, "first", None) == []
+    assert len(contrast_rules(pset, None)) == len(ruled) > 1
+    assert len(contrast_rules(pset, ruled[:1])) == 1
+
+
+def test_select_first_reads_no_contrast_rules(tmp_path):
+    from assets_defs.self_align import contrast_rules
+    from salmon_dag.settings import Settings
+
+    profile = tmp_path / "first.yaml"
+    profile.write_text("extends: tiny\npairs:\n  select: first\n")
+    # a principles folder that does not exist: under select: first it is never read
+    assert contrast_rules(Settings(str(profile), str(tmp_path / "wh"), str(tmp_path / "none"))) == []

@@ -34,4 +34,4 @@ def run_benchmark(name: str, model: str | None = None, log=print) -> None:
 
             bench_rl(Path(path), random_reward_model(Path(path), Path(tmp) / "rm"), Path(tmp), log=log)
         else:
-            raise ValueError(f"unknown benchmark {name!r} (judge, generate, rl)")
+            raise ValueError(f"unknown benchmark {name!r} ({', '.join(BENCHMARKS)})")
