@@ -67,20 +67,31 @@ LONGEST_FIRST = ("test_rebuilds", "test_study", "test_ui_browser", "test_pool", 
 
 
 def pytest_collection_modifyitems(config, items):
-    """Order the tests for pytest-xdist's ``worksteal``, which gives each of two workers one half
-    of the list and lets an idle worker take the end of the other's queue: the first half starts
-    with half of the slow tests on the shared project (longest first: its first test builds the
-    project), the second with the slow tests that do not need it (multi-process launches, run
-    while the project builds) and then the other half; unit tests fill both halves' ends, which
-    are what gets stolen. Without xdist the same order runs one test at a time."""
+    """Order the tests for pytest-xdist's ``worksteal``, which gives each of n workers one
+    contiguous n-th of the list and lets an idle worker take the end of another's queue: the
+    first queue starts with its share of the slow tests on the shared project (longest first: its
+    first test builds the project), the others with the slow tests that do not need it
+    (multi-process launches, run while the project builds) and then their share of the project's;
+    unit tests fill every queue's end, which is what gets stolen. Without xdist the same order
+    runs one test at a time."""
     def rank(item) -> int:
         name = item.module.__name__.rsplit(".", 1)[-1]
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
+    n = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     slow = [i for i in items if i.get_closest_marker("slow")]
     fast = [i for i in items if not i.get_closest_marker("slow")]
     on_project = sorted((i for i in slow if "project" in i.fixturenames), key=rank)
     alone = [i for i in slow if "project" not in i.fixturenames]
-    first, second = on_project[0::2], alone + on_project[1::2]
-    fill = max(0, len(items) // 2 - len(first))
-    items[:] = first + fast[:fill] + second + fast[fill:]
+    queues = [on_project[k::n] for k in range(n)]
+    others = max(1, n - 1)
+    for k in range(n - 1, 0, -1) if n > 1 else [0]:
+        queues[k][:0] = alone[k - 1::others] if n > 1 else alone
+    ordered, left = [], len(items)
+    for k, queue in enumerate(queues):
+        size = left // (n - k)  # what worksteal sends worker k first
+        fill = max(0, size - len(queue))
+        ordered += queue + fast[:fill]
+        fast = fast[fill:]
+        left -= len(queue) + fill
+    items[:] = ordered + fast

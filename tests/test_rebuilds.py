@@ -223,10 +223,11 @@ def test_edit_rebuilds_exactly_its_side_once(project_copy, kind):
         assert n_rows(copy, "response_pairs") == pairs_before  # pairs were not rebuilt
         assert judged == pairs_before * 1 and reused == pairs_before * SHIPPED_RM_PRINCIPLES
         assert n_rows(copy, "synthetic_preferences") == pairs_before * (SHIPPED_RM_PRINCIPLES + 1)
-        # back to the shipped file: the extra principle's rows go, nothing is judged again
+        # back to the shipped file: the extra principle's rows go, nothing is judged again (the
+        # judgements only: the stages after them were shown above to rebuild on this edit)
         (copy[0] / "principles" / "reward_model.yaml").write_text(shipped)
         start = last_storage_id(copy)
-        salmon(copy, "run", "--quiet")
+        salmon(copy, "run", "--quiet", "--select", "key:principles/reward_model or key:synthetic_preferences")
         (meta,) = [metadata(r) for r in asset_events(copy, after=start) if key_of(r) == "synthetic_preferences"]
         assert meta["judged"] == 0 and meta["reused_from_cache"] == pairs_before * SHIPPED_RM_PRINCIPLES
         assert n_rows(copy, "synthetic_preferences") == pairs_before * SHIPPED_RM_PRINCIPLES
