@@ -9,6 +9,7 @@ from assets_defs.models import materialize_model, read_model
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import table_name
 from salmon_dag.base_model.corpus import BUNDLED_CORPUS_DIR
+from salmon_dag.base_model.stage import STAGE as BASE_STAGE
 from salmon_dag.lineage import files_hash
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
@@ -29,7 +30,7 @@ def _corpus_hash(settings: Settings) -> str:
     return files_hash(inputs)
 
 
-BASE_MODEL_ASSET = AssetDecl(KEY, STAGE_VERSION, sections=("base_model",), extra_version=_corpus_hash)
+BASE_MODEL_ASSET = AssetDecl(KEY, STAGE_VERSION, reads=BASE_STAGE.reads, extra_version=_corpus_hash)
 
 
 def build_base_model_assets(settings: Settings) -> list:
@@ -41,22 +42,12 @@ def build_base_model_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def base_model(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.base_model import build_corpus, pretrain_tiny_llama, validate_pretrained
-
         profile = salmon.load_profile()
-        cfg = profile.base_model
-        lineage = BASE_MODEL_ASSET.lineage(context, profile)
-        if cfg.kind == "tiny":
-            texts = build_corpus(cfg.tiny.shared_data_dir)
-            out = salmon.warehouse.model_dir(table_name(KEY))
-            report = pretrain_tiny_llama(cfg.tiny, texts, out, seed=profile.seed, log=context.log.info)
-            losses = [(i + 1, loss) for i, loss in enumerate(report.pop("losses"))]
-            info = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
-            return materialize_model(salmon.warehouse, KEY, lineage, str(out), info=info, info_prefix="model",
-                                     losses=losses)
-        info = validate_pretrained(cfg.model_id, cfg.revision, cfg.trust_remote_code)
-        return materialize_model(salmon.warehouse, KEY, lineage, cfg.model_id, revision=cfg.revision,
-                                 trust_remote_code=cfg.trust_remote_code, info=info, info_prefix="model")
+        made = BASE_STAGE.run(salmon.stage_inputs(BASE_STAGE), salmon.warehouse.model_dir(table_name(KEY)),
+                              log=context.log.info)
+        return materialize_model(salmon.warehouse, KEY, BASE_MODEL_ASSET.lineage(context, profile), made.model_id,
+                                 revision=made.revision, trust_remote_code=made.trust_remote_code, info=made.info,
+                                 info_prefix="model", losses=made.losses)
 
     @dg.asset_check(asset=KEY, description="The checkpoint loads with from_pretrained and generates text.")
     def loads_and_generates(salmon: SalmonResource) -> dg.AssetCheckResult:

@@ -5,15 +5,14 @@ reward model's agreement with human labels)."""
 import dagster as dg
 import polars as pl
 
-from assets_defs.base_model import KEY as BASE_MODEL
+from pathlib import Path
+
 from assets_defs.decl import AssetDecl
-from assets_defs.models import read_model
-from assets_defs.principles import TABLE_KEYS, materialized_principles
+from assets_defs.principles import TABLE_KEYS
 from assets_defs.resources import SalmonResource
-from assets_defs.reward_model import REWARD_MODEL
-from assets_defs.rl import PPO_POLICY
-from assets_defs.self_align import SFT_MODEL
-from assets_defs.tables import materialize_table, read_table, table_name
+from assets_defs.tables import materialize_table, read_table
+from salmon_dag.benchmarks.stage import POLICIES
+from salmon_dag.benchmarks.stage import STAGE as BENCH_STAGE
 from salmon_dag.lineage import files_hash
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 from salmon_dag.templates import RATING_TEMPLATE_VERSION, REWARD_TEMPLATE_VERSION
@@ -23,7 +22,6 @@ GROUP = "benchmarks"
 SCORES = dg.AssetKey("benchmark_scores")
 OUTPUTS = dg.AssetKey("benchmark_outputs")
 RM_PRINCIPLES = TABLE_KEYS["reward_model"]
-POLICY_KEYS = {"base_model": BASE_MODEL, "sft_model": SFT_MODEL, "ppo_policy": PPO_POLICY}
 
 
 def _data_files(settings: Settings) -> str:
@@ -38,10 +36,8 @@ def _data_files(settings: Settings) -> str:
     return f"{RATING_TEMPLATE_VERSION}.{REWARD_TEMPLATE_VERSION}.{files_hash(paths)}"
 
 
-_SECTIONS = ("benchmarks", "engine", "reward_model.human_eval", "reward_model.human_eval_max_pairs", "reward_model.pmp")
-_DEPS = (BASE_MODEL, SFT_MODEL, PPO_POLICY, REWARD_MODEL, RM_PRINCIPLES)
-SCORES_ASSET = AssetDecl(SCORES, STAGE_VERSION, sections=_SECTIONS, deps=_DEPS, extra_version=_data_files)
-OUTPUTS_ASSET = AssetDecl(OUTPUTS, STAGE_VERSION, sections=_SECTIONS, deps=_DEPS, extra_version=_data_files)
+SCORES_ASSET = AssetDecl(SCORES, STAGE_VERSION, reads=BENCH_STAGE.reads, extra_version=_data_files)
+OUTPUTS_ASSET = AssetDecl(OUTPUTS, STAGE_VERSION, reads=BENCH_STAGE.reads, extra_version=_data_files)
 
 
 def build_benchmark_assets(settings: Settings) -> list:
@@ -62,14 +58,13 @@ def build_benchmark_assets(settings: Settings) -> list:
         from salmon_dag.principles import principle_texts
         from salmon_dag.benchmarks.report import bar_plot_markdown, comparison_markdown, headline
         from salmon_dag.benchmarks.stage import run_benchmarks
-        from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
 
-        profile = salmon.load_profile()
+        profile, inputs = salmon.load_profile(), salmon.stage_inputs(BENCH_STAGE)
         cfg = profile.benchmarks
-        models = {name: read_model(salmon.warehouse, key) for name, key in POLICY_KEYS.items()}
-        rm_pset = materialized_principles(salmon, "reward_model")
+        models = {name: inputs.model(name) for name in POLICIES}
+        rm_pset, rm = inputs.principles("reward_model"), inputs.model("reward_model")
         run = run_benchmarks([models[name] for name in cfg.policies], cfg, profile.engine,
-                             warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL)),
+                             Path(rm.adapter_path or rm.model_id),
                              principle_texts(rm_pset), profile.reward_model, profile.seed,
                              device=profile.engine.device, log=context.log.info, models=models)
         ppo = models["ppo_policy"]

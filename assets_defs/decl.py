@@ -1,8 +1,10 @@
-"""One declaration per asset of what it depends on: upstream assets, the profile sections it
-reads, its stage version (and any other input of its code version).
+"""One declaration per asset: its key, its stage version, and what its stage reads (the stage's
+:class:`~salmon_dag.stage.Reads`, declared beside the method in ``salmon_dag``), plus any other
+input of its code version.
 
-Dagster's code version and the lineage's config hash are both derived from it, so what makes an
-asset stale and what its rows record as their config cannot drift apart.
+Dagster's dependencies, the code version and the lineage's config hash are all derived from the
+stage's declaration, so what a stage reads, what makes its asset stale and what its rows record as
+their config cannot drift apart; no asset lists its dependencies or sections by hand.
 """
 
 from __future__ import annotations
@@ -16,21 +18,23 @@ import dagster as dg
 from salmon_dag.config import Profile, stable_hash
 from salmon_dag.lineage import Lineage
 from salmon_dag.settings import Settings
+from salmon_dag.stage import Reads
 
 
 @dataclass(frozen=True)
 class AssetDecl:
-    """``sections`` are profile keys or dotted fields (``"engine.device"``) the asset reads; the
-    seed always counts with them. ``extra_version`` adds inputs that are not profile config (a
-    data files' hash, a template version); it is read when the definitions are built."""
+    """``reads``: the stage's declaration (profile sections, with the seed always counted beside
+    them; the assets it reads, by name). ``extra_version`` adds inputs that are not profile config
+    or assets (a data files' hash, a template version); it is read when the definitions are built."""
 
     key: dg.AssetKey
     stage_version: str
-    sections: tuple[str, ...] = ()
-    deps: tuple[dg.AssetKey, ...] = ()
+    reads: Reads = Reads()
     extra_version: Callable[[Settings], str] | None = None
-    # dependencies the profile chooses (the pipeline model judge.model names)
-    profile_deps: Callable[[Settings], tuple[dg.AssetKey, ...]] | None = None
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return self.reads.sections
 
     def config_hash(self, profile: Profile) -> str:
         """Hash of the profile config this asset reads (of nothing, when it reads none)."""
@@ -44,8 +48,8 @@ class AssetDecl:
         return ".".join(parts)
 
     def dependencies(self, settings: Settings) -> list[dg.AssetKey]:
-        """``deps`` plus those the profile chooses."""
-        return [*self.deps, *(self.profile_deps(settings) if self.profile_deps is not None else ())]
+        """The assets the stage reads, those the profile chooses included."""
+        return [dg.AssetKey.from_user_string(name) for name in self.reads.all_assets(settings.profile)]
 
     def asset(self, settings: Settings, **kwargs: Any) -> Callable:
         """``@dg.asset`` with this declaration's key, deps and code version (``kwargs``: the rest)."""

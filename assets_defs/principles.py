@@ -9,7 +9,14 @@ import dagster as dg
 from assets_defs.decl import AssetDecl
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table
-from salmon_dag.principles import PRINCIPLE_KINDS, PrincipleSet, file_hash, load_principles, principle_path, to_frame
+from salmon_dag.principles import (
+    PRINCIPLE_KINDS,
+    PrincipleSet,
+    checked_principles,
+    file_hash,
+    principle_path,
+    table_stage,
+)
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -17,8 +24,7 @@ GROUP = "principles"
 
 FILE_KEYS = {kind: dg.AssetKey(["principle_files", kind]) for kind in PRINCIPLE_KINDS}
 TABLE_KEYS = {kind: dg.AssetKey(["principles", kind]) for kind in PRINCIPLE_KINDS}
-# A principle table reads its file only, no profile config.
-TABLE_ASSETS = {kind: AssetDecl(TABLE_KEYS[kind], STAGE_VERSION, deps=(FILE_KEYS[kind],)) for kind in PRINCIPLE_KINDS}
+TABLE_ASSETS = {kind: AssetDecl(TABLE_KEYS[kind], STAGE_VERSION, reads=table_stage(kind).reads) for kind in PRINCIPLE_KINDS}
 
 _DESCRIPTIONS = {
     "self_align": "Self-Align principles and in-context exemplars (principles/self_align.yaml).",
@@ -37,13 +43,8 @@ def observe_versions(settings: Settings) -> dict[dg.AssetKey, str]:
 
 
 def materialized_principles(salmon: SalmonResource, kind: str) -> PrincipleSet:
-    """The principle file of ``kind``, checked against its materialized table: a stage must not
-    mix a newer file with data built from the older one."""
-    pset = load_principles(salmon.settings().principles_path, kind)
-    table = read_table(salmon.warehouse, TABLE_KEYS[kind])
-    if table.height and table["principle_hash"][0] != pset.content_hash:
-        raise RuntimeError(f"{pset.path} changed since principles/{kind} was built; rebuild it first (salmon run)")
-    return pset
+    """The principle file of ``kind``, checked against its materialized table (salmon_dag.principles.checked_principles)."""
+    return checked_principles(salmon.warehouse, salmon.settings().principles_path, kind)
 
 
 def build_principle_assets(settings: Settings) -> list:
@@ -74,16 +75,17 @@ def build_principle_assets(settings: Settings) -> list:
         for kind, decl in TABLE_ASSETS.items():
             if decl.key not in context.selected_asset_keys:
                 continue
-            pset = load_principles(settings.principles_path, kind)
-            df = to_frame(pset)
-            context.log.info(f"{pset.path}: {df.height} entries, hash {pset.content_hash}")
+            stage = table_stage(kind)
+            made = stage.run(salmon.stage_inputs(stage), kind)
+            path = made.metadata["principle_file"]
+            context.log.info(f"{path}: {made.table.height} entries, hash {made.principle_hash}")
             yield materialize_table(
                 salmon.warehouse,
                 decl.key,
-                df,
-                decl.lineage(context, settings.profile, principle_hash=pset.content_hash),
-                data_version=pset.content_hash,
-                extra_metadata={"principle_file": dg.MetadataValue.path(str(pset.path))},
+                made.table,
+                decl.lineage(context, settings.profile, principle_hash=made.principle_hash),
+                data_version=made.principle_hash,
+                extra_metadata={"principle_file": dg.MetadataValue.path(path)},
             )
 
     checks = [_non_empty_unique_names_check(kind, key) for kind, key in TABLE_KEYS.items()]

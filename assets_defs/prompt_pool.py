@@ -12,6 +12,7 @@ from assets_defs.tables import materialize_table, read_table
 from salmon_dag.config import QUESTION_TYPES
 from salmon_dag.lineage import files_hash
 from salmon_dag.paths import DATA_DIR
+from salmon_dag.prompt_pool import STAGE as POOL_STAGE
 from salmon_dag.settings import Settings
 
 STAGE_VERSION = "1"
@@ -30,7 +31,7 @@ def _prompt_files_hash(settings: Settings) -> str:
     return files_hash(files)
 
 
-POOL_ASSET = AssetDecl(POOL, STAGE_VERSION, sections=("prompt_pool",), extra_version=_prompt_files_hash)
+POOL_ASSET = AssetDecl(POOL, STAGE_VERSION, reads=POOL_STAGE.reads, extra_version=_prompt_files_hash)
 REJECTS_ASSET = replace(POOL_ASSET, key=REJECTS)
 
 

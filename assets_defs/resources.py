@@ -6,6 +6,7 @@ import dagster as dg
 
 from salmon_dag.config import Profile
 from salmon_dag.settings import Settings
+from salmon_dag.stage import DataStage, StageInputs, TrainingStage
 from salmon_dag.warehouse import Warehouse
 
 
@@ -31,3 +32,8 @@ class SalmonResource(dg.ConfigurableResource):
     @property
     def warehouse(self) -> Warehouse:
         return Warehouse(self.warehouse_dir)
+
+    def stage_inputs(self, stage: DataStage | TrainingStage) -> StageInputs:
+        """What ``stage`` declared it reads, from this run's profile, warehouse and principles."""
+        settings = self.settings()
+        return StageInputs(stage.name, stage.reads, settings.profile, self.warehouse, settings.principles_path)

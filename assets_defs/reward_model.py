@@ -3,16 +3,14 @@
 import dagster as dg
 import polars as pl
 
-from assets_defs.base_model import KEY as BASE_MODEL
 from assets_defs.decl import AssetDecl
-from assets_defs.models import materialize_trained_model, read_model
-from assets_defs.preferences import RM_DATA, RM_PRINCIPLES
-from assets_defs.principles import materialized_principles
+from assets_defs.models import materialize_trained_model
+from assets_defs.preferences import RM_DATA
 from assets_defs.resources import SalmonResource
-from assets_defs.self_align import PAIRS
 from assets_defs.tables import materialize_table, read_table, table_name
 from salmon_dag.lineage import files_hash
 from salmon_dag.reward_model.job import STAGE as RM_STAGE
+from salmon_dag.reward_model.stage import EVAL_STAGE
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 from salmon_dag.templates import REWARD_TEMPLATE_VERSION
 
@@ -30,10 +28,8 @@ def _human_files(settings: Settings) -> str:
     return f"{REWARD_TEMPLATE_VERSION}.{files_hash(local)}"
 
 
-RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, sections=RM_STAGE.sections,
-                     deps=(RM_DATA, BASE_MODEL), extra_version=_human_files)
-RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, sections=RM_STAGE.sections,
-                          deps=(REWARD_MODEL, RM_DATA, PAIRS, RM_PRINCIPLES), extra_version=_human_files)
+RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, reads=RM_STAGE.reads, extra_version=_human_files)
+RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, reads=EVAL_STAGE.reads, extra_version=_human_files)
 
 
 def build_reward_model_assets(settings: Settings) -> list:
@@ -53,9 +49,8 @@ def build_reward_model_assets(settings: Settings) -> list:
         from salmon_dag.launch.jobs import TrainJob
         from salmon_dag.training.reporting import metric_points
 
-        profile = salmon.load_profile()
-        base = read_model(salmon.warehouse, BASE_MODEL)
-        examples = read_table(salmon.warehouse, RM_DATA)
+        profile, inputs = salmon.load_profile(), salmon.stage_inputs(RM_STAGE)
+        base, examples = inputs.model("base_model"), inputs.table("rm_training_data")
         out = salmon.warehouse.model_dir(table_name(REWARD_MODEL))
         job = TrainJob.for_stage(profile, RM_STAGE, out, base=asdict(base),
                                  data=str(salmon.warehouse.table_path(table_name(RM_DATA))))
@@ -80,27 +75,12 @@ def build_reward_model_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def reward_model_eval(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        from salmon_dag.principles import principle_texts
-        from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
-        from salmon_dag.reward_model.evaluate import metrics_frame
-        from salmon_dag.reward_model.stage import evaluate
-
-        profile = salmon.load_profile()
-        pset = materialized_principles(salmon, "reward_model")
-        checkpoint = warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))
-        # the held-out examples and the probes repeat reviewer prompts: score each once
-        scorer = load_scorer(checkpoint, batch_size=profile.reward_model.eval_batch_size, cache_size=EVAL_MEMO)
-        metrics = evaluate(scorer, read_table(salmon.warehouse, RM_DATA), read_table(salmon.warehouse, PAIRS),
-                           principle_texts(pset), profile.reward_model, profile.seed, log=context.log.info)
-        lineage = RM_EVAL_ASSET.lineage(context, profile, principle_hash=pset.content_hash, model_id=str(checkpoint))
-        df = metrics_frame(metrics)
-        return materialize_table(salmon.warehouse, RM_EVAL, df, lineage, extra_metadata={
-            m.metric: round(float(m.value), 4) for m in metrics})
+        made = EVAL_STAGE.run(salmon.stage_inputs(EVAL_STAGE), log=context.log.info)
+        lineage = RM_EVAL_ASSET.lineage(context, salmon.load_profile(), principle_hash=made.principle_hash,
+                                        model_id=made.model_id)
+        return materialize_table(salmon.warehouse, RM_EVAL, made.table, lineage, extra_metadata=made.metadata)
 
     return [reward_model, reward_model_eval, *_checks()]
-
-
-EVAL_MEMO = 200_000  # scores (a few MB): more than any evaluation asks for
 
 
 def _checks() -> list:

@@ -1,16 +1,15 @@
 """Stage 5: RL against the instructable reward model (SALMON §2): the ppo_policy checkpoint, its
 per-step metrics (ppo_steps) and decoded samples with their reward parts (ppo_samples)."""
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
 from assets_defs.decl import AssetDecl
-from assets_defs.models import materialize_model, read_model
-from assets_defs.principles import TABLE_KEYS, materialized_principles
-from assets_defs.prompt_pool import POOL
+from assets_defs.models import materialize_model
+from assets_defs.principles import TABLE_KEYS
 from assets_defs.resources import SalmonResource
-from assets_defs.reward_model import REWARD_MODEL
-from assets_defs.self_align import SFT_MODEL
 from assets_defs.tables import loss_curve_markdown, materialize_table, read_table, table_name
 from salmon_dag.images import plot_markdown
 from salmon_dag.rl.job import STAGE as RL_STAGE
@@ -24,10 +23,9 @@ PPO_SAMPLES = dg.AssetKey("ppo_samples")
 RL_PRINCIPLES = TABLE_KEYS["rl"]
 RM_PRINCIPLES = TABLE_KEYS["reward_model"]
 
-_DEPS = (SFT_MODEL, REWARD_MODEL, RL_PRINCIPLES, RM_PRINCIPLES, POOL)
-POLICY_ASSET = AssetDecl(PPO_POLICY, STAGE_VERSION, sections=RL_STAGE.sections, deps=_DEPS)
-STEPS_ASSET = AssetDecl(PPO_STEPS, STAGE_VERSION, sections=RL_STAGE.sections, deps=_DEPS)
-SAMPLES_ASSET = AssetDecl(PPO_SAMPLES, STAGE_VERSION, sections=RL_STAGE.sections, deps=_DEPS)
+POLICY_ASSET = AssetDecl(PPO_POLICY, STAGE_VERSION, reads=RL_STAGE.reads)
+STEPS_ASSET = AssetDecl(PPO_STEPS, STAGE_VERSION, reads=RL_STAGE.reads)
+SAMPLES_ASSET = AssetDecl(PPO_SAMPLES, STAGE_VERSION, reads=RL_STAGE.reads)
 
 
 def build_rl_assets(settings: Settings) -> list:
@@ -49,22 +47,20 @@ def build_rl_assets(settings: Settings) -> list:
     def ppo_policy(context: dg.AssetExecutionContext, salmon: SalmonResource):
         from assets_defs.launch import train
         from salmon_dag.launch.jobs import TrainJob
-        from salmon_dag.reward_model.checkpoint import warehouse_checkpoint
         from salmon_dag.rl.stage import PLOT, samples_frame, steps_frame
         from salmon_dag.rl.principle_set import rl_principle_set
 
-        profile = salmon.load_profile()
-        sft = read_model(salmon.warehouse, SFT_MODEL)
-        rl_pset = materialized_principles(salmon, "rl")
-        pset = rl_principle_set(rl_pset, materialized_principles(salmon, "reward_model"), profile.rl)
+        profile, inputs = salmon.load_profile(), salmon.stage_inputs(RL_STAGE)
+        sft, rm = inputs.model("sft_model"), inputs.model("reward_model")
+        pset = rl_principle_set(inputs.principles("rl"), inputs.principles("reward_model"), profile.rl)
         out = salmon.warehouse.model_dir(table_name(PPO_POLICY))
         job = TrainJob.for_stage(
             profile, RL_STAGE, out,
             source={"model_id": sft.model_id, "revision": sft.revision, "adapter_path": sft.adapter_path,
                     "trust_remote_code": sft.trust_remote_code},
-            reward_checkpoint=str(warehouse_checkpoint(salmon.warehouse, table_name(REWARD_MODEL))),
-            principles_dir=str(salmon.settings().principles_path), principle_hash=pset.content_hash,
-            prompts=str(salmon.warehouse.table_path(table_name(POOL))),
+            reward_checkpoint=str(Path(rm.adapter_path or rm.model_id)),
+            principles_dir=str(inputs.principles_dir), principle_hash=pset.content_hash,
+            prompts=str(salmon.warehouse.table_path("prompt_pool")),
         )
         result = train(context, job, profile, salmon.warehouse)
         summary = result.summary()

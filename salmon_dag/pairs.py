@@ -11,6 +11,7 @@ import polars as pl
 from salmon_dag.engine.base import Completion
 from salmon_dag.principles import PrincipleSet
 from salmon_dag.rules import AnyRule, check_rule, compare_rule, is_comparative, word_count
+from salmon_dag.stage import DataStage, Log, Reads, StageInputs, TableResult
 
 PAIR_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.Utf8,
@@ -112,3 +113,37 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
             "words_a": word_count(a), "words_b": word_count(b),
         })
     return pl.DataFrame(rows, schema=PAIR_SCHEMA), dict(counts)
+
+
+def run(inputs: StageInputs, rules: Sequence[AnyRule] = (), log: Log = print) -> TableResult:
+    """The stage: ``pairs.candidates`` samples of the SFT policy per training prompt (the first
+    ``pairs.max_prompts``), made into pairs by :func:`make_pairs` (picked by ``rules`` when given)."""
+    from salmon_dag.engine import SamplingParams, create_engine, generate_in_chunks
+    from salmon_dag.prompt_pool import train_prompts
+    from salmon_dag.templates import format_chat_prompt
+
+    cfg, sft = inputs.section("pairs"), inputs.model("sft_model")
+    prompts = train_prompts(inputs.table("prompt_pool"), cfg.max_prompts)
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                            n=cfg.candidates, seed=inputs.seed)
+    with create_engine(inputs.section("engine"), sft.model_id, sft.revision, sft.adapter_path,
+                       sft.trust_remote_code) as engine:
+        outputs = generate_in_chunks(engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()], params,
+                                     "response pairs", log=log)
+    pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars,
+                               contrast_rules=rules)
+    log(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")
+    sampled = counts.get("candidates/sampled", 0)
+    metadata = {
+        "prompts": prompts.height,
+        # how often the policy's samples are too short to use, shown rather than hidden
+        "share_candidates_too_short": round(counts.get("candidates/too_short", 0) / sampled, 3) if sampled else 0.0,
+        **{(k if k.startswith("candidates/") else f"dropped/{k}"): n for k, n in sorted(counts.items())},
+    }
+    return TableResult(pairs, metadata, principle_hash=sft.lineage.get("principle_hash"),
+                       model_id=sft.adapter_path or sft.model_id)
+
+
+# reads the contrast rules from reward_model.yaml too: a rule edit re-samples the pairs (the
+# Dagster layer hashes those rules into the code version), other edits of that file do not
+STAGE = DataStage("response_pairs", Reads(("pairs", "engine"), ("sft_model", "prompt_pool")), run)

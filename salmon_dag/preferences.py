@@ -17,9 +17,10 @@ import polars as pl
 from salmon_dag.config import stable_hash
 from salmon_dag.engine.base import Engine
 from salmon_dag.judge import JudgeItem, judge_scores
-from salmon_dag.principles import Principle
+from salmon_dag.principles import Principle, PrincipleSet
 from salmon_dag.progress import progress_line
 from salmon_dag.rules import compare_rule
+from salmon_dag.stage import DataStage, Log, Reads, StageInputs, TableResult
 from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
 
 KEY = ("pair_id", "principle_content_hash", "judge_model", "template_version")
@@ -129,3 +130,60 @@ def judge_preferences(
             })
     total = pairs.height * len(principles)
     return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA), {"judged": judged, "reused": total - judged}
+
+
+# ``judge.model`` values that name a model of this pipeline (its asset), not a Hub id or a path
+PIPELINE_JUDGES = ("sft_model", "base_model")
+
+
+def judge_reads(profile) -> tuple[str, ...]:
+    """The pipeline model ``judge.model`` names, which the stage then reads (none for a Hub id or a
+    path: its name is in the judge section's hash)."""
+    return (profile.judge.model,) if profile.judge.model in PIPELINE_JUDGES else ()
+
+
+def judged_principles(pset: PrincipleSet, names: Sequence[str] | None) -> list[Principle]:
+    """The principles of ``pset`` that ``judge.principles`` (``names``) selects: all when None."""
+    principles = [p for _, p in pset.principles()]
+    if names is None:
+        return principles
+    unknown = sorted(set(names) - {p.name for p in principles})
+    if unknown:
+        raise ValueError(f"judge.principles: unknown principle(s) {', '.join(map(repr, unknown))} in {pset.path}")
+    return [p for p in principles if p.name in names]
+
+
+def run(inputs: StageInputs, log: Log = print) -> TableResult:
+    """The stage: every response pair (the first ``judge.max_pairs``) judged under each selected
+    reward-model principle by the ``judge.model``, reusing the previous table's judgements whose
+    key is unchanged. A pipeline judge is identified by the run that built it, so a retrained SFT
+    policy never reuses the old policy's judgements."""
+    from salmon_dag.engine import create_engine
+    from salmon_dag.model_ref import ModelRef
+
+    cfg = inputs.section("judge")
+    pset = inputs.principles("reward_model")
+    pairs = inputs.table("response_pairs").sort("pair_id")
+    if cfg.max_pairs:
+        pairs = pairs.head(cfg.max_pairs)
+    if cfg.model in PIPELINE_JUDGES:
+        ref = inputs.model(cfg.model)
+        judge_id = f"{cfg.model}@{ref.lineage.get('run_id', '')}"
+    else:
+        ref, judge_id = ModelRef(name="judge", model_id=cfg.model), cfg.model
+    principles = judged_principles(pset, cfg.principles)
+    with create_engine(inputs.section("engine"), ref.model_id, ref.revision, ref.adapter_path,
+                       ref.trust_remote_code) as engine:
+        df, counts = judge_preferences(engine, pairs, principles, judge_id, inputs.previous(), log=log,
+                                       inconsistent=cfg.inconsistent)
+    log(f"synthetic_preferences: {df.height} judgements, {counts}")
+    consistency = dict(df.group_by("principle").agg(pl.col("consistent").mean()).iter_rows())
+    metadata = {"judged": counts["judged"], "reused_from_cache": counts["reused"],
+                "consistency_rate": round(float(df["consistent"].mean() or 0), 3),
+                "consistency_per_principle": {k: round(v, 3) for k, v in sorted(consistency.items())}}
+    return TableResult(df, metadata, principle_hash=pset.content_hash, model_id=judge_id)
+
+
+# the judge template's version counts too (the Dagster layer adds it to the code version)
+STAGE = DataStage("synthetic_preferences",
+                  Reads(("judge", "engine"), ("response_pairs", "principles/reward_model"), chosen=judge_reads), run)

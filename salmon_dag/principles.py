@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from salmon_dag.config import QUESTION_TYPES, QuestionType, stable_hash
 from salmon_dag.rules import AnyRule, Rule
+from salmon_dag.stage import DataStage, Reads, StageInputs, TableResult
 
 PRINCIPLE_KINDS: tuple[str, ...] = ("self_align", "reward_model", "rl")
 # Exemplar internal thoughts cite principles as "[Name]".
@@ -188,6 +189,32 @@ def load_principles(principles_dir: Path | str, kind: str) -> PrincipleSet:
         raise PrincipleError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
                              "save the file as UTF-8") from None
     return parse_principles(text, kind, path)
+
+
+def table_name(kind: str) -> str:
+    """The warehouse table of a validated principle file (``principles/<kind>``)."""
+    return f"principles/{kind}"
+
+
+def principle_table(inputs: StageInputs, kind: str) -> TableResult:
+    """The validated principle file of ``kind`` as its table (:func:`to_frame`), with its hash."""
+    pset = load_principles(inputs.principles_dir, kind)
+    return TableResult(to_frame(pset), {"principle_file": str(pset.path)}, principle_hash=pset.content_hash)
+
+
+def table_stage(kind: str) -> DataStage:
+    """The stage of table ``principles/<kind>``: it reads its file only, no profile config."""
+    return DataStage(table_name(kind), Reads(assets=(f"principle_files/{kind}",)), principle_table)
+
+
+def checked_principles(warehouse: Any, principles_dir: Path | str, kind: str) -> PrincipleSet:
+    """The principle file of ``kind``, checked against its table in ``warehouse``: a stage must not
+    mix a newer file with data built from the older one."""
+    pset = load_principles(principles_dir, kind)
+    table = warehouse.read_table(table_name(kind))
+    if table.height and table["principle_hash"][0] != pset.content_hash:
+        raise RuntimeError(f"{pset.path} changed since {table_name(kind)} was built; rebuild it first (salmon run)")
+    return pset
 
 
 def _check_names(data: BaseModel, path: Path | str) -> None:

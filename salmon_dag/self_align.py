@@ -17,6 +17,7 @@ import polars as pl
 from salmon_dag.config import SelfAlignConfig
 from salmon_dag.engine.base import Completion
 from salmon_dag.principles import PrincipleSet, SelfAlignFile
+from salmon_dag.stage import DataStage, Log, Reads, StageInputs, TableResult
 from salmon_dag.templates import (
     ANSWER_TAG,
     ASSISTANT_TAG,
@@ -153,3 +154,31 @@ def filtered_counts(df: pl.DataFrame) -> tuple[int, dict[str, int]]:
     """(answers kept, filtered answers per reason) of an ``sft_data`` frame."""
     kept = df.filter(pl.col("filter_reason").is_null()).height
     return kept, dict(df.filter(pl.col("filter_reason").is_not_null()).group_by("filter_reason").len().iter_rows())
+
+
+def run(inputs: StageInputs, log: Log = print) -> TableResult:
+    """The stage: the base model answers the first ``self_align.max_prompts`` training prompts with
+    the principles and exemplars in context; every answer is kept with its ``filter_reason``."""
+    from salmon_dag.engine import SamplingParams, create_engine, generate_in_chunks
+    from salmon_dag.prompt_pool import train_prompts
+
+    cfg = inputs.section("self_align")
+    pset, base = inputs.principles("self_align"), inputs.model("base_model")
+    prompts = train_prompts(inputs.table("prompt_pool"), cfg.max_prompts)
+    texts = [build_prompt(pset, p) for p in prompts["prompt"].to_list()]
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                            seed=inputs.seed)
+    with create_engine(inputs.section("engine"), base.model_id, base.revision, base.adapter_path,
+                       base.trust_remote_code) as engine:
+        log(f"self-align prompt: {len(engine.encode(texts[0])) if texts else 0} tokens")
+        outputs = generate_in_chunks(engine, texts, params, "self-align", log=log)
+        prompt_tokens = [len(engine.encode(t)) for t in texts]
+    df = sft_data(prompts, outputs, prompt_tokens, pset, cfg)
+    kept, reasons = filtered_counts(df)
+    log(f"self_align_sft_data: kept {kept}/{df.height}; filtered {reasons}")
+    return TableResult(df, {"kept": kept, **{f"filtered/{r}": n for r, n in sorted(reasons.items())}},
+                       principle_hash=pset.content_hash, model_id=base.model_id)
+
+
+STAGE = DataStage("self_align_sft_data",
+                  Reads(("self_align", "engine"), ("principles/self_align", "prompt_pool", "base_model")), run)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from salmon_dag.config import RLRewardConfig
-from salmon_dag.principles import Principle, load_principles, parse_principles
+from salmon_dag.principles import load_principles, parse_principles
 from salmon_dag.rl.reward import SalmonReward, broken_rules, length_bonus, sample_principles, stop_penalty
 
 ROOT = Path(__file__).resolve().parents[1]

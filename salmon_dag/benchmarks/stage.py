@@ -26,6 +26,7 @@ from salmon_dag.config import BenchmarksConfig, EngineConfig, RewardModelConfig
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.principles import PrincipleText
+from salmon_dag.stage import DataStage, Reads
 from salmon_dag.templates import format_chat_prompt
 
 Log = Callable[[str], None]
@@ -303,3 +304,11 @@ def run_benchmarks(
         log(f"benchmarks: {note}")
     return BenchmarkRun(pl.concat(frames_sc), pl.concat(frames_out), inputs.notes,
                         {k: round(v, 1) for k, v in timings.items()}, judge.name)
+
+
+# the policies a benchmark run can compare (benchmarks.policies picks among them)
+POLICIES = ("base_model", "sft_model", "ppo_policy")
+# the reward model's fields its human-agreement metric reads, besides the benchmarks and the engine
+STAGE = DataStage("benchmark_scores", Reads(
+    ("benchmarks", "engine", "reward_model.human_eval", "reward_model.human_eval_max_pairs", "reward_model.pmp"),
+    (*POLICIES, "reward_model", "principles/reward_model")), run_benchmarks)

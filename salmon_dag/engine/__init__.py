@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from salmon_dag.config import EngineConfig
 from salmon_dag.engine.base import (
     Completion,
@@ -34,4 +37,22 @@ def create_engine(
     raise EngineError(f"engine.backend: unknown backend {cfg.backend!r} (expected one of {', '.join(BACKENDS)})")
 
 
-__all__ = ["BACKENDS", "Completion", "Engine", "EngineError", "PromptTooLongError", "SamplingParams", "create_engine"]
+# prompts per engine call when a stage generates for many: a progress line after each
+GENERATE_CHUNK = 64
+
+
+def generate_in_chunks(engine: Engine, prompts: list[str], params: SamplingParams, what: str,
+                       log: Callable[[str], None] = print, chunk: int = GENERATE_CHUNK) -> list[list[Completion]]:
+    """``engine.generate`` over chunks of ``prompts``, with a progress line after each."""
+    from salmon_dag.progress import progress_line
+
+    out: list[list[Completion]] = []
+    start = time.perf_counter()
+    for i in range(0, len(prompts), chunk):
+        out.extend(engine.generate(prompts[i : i + chunk], params))
+        log(progress_line(what, len(out), len(prompts), f"prompts ({time.perf_counter() - start:.0f}s)"))
+    return out
+
+
+__all__ = ["BACKENDS", "Completion", "Engine", "EngineError", "GENERATE_CHUNK", "PromptTooLongError", "SamplingParams",
+           "create_engine", "generate_in_chunks"]

@@ -14,7 +14,6 @@ import gc
 import importlib.util
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import polars as pl
 
 from salmon_dag.config import PromptPoolConfig
+from salmon_dag.stage import DataStage, Reads
 from salmon_dag.prompt_pool.classify import classify_question_type
 from salmon_dag.prompt_pool.cleaning import (
     POOL_SCHEMA,
@@ -56,6 +57,8 @@ __all__ = [
     "shingles",
     "source_missing",
     "source_path",
+    "STAGE",
+    "train_prompts",
 ]
 
 
@@ -89,3 +92,13 @@ def build_from_config(
     summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "none"
     log(f"prompt pool: {pool.height} prompts kept, {rejects.height} rejected ({summary})")
     return pool, rejects
+
+
+# prompt_pool and prompt_pool_rejects: the prompt_pool section only (and the prompt files' content)
+STAGE = DataStage("prompt_pool", Reads(("prompt_pool",)), build_from_config)
+
+
+def train_prompts(pool: pl.DataFrame, limit: int | None = None) -> pl.DataFrame:
+    """The pool's training prompts in prompt-id order, the first ``limit`` when given."""
+    train = pool.filter(pl.col("split") == "train").sort("prompt_id")
+    return train.head(limit) if limit else train

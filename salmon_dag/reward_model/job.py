@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from salmon_dag.stage import StageRun, TrainingStage, from_plain, plain, register
+from salmon_dag.stage import Reads, StageRun, TrainingStage, from_plain, plain, register
 
 
 def run(job: StageRun):
@@ -35,5 +35,7 @@ def _decode(data: dict):
 
 
 # reward_model_eval reads the same sections (it scores with the trained model on that device)
-STAGE = register(TrainingStage(name="reward_model", module=__name__, sections=("reward_model", "engine.device"),
-                               inputs=("base", "data"), run=run, encode=_encode, decode=_decode))
+STAGE = register(TrainingStage(
+    name="reward_model", module=__name__,
+    reads=Reads(("reward_model", "engine.device"), ("rm_training_data", "base_model")),
+    inputs=("base", "data"), run=run, encode=_encode, decode=_decode))

@@ -29,6 +29,7 @@ from salmon_dag.reward_model.evaluate import (
     rule_probes,
 )
 from salmon_dag.reward_model.scoring import RewardScorer
+from salmon_dag.stage import DataStage, Reads, StageInputs, TableResult
 
 Log = Callable[[str], None]
 # The principle whose text scores human harmlessness labels, when the principle set has it.
@@ -184,3 +185,31 @@ def evaluate(
     for m in metrics:
         log(f"reward_model_eval: {m.metric} = {m.value:.3f} (n={m.n})")
     return metrics
+
+
+# scores memoized by reward_model_eval (a few MB): more than any evaluation asks for
+EVAL_MEMO = 200_000
+
+
+def run_eval(inputs: StageInputs, log: Callable[[str], None] = print) -> TableResult:
+    """The ``reward_model_eval`` stage: :func:`evaluate` of the warehouse's reward model on its
+    held-out examples, the rule probes on the pairs and the configured human pairs."""
+    from salmon_dag.principles import principle_texts
+    from salmon_dag.reward_model.checkpoint import load_scorer
+    from salmon_dag.reward_model.evaluate import metrics_frame
+
+    cfg = inputs.section("reward_model")
+    pset, ref = inputs.principles("reward_model"), inputs.model("reward_model")
+    checkpoint = Path(ref.adapter_path or ref.model_id)
+    # the held-out examples and the probes repeat reviewer prompts: score each once
+    scorer = load_scorer(checkpoint, batch_size=cfg.eval_batch_size, cache_size=EVAL_MEMO)
+    metrics = evaluate(scorer, inputs.table("rm_training_data"), inputs.table("response_pairs"), principle_texts(pset),
+                       cfg, inputs.seed, log=log)
+    return TableResult(metrics_frame(metrics), {m.metric: round(float(m.value), 4) for m in metrics},
+                       principle_hash=pset.content_hash, model_id=str(checkpoint))
+
+
+# the training stage's sections: it scores with the trained model on that device
+EVAL_STAGE = DataStage("reward_model_eval", Reads(("reward_model", "engine.device"),
+                                                  ("reward_model", "rm_training_data", "response_pairs",
+                                                   "principles/reward_model")), run_eval)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from salmon_dag.stage import StageRun, TrainingStage, from_plain, plain, register
+from salmon_dag.stage import Reads, StageRun, TrainingStage, from_plain, plain, register
 
 
 def run(job: StageRun):
@@ -42,6 +42,9 @@ def _decode(data: dict):
     return from_plain(RLResult, data)
 
 
-STAGE = register(TrainingStage(name="ppo", module=__name__, sections=("ppo", "rl", "engine"),
-                               inputs=("source", "reward_checkpoint", "principles_dir", "principle_hash", "prompts"),
-                               run=run, encode=plain, decode=_decode))
+STAGE = register(TrainingStage(
+    name="ppo", module=__name__,
+    reads=Reads(("ppo", "rl", "engine"),
+                ("sft_model", "reward_model", "principles/rl", "principles/reward_model", "prompt_pool")),
+    inputs=("source", "reward_checkpoint", "principles_dir", "principle_hash", "prompts"),
+    run=run, encode=plain, decode=_decode))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from salmon_dag.stage import StageRun, TrainingStage, from_plain, plain, register
+from salmon_dag.stage import Reads, StageRun, TrainingStage, from_plain, plain, register
 
 
 def run(job: StageRun):
@@ -36,5 +36,7 @@ def _decode(data: dict):
 
 
 # training reads the engine's device only (it trains there)
-STAGE = register(TrainingStage(name="sft", module=__name__, sections=("sft", "engine.device"),
-                               inputs=("base", "data"), run=run, encode=plain, decode=_decode))
+STAGE = register(TrainingStage(
+    name="sft", module=__name__,
+    reads=Reads(("sft", "engine.device"), ("self_align_sft_data", "base_model")),
+    inputs=("base", "data"), run=run, encode=plain, decode=_decode))
