@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -58,3 +59,29 @@ class RewardModelConfig(TrainingConfig):
     probe_min_principles: int = Field(default=2, ge=0)
     # hand-written (principle, prompt, chosen, rejected) pairs probed both ways (pairs/... metrics)
     principle_pairs: str | None = None
+
+    def trl_config(self, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None,
+                   heldout: bool = False):
+        """TRL's ``RewardConfig`` for this section: the arguments every trainer here shares
+        (``training.harness.common_training_args``) and the reward model's own; evaluation on the
+        held-out pairs at every checkpoint when there are any (``heldout``) and
+        ``eval_during_training`` is on."""
+        from trl import RewardConfig
+
+        from salmon_dag.training.harness import common_training_args
+        from salmon_dag.training.precision import use_bf16_autocast
+
+        args = common_training_args(self, work_dir, seed, device, n_examples, save_steps)
+        eval_steps = max(1, args["save_steps"]) if heldout and self.eval_during_training else None
+        args.update(
+            max_length=None,  # encode_review already fits every prompt to max_seq_len
+            disable_dropout=True,
+            lr_scheduler_type=self.lr_scheduler,
+            warmup_steps=self.warmup_ratio,
+            center_rewards_coefficient=self.center_rewards_coefficient,
+            per_device_eval_batch_size=self.per_device_batch_size * 2,
+            eval_strategy="steps" if eval_steps else "no",
+            eval_steps=eval_steps,
+            bf16=args["bf16"] or (device == "cpu" and use_bf16_autocast(self.cpu_precision)),
+        )
+        return RewardConfig(**args)

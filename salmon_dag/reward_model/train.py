@@ -27,7 +27,7 @@ from salmon_dag.config import RewardModelConfig, TrainingConfig
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.reward_model.checkpoint import RewardModelManifest, save_reward_model
 from salmon_dag.training.checkpoints import base_model_stamp, data_hash
-from salmon_dag.training.harness import TrainResult, common_training_args, run_training
+from salmon_dag.training.harness import TrainResult, run_training
 from salmon_dag.training.lora import describe_mode, load_for_training, peft_config, training_device
 from salmon_dag.training.precision import use_bf16_autocast
 
@@ -76,29 +76,15 @@ def build_reward_trainer(
     save_steps: int | None = None,
 ):
     """The configured ``trl.RewardTrainer`` (model loaded, LoRA applied, data ready)."""
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
-    n = len(data.train)
-    args = common_training_args(cfg, work_dir, seed, device, n, save_steps)
-    eval_steps = max(1, args["save_steps"]) if data.heldout is not None and cfg.eval_during_training else None
-    args.update(
-        max_length=None,  # encode_review already fits every prompt to max_seq_len
-        disable_dropout=True,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        center_rewards_coefficient=cfg.center_rewards_coefficient,
-        per_device_eval_batch_size=cfg.per_device_batch_size * 2,
-        eval_strategy="steps" if eval_steps else "no",
-        eval_steps=eval_steps,
-        bf16=args["bf16"] or (device == "cpu" and use_bf16_autocast(cfg.cpu_precision)),
-    )
     set_seed(seed)
     tokenizer = load_tokenizer(base.model_id, base.revision, base.trust_remote_code)
     model, lora = _load_model(base, cfg, device, init_from)
     model.config.pad_token_id = tokenizer.pad_token_id
     return RewardTrainer(
         model=model,
-        args=RewardConfig(**args),
+        args=cfg.trl_config(work_dir, seed, device, len(data.train), save_steps, heldout=data.heldout is not None),
         train_dataset=data.train,
         eval_dataset=data.heldout,
         processing_class=tokenizer,

@@ -3,6 +3,7 @@ it runs), (Q)LoRA, and the SFT stage's section (``sft``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -53,4 +54,20 @@ class TrainingConfig(_Strict):
 
 
 class SFTStageConfig(TrainingConfig):
-    """Principle engraving (``profile.sft``). Not TRL's ``SFTConfig``, which is built from it."""
+    """Principle engraving (``profile.sft``). Not TRL's ``SFTConfig``: :meth:`trl_config` builds it."""
+
+    def trl_config(self, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None):
+        """TRL's ``SFTConfig`` for this section: the arguments every trainer here shares
+        (``training.harness.common_training_args``), prompt-completion rows with the loss on the
+        completion only."""
+        from trl import SFTConfig
+
+        from salmon_dag.training.harness import common_training_args
+
+        return SFTConfig(
+            **common_training_args(self, work_dir, seed, device, n_examples, save_steps),
+            # TRL labels the prompt tokens -100
+            completion_only_loss=True,
+            max_length=self.max_seq_len,
+            packing=False,
+        )

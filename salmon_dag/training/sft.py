@@ -24,7 +24,7 @@ from salmon_dag import templates
 from salmon_dag.base_model.loading import load_tokenizer
 from salmon_dag.config import SFTStageConfig
 from salmon_dag.training.checkpoints import base_model_stamp, data_hash
-from salmon_dag.training.harness import TrainResult, common_training_args, expected_steps, run_training
+from salmon_dag.training.harness import TrainResult, expected_steps, run_training
 from salmon_dag.training.lora import describe_mode, load_for_training, peft_config, training_device
 
 STAGE = "sft"
@@ -72,7 +72,7 @@ def build_sft_trainer(
 ):
     """The configured ``trl.SFTTrainer`` (model loaded, (Q)LoRA applied, dataset tokenized and
     labelled) that :func:`train_sft` runs; exposed so tests can inspect its batches."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     device = training_device(device, cfg.lora, STAGE)
     if len(examples) == 0:
@@ -81,13 +81,7 @@ def build_sft_trainer(
     if missing:
         raise ValueError(f"sft: examples need 'prompt' and 'completion' columns (missing: {sorted(missing)})")
 
-    args = SFTConfig(
-        **common_training_args(cfg, work_dir, seed, device, len(examples), save_steps),
-        # data: prompt-completion rows; loss on the completion only (TRL labels prompt tokens -100)
-        completion_only_loss=True,
-        max_length=cfg.max_seq_len,
-        packing=False,
-    )
+    args = cfg.trl_config(work_dir, seed, device, len(examples), save_steps)
     set_seed(seed)
     # TRL's collator pads on the right by itself, so the project's left-padding tokenizer (what
     # gets saved next to the adapter, for generation) is used as is.
