@@ -4,11 +4,13 @@ A profile is a YAML file (bundled ones live in ``salmon_dag/profiles``). It may 
 ``extends: NAME``; the child's keys are deep-merged over the parent's. Unknown keys and bad values
 raise :class:`ProfileError` with one line naming the file and the dotted key.
 
-The sections of the training stages, the base model, the benchmarks and the Kubernetes pod are
-declared beside their stages (``training/config.py``, ``reward_model/config.py``, ``rl/config.py``,
+The sections of the prompt pool, the engine, the training stages, the base model, the benchmarks
+and the Kubernetes pod are declared beside their stages (``prompt_pool/config.py``,
+``engine/config.py``, ``training/config.py``, ``reward_model/config.py``, ``rl/config.py``,
 ``base_model/config.py``, ``benchmarks/config.py``, ``launch/config.py``) and re-exported here;
-this module composes them into a :class:`Profile` and loads profiles. The prompt pool's, the
-engine's and the data stages' sections (self-align, pairs, judge, aggregation) are still here.
+this module composes them into a :class:`Profile` and loads profiles. The four data stages'
+sections (self-align, pairs, judge, aggregation) are still here: their stage modules define
+Parquet schemas with polars at import, and loading a profile must not need polars.
 """
 
 from __future__ import annotations
@@ -34,96 +36,27 @@ from salmon_dag.benchmarks.config import (
     WinRateConfig,
 )
 from salmon_dag.config_base import QUESTION_TYPES, ProfileError, QuestionType, _Strict
+from salmon_dag.engine.config import DType, EngineConfig
 from salmon_dag.launch.config import KubernetesConfig, KubernetesVolume
+from salmon_dag.prompt_pool.config import PromptFormat, PromptPoolConfig, PromptSource
 from salmon_dag.reward_model.config import HumanPairsConfig, PMPConfig, RewardModelConfig
 from salmon_dag.rl.config import PPOConfig, RLConfig, RLRewardConfig
 from salmon_dag.training.config import LoraConfig, SFTStageConfig, TrainingConfig
 
 # the sections declared beside their stages, importable from here as before
 __all__ = [
-    "BaseModelConfig", "BenchmarkJudgeConfig", "BenchmarksConfig", "BenchmarkSource", "GSM8KConfig",
-    "HumanEvalConfig", "HumanPairsConfig", "KubernetesConfig", "KubernetesVolume", "LoraConfig", "MTBenchConfig",
-    "PMPConfig", "PolicyName", "PPOConfig", "ProfileError", "QUESTION_TYPES", "QuestionType", "RewardModelConfig",
-    "RLConfig", "RLRewardConfig", "RMAgreementConfig", "SFTStageConfig", "TinyModelConfig", "TrainingConfig",
-    "WinRateConfig",
+    "BaseModelConfig", "BenchmarkJudgeConfig", "BenchmarksConfig", "BenchmarkSource", "DType", "EngineConfig",
+    "GSM8KConfig", "HumanEvalConfig", "HumanPairsConfig", "KubernetesConfig", "KubernetesVolume", "LoraConfig",
+    "MTBenchConfig", "PMPConfig", "PolicyName", "PPOConfig", "ProfileError", "PromptFormat", "PromptPoolConfig",
+    "PromptSource", "QUESTION_TYPES", "QuestionType", "RewardModelConfig", "RLConfig", "RLRewardConfig",
+    "RMAgreementConfig", "SFTStageConfig", "TinyModelConfig", "TrainingConfig", "WinRateConfig",
     # and those still declared here
-    "AggregationConfig", "DType", "EngineConfig", "InstanceConfig", "JudgeConfig", "PairsConfig", "Profile",
-    "PromptPoolConfig", "PromptSource", "SelfAlignConfig", "available_profiles", "load_profile", "stable_hash",
+    "AggregationConfig", "InstanceConfig", "JudgeConfig", "PairsConfig", "Profile", "SelfAlignConfig",
+    "available_profiles", "load_profile", "stable_hash",
 ]
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "tiny"
-
-
-# --------------------------------------------------------------------------- prompt pool
-PromptFormat = Literal[
-    "plain", "oasst1", "dolly", "sharegpt", "openorca", "math", "self_instruct", "gsm8k", "hh_rlhf"
-]
-
-
-class PromptSource(_Strict):
-    """One origin of user prompts.
-
-    ``type`` picks the reader (``bundled`` = the project's default prompts, local ``jsonl`` /
-    ``parquet`` / ``csv`` files, or ``hf`` = ``datasets.load_dataset(path)`` which accepts a Hub id
-    or a local directory); ``format`` picks how a record becomes a prompt.
-    """
-
-    type: Literal["bundled", "jsonl", "parquet", "csv", "hf"]
-    path: str | None = None
-    name: str | None = None
-    format: PromptFormat = "plain"
-    text_field: str = "prompt"
-    type_field: str | None = None
-    question_type: QuestionType | None = None
-    split: str = "train"
-    subset: str | None = None
-    limit: int | None = Field(default=None, gt=0)
-    optional: bool = False
-
-    @model_validator(mode="after")
-    def _path_needed(self) -> "PromptSource":
-        if self.type != "bundled" and not self.path:
-            raise ValueError(f"a '{self.type}' source needs 'path'")
-        return self
-
-    @property
-    def label(self) -> str:
-        return self.name or (self.type if self.type == "bundled" else f"{self.type}:{self.path}")
-
-
-class PromptPoolConfig(_Strict):
-    sources: list[PromptSource] = Field(min_length=1)
-    min_chars: int = Field(default=3, ge=1)
-    max_chars: int = Field(default=2000, gt=0)
-    near_duplicate_threshold: float = Field(default=0.7, gt=0, le=1)
-    minhash_num_perm: int = Field(default=128, ge=16)
-    allowed_languages: list[str] | None = None
-    eval_fraction: float = Field(default=0.1, ge=0, lt=1)
-
-
-DType = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-class EngineConfig(_Strict):
-    backend: Literal["hf", "vllm"] = "hf"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: DType = "auto"
-    max_batch_size: int = Field(default=16, gt=0)
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    # vLLM: GPUs one model replica is split over (tensor parallel)
-    tensor_parallel_size: int = Field(default=1, gt=0)
-    # vLLM: model replicas that share the prompts of a call (data parallel); each replica uses
-    # tensor_parallel_size GPUs, so a call uses tensor_parallel_size x data_parallel_size
-    data_parallel_size: int = Field(default=1, gt=0)
-    # Context window; None = the model's max_position_embeddings.
-    max_context: int | None = Field(default=None, gt=0)
-    # Prompts longer than the context: "error" (default) or "left" (keep the last tokens).
-    truncation: Literal["error", "left"] = "error"
-    # torch CPU threads for inference; None = torch's default. Small models decode faster on 1.
-    cpu_threads: int | None = Field(default=None, gt=0)
-    # vLLM: skip graph compilation (faster start, a little slower decoding); on by default on CPU.
-    enforce_eager: bool | None = None
 
 
 class SelfAlignConfig(_Strict):

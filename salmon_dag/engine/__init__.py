@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from salmon_dag.config import EngineConfig
+from salmon_dag.engine.config import EngineConfig
 from salmon_dag.engine.base import (
     Completion,
     Engine,

@@ -1,49 +1,59 @@
 """The prompt pool: user prompts from configured sources, cleaned, deduplicated and tagged.
 
-``build_from_config`` is the one entry point the pipeline needs; the pieces (readers, format
-adapters, cleaning steps, the question-type heuristic) are importable for tests and reuse.
-This package does not import dagster.
+``build_from_config`` (``stage.py``) is the one entry point the pipeline needs; the pieces
+(readers, format adapters, cleaning steps, the question-type heuristic) are importable for tests
+and reuse. This package does not import dagster.
 """
 
-from __future__ import annotations
+from importlib import import_module
 
-from collections import Counter
-from collections.abc import Callable
+# Names are imported on first use: the profile loader imports this package's config.py, and must
+# not pull in polars and datasketch with it (a bare GPU machine loads profiles without them).
+_HOME = {
+    "ADAPTERS": "sources",
+    "POOL_SCHEMA": "cleaning",
+    "REJECTS_SCHEMA": "cleaning",
+    "RawPrompt": "sources",
+    "RecordError": "sources",
+    "Reject": "sources",
+    "assign_split": "cleaning",
+    "build_from_config": "stage",
+    "build_prompt_pool": "cleaning",
+    "classify_question_type": "classify",
+    "detect_language": "cleaning",
+    "load_source": "sources",
+    "lsh_params": "cleaning",
+    "normalize_text": "cleaning",
+    "prompt_id": "cleaning",
+    "rejects_frame": "cleaning",
+    "shingles": "cleaning",
+    "source_missing": "sources",
+    "source_path": "sources",
+    "STAGE": "stage",
+    "train_prompts": "stage",
+    "PromptPoolConfig": "config",
+    "PromptSource": "config",
+    "PromptFormat": "config",
+}
 
-import polars as pl
 
-from salmon_dag.config import PromptPoolConfig
-from salmon_dag.stage import DataStage, Reads
-from salmon_dag.prompt_pool.classify import classify_question_type
-from salmon_dag.prompt_pool.cleaning import (
-    POOL_SCHEMA,
-    REJECTS_SCHEMA,
-    assign_split,
-    build_prompt_pool,
-    detect_language,
-    lsh_params,
-    normalize_text,
-    prompt_id,
-    rejects_frame,
-    shingles,
-)
-from salmon_dag.prompt_pool.sources import (
-    ADAPTERS,
-    RawPrompt,
-    RecordError,
-    Reject,
-    load_source,
-    source_missing,
-    source_path,
-)
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
+
 
 __all__ = [
     "ADAPTERS",
     "POOL_SCHEMA",
+    "PromptFormat",
+    "PromptPoolConfig",
+    "PromptSource",
     "REJECTS_SCHEMA",
     "RawPrompt",
     "RecordError",
     "Reject",
+    "STAGE",
     "assign_split",
     "build_from_config",
     "build_prompt_pool",
@@ -57,48 +67,5 @@ __all__ = [
     "shingles",
     "source_missing",
     "source_path",
-    "STAGE",
     "train_prompts",
 ]
-
-
-def build_from_config(
-    cfg: PromptPoolConfig, seed: int, log: Callable[[str], None] = print
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Load every source in ``cfg`` and clean them together into ``(pool, rejects)``.
-
-    Sources are read in config order, which decides which copy of a duplicate is kept. The
-    rejects frame holds both unreadable rows (from loading) and filtered prompts (from cleaning).
-    """
-    raw: list[RawPrompt] = []
-    load_rejects: list[Reject] = []
-    for source in cfg.sources:
-        if source.optional and source_missing(source):
-            log(f"prompt source '{source.label}': skipped (optional, not found: {source_path(source)})")
-            continue
-        prompts, rejects = load_source(source)
-        if source.optional and not prompts and not rejects:
-            log(f"prompt source '{source.label}': skipped (optional, nothing loaded)")
-            continue
-        log(f"prompt source '{source.label}': {len(prompts)} prompts, {len(rejects)} rows rejected on load")
-        raw.extend(prompts)
-        load_rejects.extend(rejects)
-
-    pool, clean_rejects = build_prompt_pool(raw, cfg, seed)
-    rejects = pl.concat([rejects_frame(load_rejects), clean_rejects]).sort(
-        "source", "source_row", maintain_order=True
-    )
-    reasons = Counter(rejects["reason"].to_list())
-    summary = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) or "none"
-    log(f"prompt pool: {pool.height} prompts kept, {rejects.height} rejected ({summary})")
-    return pool, rejects
-
-
-# prompt_pool and prompt_pool_rejects: the prompt_pool section only (and the prompt files' content)
-STAGE = DataStage("prompt_pool", Reads(("prompt_pool",)), build_from_config)
-
-
-def train_prompts(pool: pl.DataFrame, limit: int | None = None) -> pl.DataFrame:
-    """The pool's training prompts in prompt-id order, the first ``limit`` when given."""
-    train = pool.filter(pl.col("split") == "train").sort("prompt_id")
-    return train.head(limit) if limit else train

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from salmon_dag.config import QuestionType
+from salmon_dag.config_base import QuestionType
 
 
 def _any(*patterns: str) -> re.Pattern[str]:

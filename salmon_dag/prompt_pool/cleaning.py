@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 from datasketch import MinHash, MinHashLSH
 
-from salmon_dag.config import PromptPoolConfig
+from salmon_dag.prompt_pool.config import PromptPoolConfig
 from salmon_dag.prompt_pool.classify import classify_question_type
 from salmon_dag.prompt_pool.sources import MAX_REJECT_TEXT, RawPrompt, Reject
 from salmon_dag.rules import detect_language

@@ -19,7 +19,8 @@ from typing import Any
 
 import polars as pl
 
-from salmon_dag.config import QUESTION_TYPES, PromptSource
+from salmon_dag.config_base import QUESTION_TYPES
+from salmon_dag.prompt_pool.config import PromptSource
 
 BUNDLED_FILE = "default_prompts.jsonl"
 # Rejects keep only the start of a bad row: enough to find it, small enough to store.
