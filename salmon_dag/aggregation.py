@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from salmon_dag.config import AggregationConfig
+from salmon_dag.rm_training_data.config import AggregationConfig
 from salmon_dag.principles import PrincipleText
 from salmon_dag.rules import LanguageMatchRule, is_comparative
 

@@ -4,13 +4,11 @@ A profile is a YAML file (bundled ones live in ``salmon_dag/profiles``). It may 
 ``extends: NAME``; the child's keys are deep-merged over the parent's. Unknown keys and bad values
 raise :class:`ProfileError` with one line naming the file and the dotted key.
 
-The sections of the prompt pool, the engine, the training stages, the base model, the benchmarks
-and the Kubernetes pod are declared beside their stages (``prompt_pool/config.py``,
-``engine/config.py``, ``training/config.py``, ``reward_model/config.py``, ``rl/config.py``,
-``base_model/config.py``, ``benchmarks/config.py``, ``launch/config.py``) and re-exported here;
-this module composes them into a :class:`Profile` and loads profiles. The four data stages'
-sections (self-align, pairs, judge, aggregation) are still here: their stage modules define
-Parquet schemas with polars at import, and loading a profile must not need polars.
+Every section is declared beside its stage (``<stage>/config.py``: the prompt pool, the engine,
+Self-Align data, pairs, judging, the reward model's examples, the training stages, the base model,
+the benchmarks, the Kubernetes pod) and re-exported here; this module composes them into a
+:class:`Profile` and loads profiles. Stage packages import their method on first use
+(``salmon_dag.lazy``), so loading a profile needs neither polars nor torch.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -36,6 +34,10 @@ from salmon_dag.benchmarks.config import (
     WinRateConfig,
 )
 from salmon_dag.config_base import QUESTION_TYPES, ProfileError, QuestionType, _Strict
+from salmon_dag.pairs.config import PairsConfig
+from salmon_dag.preferences.config import JudgeConfig
+from salmon_dag.rm_training_data.config import AggregationConfig
+from salmon_dag.self_align.config import SelfAlignConfig
 from salmon_dag.engine.config import DType, EngineConfig
 from salmon_dag.launch.config import KubernetesConfig, KubernetesVolume
 from salmon_dag.prompt_pool.config import PromptFormat, PromptPoolConfig, PromptSource
@@ -45,108 +47,18 @@ from salmon_dag.training.config import LoraConfig, SFTStageConfig, TrainingConfi
 
 # the sections declared beside their stages, importable from here as before
 __all__ = [
-    "BaseModelConfig", "BenchmarkJudgeConfig", "BenchmarksConfig", "BenchmarkSource", "DType", "EngineConfig",
-    "GSM8KConfig", "HumanEvalConfig", "HumanPairsConfig", "KubernetesConfig", "KubernetesVolume", "LoraConfig",
-    "MTBenchConfig", "PMPConfig", "PolicyName", "PPOConfig", "ProfileError", "PromptFormat", "PromptPoolConfig",
-    "PromptSource", "QUESTION_TYPES", "QuestionType", "RewardModelConfig", "RLConfig", "RLRewardConfig",
-    "RMAgreementConfig", "SFTStageConfig", "TinyModelConfig", "TrainingConfig", "WinRateConfig",
-    # and those still declared here
-    "AggregationConfig", "InstanceConfig", "JudgeConfig", "PairsConfig", "Profile", "SelfAlignConfig",
-    "available_profiles", "load_profile", "stable_hash",
+    "AggregationConfig", "BaseModelConfig", "BenchmarkJudgeConfig", "BenchmarksConfig", "BenchmarkSource", "DType",
+    "EngineConfig", "GSM8KConfig", "HumanEvalConfig", "HumanPairsConfig", "JudgeConfig", "KubernetesConfig",
+    "KubernetesVolume", "LoraConfig", "MTBenchConfig", "PairsConfig", "PMPConfig", "PolicyName", "PPOConfig",
+    "ProfileError", "PromptFormat", "PromptPoolConfig", "PromptSource", "QUESTION_TYPES", "QuestionType",
+    "RewardModelConfig", "RLConfig", "RLRewardConfig", "RMAgreementConfig", "SelfAlignConfig", "SFTStageConfig",
+    "TinyModelConfig", "TrainingConfig", "WinRateConfig",
+    # declared here: the profile itself and the instance settings
+    "InstanceConfig", "Profile", "available_profiles", "load_profile", "stable_hash",
 ]
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "tiny"
-
-
-class SelfAlignConfig(_Strict):
-    """Generation and filtering of the base model's principle-driven answers (Dromedary)."""
-
-    max_prompts: int | None = Field(default=None, gt=0)
-    max_new_tokens: int = Field(default=256, gt=0)
-    temperature: float = Field(default=0.0, ge=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    min_words: int = Field(default=3, ge=1)
-    max_words: int = Field(default=400, gt=0)
-    min_distinct_trigram_ratio: float = Field(default=0.5, ge=0, le=1)
-    # keep answers that hit max_new_tokens without a stop (off: they are cut mid-thought)
-    keep_truncated: bool = False
-    # asset check: at most this share of answers may be filtered out
-    max_filtered_share: float = Field(default=0.5, ge=0, le=1)
-
-
-class PairsConfig(_Strict):
-    """Sampling two SFT-policy responses per prompt (SALMON: temperature 0.7, top_p 1.0, up to
-    768 new tokens; a pair is dropped when an output is under 16 characters)."""
-
-    max_prompts: int | None = Field(default=None, gt=0)
-    max_new_tokens: int = Field(default=768, gt=0)
-    temperature: float = Field(default=0.7, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    # a pair is dropped when either response is under min_chars characters or min_words words
-    min_chars: int = Field(default=16, ge=1)
-    min_words: int = Field(default=1, ge=1)
-    # completions sampled per prompt; the pair is the first two long enough and different
-    # (SALMON samples 2; more spares prompts whose samples are often too short)
-    candidates: int = Field(default=2, ge=2)
-    # which two candidates make the pair: "first" (the first two usable, SALMON's random pair) or
-    # "rule_contrast" (the two that the most verifiable rules of the judged principles tell apart,
-    # single-response rules first: a habit the policy shows in a few percent of its samples still
-    # reaches the judge as a contrast; pairs are then no longer a random draw)
-    select: Literal["first", "rule_contrast"] = "first"
-
-
-class JudgeConfig(_Strict):
-    """Principle-driven synthetic preferences (SALMON §1.2)."""
-
-    # judge model: "sft_model" (the SFT policy, paper default), "base_model", or a Hub id / path
-    model: str = "sft_model"
-    max_pairs: int | None = Field(default=None, gt=0)
-    # when the two orders disagree in sign: "zero" (SALMON: the judgement does not count) or
-    # "mean" (keep the mean of both orders, which cancels a judge's bias towards one letter)
-    inconsistent: Literal["zero", "mean"] = "zero"
-    # judge only these principles of reward_model.yaml (all when unset): a judge without signal
-    # (tiny) need not judge principles that aggregation never samples
-    principles: list[str] | None = Field(default=None, min_length=1)
-
-
-class AggregationConfig(_Strict):
-    """Turning judgements into reward-model training examples (SALMON §1.3; defaults = the paper's)."""
-
-    passes: int = Field(default=4, gt=0)
-    # subset size ~ geometric(subset_p) truncated to [1, max_principles]
-    subset_p: float = Field(default=0.2, gt=0, le=1)
-    max_principles: int = Field(default=8, gt=0)
-    negation_prob: float = Field(default=0.5, ge=0, le=1)
-    label_noise: float = Field(default=0.1, ge=0, lt=0.5)
-    rule_label_noise: float = Field(default=0.25, ge=0, lt=0.5)
-    # principles that are judged (synthetic_preferences) but never sampled for a training
-    # example (the public SALMON run judges 11 principles and aggregates 8)
-    exclude_principles: list[str] = []
-    # when set, only these principles are sampled (exclude_principles still applies)
-    include_principles: list[str] | None = None
-    # Where verifiable rules act. "principle": a rule counts only when its principle is in the
-    # example's subset and flips with negation (an instructable RM then learns to follow the
-    # rule's principle in both directions). "global" (the public SALMON code): language and
-    # single-response rules act on every example, never negated; comparative rules are not used.
-    rule_scope: Literal["principle", "global"] = "principle"
-    # principle scope: how a sampled principle's rule combines with the model judgement
-    rule_mode: Literal["override", "blend", "off"] = "override"
-    rule_weight: float = Field(default=1.0, ge=0)
-    # principle scope, override: draw from every judged principle ("judge", SALMON: an example no
-    # sampled rule decides takes the judge's label) or only from those whose rule decides the pair
-    # ("drop": for a judge whose verdicts carry no signal, as tiny's; undecided pairs give nothing)
-    undecided: Literal["judge", "drop"] = "judge"
-    # with undecided "drop": an example lists one principle whose rule decides its pair and, up to
-    # its drawn subset size, principles whose rule ties on it (both responses pass or both fail:
-    # score 0, as a principle that barely separates a pair in SALMON's subsets), in random order;
-    # the label is the deciding one's. Off: only deciding principles are listed.
-    undecided_neutral: bool = False
-    # draw principles inversely to how many pairs each is available on (SALMON: uniform)
-    balance_principles: bool = False
-    # global scope: probability that a decisive single-response rule (e.g. the boilerplate
-    # phrase) overrides the label; the language rule always does
-    global_rule_prob: float = Field(default=0.5, ge=0, le=1)
 
 
 class InstanceConfig(_Strict):

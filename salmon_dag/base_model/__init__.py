@@ -3,7 +3,7 @@
 Plain Python (no dagster); ``assets_defs/base_model.py`` wires it into the pipeline.
 """
 
-from importlib import import_module
+from salmon_dag.lazy import lazy_exports
 
 # Names are imported on first use: torch/transformers take seconds to import, and the Dagster
 # definitions (loaded by every CLI call) only need the corpus listing.
@@ -22,10 +22,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)
 
 
 __all__ = [

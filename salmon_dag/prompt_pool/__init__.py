@@ -5,7 +5,7 @@
 and reuse. This package does not import dagster.
 """
 
-from importlib import import_module
+from salmon_dag.lazy import lazy_exports
 
 # Names are imported on first use: the profile loader imports this package's config.py, and must
 # not pull in polars and datasketch with it (a bare GPU machine loads profiles without them).
@@ -37,10 +37,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)
 
 
 __all__ = [

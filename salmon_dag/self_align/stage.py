@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from salmon_dag.config import SelfAlignConfig
+from salmon_dag.self_align.config import SelfAlignConfig
 from salmon_dag.engine.base import Completion
 from salmon_dag.principles import PrincipleSet, SelfAlignFile
 from salmon_dag.stage import DataStage, Log, Reads, StageInputs, TableResult
