@@ -5,8 +5,6 @@ reward model's agreement with human labels)."""
 import dagster as dg
 import polars as pl
 
-from pathlib import Path
-
 from assets_defs.decl import AssetDecl
 from assets_defs.principles import TABLE_KEYS
 from assets_defs.resources import SalmonResource
@@ -58,13 +56,14 @@ def build_benchmark_assets(settings: Settings) -> list:
         from salmon_dag.principles import principle_texts
         from salmon_dag.benchmarks.report import bar_plot_markdown, comparison_markdown, headline
         from salmon_dag.benchmarks.stage import run_benchmarks
+        from salmon_dag.reward_model.checkpoint import checkpoint_dir
 
         profile, inputs = salmon.load_profile(), salmon.stage_inputs(BENCH_STAGE)
         cfg = profile.benchmarks
         models = {name: inputs.model(name) for name in POLICIES}
         rm_pset, rm = inputs.principles("reward_model"), inputs.model("reward_model")
         run = run_benchmarks([models[name] for name in cfg.policies], cfg, profile.engine,
-                             Path(rm.adapter_path or rm.model_id),
+                             checkpoint_dir(rm),
                              principle_texts(rm_pset), profile.reward_model, profile.seed,
                              device=profile.engine.device, log=context.log.info, models=models)
         ppo = models["ppo_policy"]

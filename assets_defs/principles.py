@@ -11,8 +11,6 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table
 from salmon_dag.principles import (
     PRINCIPLE_KINDS,
-    PrincipleSet,
-    checked_principles,
     file_hash,
     principle_path,
     table_stage,
@@ -24,7 +22,8 @@ GROUP = "principles"
 
 FILE_KEYS = {kind: dg.AssetKey(["principle_files", kind]) for kind in PRINCIPLE_KINDS}
 TABLE_KEYS = {kind: dg.AssetKey(["principles", kind]) for kind in PRINCIPLE_KINDS}
-TABLE_ASSETS = {kind: AssetDecl(TABLE_KEYS[kind], STAGE_VERSION, reads=table_stage(kind).reads) for kind in PRINCIPLE_KINDS}
+TABLE_STAGES = {kind: table_stage(kind) for kind in PRINCIPLE_KINDS}
+TABLE_ASSETS = {kind: AssetDecl(TABLE_KEYS[kind], STAGE_VERSION, reads=TABLE_STAGES[kind].reads) for kind in PRINCIPLE_KINDS}
 
 _DESCRIPTIONS = {
     "self_align": "Self-Align principles and in-context exemplars (principles/self_align.yaml).",
@@ -40,11 +39,6 @@ def observe_versions(settings: Settings) -> dict[dg.AssetKey, str]:
         path = principle_path(settings.principles_path, kind)
         versions[key] = file_hash(path) if path.is_file() else "missing"
     return versions
-
-
-def materialized_principles(salmon: SalmonResource, kind: str) -> PrincipleSet:
-    """The principle file of ``kind``, checked against its materialized table (salmon_dag.principles.checked_principles)."""
-    return checked_principles(salmon.warehouse, salmon.settings().principles_path, kind)
 
 
 def build_principle_assets(settings: Settings) -> list:
@@ -75,7 +69,7 @@ def build_principle_assets(settings: Settings) -> list:
         for kind, decl in TABLE_ASSETS.items():
             if decl.key not in context.selected_asset_keys:
                 continue
-            stage = table_stage(kind)
+            stage = TABLE_STAGES[kind]
             made = stage.run(salmon.stage_inputs(stage), kind)
             path = made.metadata["principle_file"]
             context.log.info(f"{path}: {made.table.height} entries, hash {made.principle_hash}")

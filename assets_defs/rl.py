@@ -1,8 +1,6 @@
 """Stage 5: RL against the instructable reward model (SALMON §2): the ppo_policy checkpoint, its
 per-step metrics (ppo_steps) and decoded samples with their reward parts (ppo_samples)."""
 
-from pathlib import Path
-
 import dagster as dg
 import polars as pl
 
@@ -47,6 +45,7 @@ def build_rl_assets(settings: Settings) -> list:
     def ppo_policy(context: dg.AssetExecutionContext, salmon: SalmonResource):
         from assets_defs.launch import train
         from salmon_dag.launch.jobs import TrainJob
+        from salmon_dag.reward_model.checkpoint import checkpoint_dir
         from salmon_dag.rl.stage import PLOT, samples_frame, steps_frame
         from salmon_dag.rl.principle_set import rl_principle_set
 
@@ -58,7 +57,7 @@ def build_rl_assets(settings: Settings) -> list:
             profile, RL_STAGE, out,
             source={"model_id": sft.model_id, "revision": sft.revision, "adapter_path": sft.adapter_path,
                     "trust_remote_code": sft.trust_remote_code},
-            reward_checkpoint=str(Path(rm.adapter_path or rm.model_id)),
+            reward_checkpoint=str(checkpoint_dir(rm)),
             principles_dir=str(inputs.principles_dir), principle_hash=pset.content_hash,
             prompts=str(salmon.warehouse.table_path("prompt_pool")),
         )

@@ -110,12 +110,17 @@ class Profile(_Strict):
         """The named sections (or dotted fields) as JSON values: what a stage's job carries."""
         return {s: self._section(s) for s in sections}
 
-    def _section(self, dotted: str) -> Any:
+    def section(self, dotted: str) -> Any:
+        """Section (``"sft"``) or dotted field (``"engine.device"``) ``dotted`` as it is held."""
         value: Any = self
         for part in dotted.split("."):
             if not isinstance(value, BaseModel) or part not in type(value).model_fields:
                 raise KeyError(f"profile has no section {dotted!r}")
             value = getattr(value, part)
+        return value
+
+    def _section(self, dotted: str) -> Any:
+        value = self.section(dotted)
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 

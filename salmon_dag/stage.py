@@ -92,10 +92,7 @@ class StageInputs:
         """Declared profile section (or dotted field) ``name``."""
         if name not in self.reads.sections:
             raise KeyError(f"stage {self.stage} reads profile section {name!r} but did not declare it (Reads.sections)")
-        value = self._profile
-        for part in name.split("."):
-            value = getattr(value, part)
-        return value
+        return self._profile.section(name)
 
     def _check(self, name: str) -> None:
         if name not in self.names:
@@ -115,9 +112,9 @@ class StageInputs:
 
     def principles(self, kind: str):
         """The principle file of ``kind``, checked against its materialized table (``principles/<kind>``)."""
-        from salmon_dag.principles import checked_principles
+        from salmon_dag.principles import checked_principles, table_name
 
-        self._check(f"principles/{kind}")
+        self._check(table_name(kind))
         return checked_principles(self.warehouse, self.principles_dir, kind)
 
     def previous(self):

@@ -109,12 +109,16 @@ def load_reward_model(directory: str | Path, device: str = "cpu", dtype: str = "
     return model.to(device).eval(), tokenizer, manifest
 
 
+def checkpoint_dir(ref) -> Path:
+    """The checkpoint folder of a reward model's record (a ``ModelRef``): its adapter, or the merged model."""
+    return Path(ref.adapter_path or ref.model_id)
+
+
 def warehouse_checkpoint(warehouse, name: str = "reward_model") -> Path:
     """The checkpoint folder of the warehouse's materialized reward model (merged, or adapter)."""
     from salmon_dag.model_ref import read_model_ref
 
-    ref = read_model_ref(warehouse, name)
-    return Path(ref.adapter_path or ref.model_id)
+    return checkpoint_dir(read_model_ref(warehouse, name))
 
 
 def load_scorer(directory: str | Path, device: str = "cpu", batch_size: int = 16, cache_size: int = 0):

@@ -195,12 +195,12 @@ def run_eval(inputs: StageInputs, log: Callable[[str], None] = print) -> TableRe
     """The ``reward_model_eval`` stage: :func:`evaluate` of the warehouse's reward model on its
     held-out examples, the rule probes on the pairs and the configured human pairs."""
     from salmon_dag.principles import principle_texts
-    from salmon_dag.reward_model.checkpoint import load_scorer
+    from salmon_dag.reward_model.checkpoint import checkpoint_dir, load_scorer
     from salmon_dag.reward_model.evaluate import metrics_frame
 
     cfg = inputs.section("reward_model")
     pset, ref = inputs.principles("reward_model"), inputs.model("reward_model")
-    checkpoint = Path(ref.adapter_path or ref.model_id)
+    checkpoint = checkpoint_dir(ref)
     # the held-out examples and the probes repeat reviewer prompts: score each once
     scorer = load_scorer(checkpoint, batch_size=cfg.eval_batch_size, cache_size=EVAL_MEMO)
     metrics = evaluate(scorer, inputs.table("rm_training_data"), inputs.table("response_pairs"), principle_texts(pset),
