@@ -15,10 +15,12 @@ from typing import Any
 
 import dagster as dg
 
+from assets_defs.tables import materialize_table
 from salmon_dag.config import Profile, stable_hash
 from salmon_dag.lineage import Lineage
 from salmon_dag.settings import Settings
-from salmon_dag.stage import Reads
+from salmon_dag.stage import Reads, TableResult
+from salmon_dag.warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,11 @@ class AssetDecl:
             principle_hash=principle_hash,
             model_id=model_id,
         )
+
+    def materialize(self, context: dg.AssetExecutionContext, warehouse: Warehouse, profile: Profile,
+                    made: TableResult) -> dg.MaterializeResult:
+        """A data stage's result as this asset's table, with its lineage and metadata (a dict is
+        shown as JSON in the UI)."""
+        lineage = self.lineage(context, profile, principle_hash=made.principle_hash, model_id=made.model_id)
+        metadata = {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in made.metadata.items()}
+        return materialize_table(warehouse, self.key, made.table, lineage, extra_metadata=metadata)

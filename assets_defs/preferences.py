@@ -8,7 +8,7 @@ import polars as pl
 from assets_defs.decl import AssetDecl
 from assets_defs.principles import TABLE_KEYS
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import materialize_table, read_table
+from assets_defs.tables import read_table
 from salmon_dag.preferences import STAGE as PREFS_STAGE
 from salmon_dag.rm_training_data import STAGE as RM_DATA_STAGE
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
@@ -28,14 +28,6 @@ BALANCE_MIN_EXAMPLES = 40
 # template makes existing judgements stale (read at build time, so a changed template counts).
 PREFS_ASSET = AssetDecl(PREFS, STAGE_VERSION, reads=PREFS_STAGE.reads, extra_version=lambda _settings: JUDGE_TEMPLATE_VERSION)
 RM_DATA_ASSET = AssetDecl(RM_DATA, STAGE_VERSION, reads=RM_DATA_STAGE.reads)
-# metadata shown as JSON in the UI
-_JSON = ("consistency_per_principle", "deciding_principles")
-
-
-def _materialize(context: dg.AssetExecutionContext, salmon: SalmonResource, decl: AssetDecl, made) -> dg.MaterializeResult:
-    lineage = decl.lineage(context, salmon.load_profile(), principle_hash=made.principle_hash, model_id=made.model_id)
-    metadata = {k: dg.MetadataValue.json(v) if k in _JSON else v for k, v in made.metadata.items()}
-    return materialize_table(salmon.warehouse, decl.key, made.table, lineage, extra_metadata=metadata)
 
 
 def build_preference_assets(settings: Settings) -> list:
@@ -48,8 +40,8 @@ def build_preference_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def synthetic_preferences(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        return _materialize(context, salmon, PREFS_ASSET,
-                            PREFS_STAGE.run(salmon.stage_inputs(PREFS_STAGE), log=context.log.info))
+        made = PREFS_STAGE.run(salmon.stage_inputs(PREFS_STAGE), log=context.log.info)
+        return PREFS_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
 
     @RM_DATA_ASSET.asset(
         settings,
@@ -59,8 +51,8 @@ def build_preference_assets(settings: Settings) -> list:
         kinds={"parquet", "polars"},
     )
     def rm_training_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
-        return _materialize(context, salmon, RM_DATA_ASSET,
-                            RM_DATA_STAGE.run(salmon.stage_inputs(RM_DATA_STAGE), log=context.log.info))
+        made = RM_DATA_STAGE.run(salmon.stage_inputs(RM_DATA_STAGE), log=context.log.info)
+        return RM_DATA_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
 
     return [synthetic_preferences, rm_training_data, *_checks()]
 

@@ -7,7 +7,7 @@ from assets_defs.decl import AssetDecl
 from assets_defs.models import materialize_trained_model
 from assets_defs.preferences import RM_DATA
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import materialize_table, read_table, table_name
+from assets_defs.tables import read_table, table_name
 from salmon_dag.lineage import files_hash
 from salmon_dag.reward_model.job import STAGE as RM_STAGE
 from salmon_dag.reward_model.stage import EVAL_STAGE
@@ -76,9 +76,7 @@ def build_reward_model_assets(settings: Settings) -> list:
     )
     def reward_model_eval(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         made = EVAL_STAGE.run(salmon.stage_inputs(EVAL_STAGE), log=context.log.info)
-        lineage = RM_EVAL_ASSET.lineage(context, salmon.load_profile(), principle_hash=made.principle_hash,
-                                        model_id=made.model_id)
-        return materialize_table(salmon.warehouse, RM_EVAL, made.table, lineage, extra_metadata=made.metadata)
+        return RM_EVAL_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
 
     return [reward_model, reward_model_eval, *_checks()]
 

@@ -6,7 +6,7 @@ import polars as pl
 from assets_defs.decl import AssetDecl
 from assets_defs.models import materialize_trained_model
 from assets_defs.resources import SalmonResource
-from assets_defs.tables import materialize_table, read_table, table_name
+from assets_defs.tables import read_table, table_name
 from salmon_dag.config import stable_hash
 from salmon_dag.pairs import STAGE as PAIRS_STAGE
 from salmon_dag.pairs import contrast_rules as judged_contrast_rules
@@ -59,9 +59,7 @@ def build_self_align_assets(settings: Settings) -> list:
     )
     def self_align_sft_data(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         made = SFT_DATA_STAGE.run(salmon.stage_inputs(SFT_DATA_STAGE), log=context.log.info)
-        lineage = SFT_DATA_ASSET.lineage(context, salmon.load_profile(), principle_hash=made.principle_hash,
-                                         model_id=made.model_id)
-        return materialize_table(salmon.warehouse, SFT_DATA, made.table, lineage, extra_metadata=made.metadata)
+        return SFT_DATA_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
 
     @SFT_MODEL_ASSET.asset(
         settings,
@@ -97,9 +95,7 @@ def build_self_align_assets(settings: Settings) -> list:
     )
     def response_pairs(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
         made = PAIRS_STAGE.run(salmon.stage_inputs(PAIRS_STAGE), contrast_rules(salmon.settings()), log=context.log.info)
-        lineage = PAIRS_ASSET.lineage(context, salmon.load_profile(), principle_hash=made.principle_hash,
-                                      model_id=made.model_id)
-        return materialize_table(salmon.warehouse, PAIRS, made.table, lineage, extra_metadata=made.metadata)
+        return PAIRS_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
 
     return [self_align_sft_data, sft_model, response_pairs, *_checks()]
 
