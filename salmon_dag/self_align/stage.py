@@ -170,9 +170,9 @@ def run(inputs: StageInputs, log: Log = print) -> TableResult:
                             seed=inputs.seed)
     with create_engine(inputs.section("engine"), base.model_id, base.revision, base.adapter_path,
                        base.trust_remote_code) as engine:
-        log(f"self-align prompt: {len(engine.encode(texts[0])) if texts else 0} tokens")
-        outputs = generate_in_chunks(engine, texts, params, "self-align", log=log)
         prompt_tokens = [len(engine.encode(t)) for t in texts]
+        log(f"self-align prompt: {prompt_tokens[0] if texts else 0} tokens")
+        outputs = generate_in_chunks(engine, texts, params, "self-align", log=log)
     df = sft_data(prompts, outputs, prompt_tokens, pset, cfg)
     kept, reasons = filtered_counts(df)
     log(f"self_align_sft_data: kept {kept}/{df.height}; filtered {reasons}")
