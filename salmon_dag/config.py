@@ -34,15 +34,15 @@ from salmon_dag.benchmarks.config import (
     WinRateConfig,
 )
 from salmon_dag.config_base import QUESTION_TYPES, ProfileError, QuestionType, _Strict
-from salmon_dag.pairs.config import PairsConfig
-from salmon_dag.preferences.config import JudgeConfig
-from salmon_dag.rm_training_data.config import AggregationConfig
-from salmon_dag.self_align.config import SelfAlignConfig
 from salmon_dag.engine.config import DType, EngineConfig
 from salmon_dag.launch.config import KubernetesConfig, KubernetesVolume
+from salmon_dag.pairs.config import PairsConfig
+from salmon_dag.preferences.config import JudgeConfig
 from salmon_dag.prompt_pool.config import PromptFormat, PromptPoolConfig, PromptSource
 from salmon_dag.reward_model.config import HumanPairsConfig, PMPConfig, RewardModelConfig
 from salmon_dag.rl.config import PPOConfig, RLConfig, RLRewardConfig
+from salmon_dag.rm_training_data.config import AggregationConfig
+from salmon_dag.self_align.config import SelfAlignConfig
 from salmon_dag.training.config import LoraConfig, SFTStageConfig, TrainingConfig
 
 # the sections declared beside their stages, importable from here as before
