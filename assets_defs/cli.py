@@ -58,12 +58,10 @@ def _settings(profile: str, warehouse: str, principles: str) -> Settings:
 
 def _project(settings: Settings):
     """Definitions + instance for these settings (the instance lives in the warehouse)."""
-    import dagster as dg
-
     from assets_defs.definitions import build_definitions
-    from assets_defs.project import ensure_accelerator_pool
+    from assets_defs.project import ensure_accelerator_pool, open_instance
 
-    instance = dg.DagsterInstance.get()
+    instance = open_instance()
     ensure_accelerator_pool(instance)
     return build_definitions(settings), instance
 
@@ -394,8 +392,10 @@ def _failed_checks(dagster_home: Path) -> list[str]:
     ``dagster_home`` failed (later runs' evaluations win)."""
     import dagster as dg
 
+    from assets_defs.project import open_instance
+
     latest: dict[str, bool] = {}
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with open_instance(dagster_home) as instance:
         for run in reversed(instance.get_runs()):  # get_runs is newest first
             for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
                 ev = entry.dagster_event.event_specific_data
@@ -412,12 +412,10 @@ def ui(
     port: int = 3000,
 ) -> None:
     """Start the Dagster UI (and daemon) on this project's instance."""
-    import dagster as dg
-
-    from assets_defs.project import ensure_accelerator_pool
+    from assets_defs.project import ensure_accelerator_pool, open_instance
 
     _settings(profile, warehouse, principles)
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         ensure_accelerator_pool(instance)
     # the interpreter running this CLI, so `.venv/bin/salmon ui` works without an activated venv
     os.execv(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])

@@ -4,11 +4,13 @@ They work on the same Dagster instance (DAGSTER_HOME inside the warehouse) that 
 uses, so staleness and run history agree between the CLI and the UI.
 """
 
+import fcntl
 import os
 import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -124,6 +126,23 @@ def step_error(event: dg.DagsterEvent) -> str:
     message = err.message.strip().splitlines()[-1] if err.message.strip() else err.cls_name
     # Our own errors already name file/field: drop their class prefix.
     return re.sub(r"^(salmon_dag|assets_defs)[\w.]*\.\w+(Error): ", "", message)
+
+
+def open_instance(dagster_home: str | Path | None = None) -> dg.DagsterInstance:
+    """The project's Dagster instance (``DAGSTER_HOME`` unless ``dagster_home`` is given).
+
+    Opened under a file lock: the first open creates the instance's SQLite databases, and two
+    processes creating them at once (two `salmon run`s on a new warehouse) can both stamp
+    alembic's version table, after which every open fails with "more than one head present".
+    """
+    home = Path(dagster_home or os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".instance.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return dg.DagsterInstance.from_config(str(home))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ensure_accelerator_pool(instance: dg.DagsterInstance) -> None:

@@ -13,7 +13,14 @@ import time
 import pytest
 from projects import copy_project, instance_of, salmon
 
-from assets_defs.project import HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, ensure_accelerator_pool, release_dead_runs
+from assets_defs.project import (
+    HOST_TAG,
+    LAUNCHED_BY_TAG,
+    PID_TAG,
+    ensure_accelerator_pool,
+    open_instance,
+    release_dead_runs,
+)
 from salmon_dag.settings import ACCELERATOR_POOL, Settings, write_instance_config
 
 # A run of one asset in the accelerator pool that records when it held the slot.
@@ -112,6 +119,21 @@ def proc_running(proc) -> bool:
     return proc.poll() is None if hasattr(proc, "poll") else proc.is_alive()
 
 
+def test_processes_opening_a_new_instance_at_once_all_open_it(tmp_path):
+    # Unlocked, four processes creating the SQLite databases at once fail ~1 in 3 (and leave the
+    # instance unopenable): alembic's version table gets two rows, "more than one head present".
+    home = tmp_path / "home"
+    home.mkdir()
+    write_instance_config(home / "dagster.yaml", 1)
+    code = "import sys; from assets_defs.project import open_instance; open_instance(sys.argv[1]).dispose()"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(home)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
+    later = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, timeout=120)
+    assert later.returncode == 0, later.stderr[-2000:]
+
+
 def test_a_run_killed_while_holding_the_slot_does_not_block_the_next(tmp_path):
     import dagster as dg
 
@@ -121,9 +143,9 @@ def test_a_run_killed_while_holding_the_slot_does_not_block_the_next(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SLOW_ASSET_RUN)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    instance = open_instance(home)  # first, as `salmon run` does: creates the databases once
     victim = subprocess.Popen([sys.executable, str(script), str(tmp_path / "spans.jsonl"), "600"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    instance = dg.DagsterInstance.from_config(str(home))
     try:
         wait_for_a_claim(instance, victim)
         assert release_dead_runs(instance) == []  # alive: left alone
