@@ -10,7 +10,6 @@ import dagster as dg
 from assets_defs.principles import observe_versions
 from salmon_dag.settings import Settings
 
-SENSOR_INTERVAL_S = 15
 # The tag under which Dagster reads an observation's data version.
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -38,9 +37,11 @@ def record_observations(instance: dg.DagsterInstance, versions: dict[dg.AssetKey
 
 
 def build_automation(settings: Settings) -> list:
+    interval = settings.profile.instance.sensor_interval_s
+
     @dg.sensor(
         name="principle_file_sensor",
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Observes the principle files; an edit makes the dependent assets stale.",
     )
@@ -58,6 +59,7 @@ def build_automation(settings: Settings) -> list:
         "salmon_automation",
         target=dg.AssetSelection.all(include_sources=True),
         default_status=dg.DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=interval,
         description="Rebuilds stale assets (declarative automation, eager); turn on in the UI.",
     )
     return [principle_file_sensor, automation]

@@ -68,6 +68,9 @@ class InstanceConfig(_Strict):
     # runs wait for a free one. One GPU: 1. A limit set in the UI or with
     # ``dagster instance concurrency set accelerator N`` takes precedence over this default.
     accelerator_pool_limit: int = Field(default=1, ge=1)
+    # How often the daemon's sensors run (`salmon ui`): the principle-file sensor looks for edits and
+    # the automation sensor (when switched on) launches the rebuild of what they made stale.
+    sensor_interval_s: int = Field(default=15, ge=1)
 
 
 class Profile(_Strict):

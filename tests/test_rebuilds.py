@@ -329,7 +329,11 @@ def test_rl_time_intervention_rebuilds_only_the_rl_side_and_keeps_the_reward_mod
 def test_daemon_rebuilds_an_rl_edit_on_its_own(project_copy, tmp_path):
     copy = project_copy
     root, env = copy
-    env = {**env, "DAGSTER_HOME": str(root / "warehouse" / ".dagster")}
+    # the CI profile with sensors every 5 s instead of 15 (its name kept: the graph is the same)
+    fast = tmp_path / "profiles" / CI_PROFILE.name
+    fast.parent.mkdir()
+    fast.write_text(f"extends: {CI_PROFILE}\ninstance:\n  sensor_interval_s: 5\n")
+    env = {**env, "DAGSTER_HOME": str(root / "warehouse" / ".dagster"), "SALMON_PROFILE": str(fast)}
     expected = EXPECTED_STALE["rl"]
     log_path = tmp_path / "dagster_dev.log"
 

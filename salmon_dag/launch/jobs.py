@@ -68,6 +68,7 @@ def run_job(job: TrainJob, log: Log = print) -> Any:
     """Run ``job`` here and return its stage's result. Under ``accelerate launch`` every rank calls
     this; the stages write files from the main process only."""
     _bind_local_gpu()
+    _no_cpu_shm_comm(job.device)
     return job.spec().run(StageRun(Path(job.out_dir), job.seed, job.device, job.config, job.inputs, log))
 
 
@@ -82,6 +83,19 @@ def _bind_local_gpu() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.set_device(int(local))
+
+
+def _no_cpu_shm_comm(device: str) -> None:
+    """DeepSpeed on CPU ranks compiles its shared-memory all-reduce kernel (a C++ build, ~25 s on a
+    fresh machine) when it starts its process group, yet only its inference all-reduce uses it,
+    which training never calls: mark the kernel unavailable (DeepSpeed keeps this dict in the module
+    so that edits persist), and the ranks communicate over gloo as they do without DeepSpeed."""
+    if device != "cpu" or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
 # --------------------------------------------------------------------------- results as JSON
