@@ -6,10 +6,8 @@ import dagster as dg
 import polars as pl
 
 from assets_defs.decl import AssetDecl
-from assets_defs.principles import TABLE_KEYS
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import materialize_table, read_table
-from salmon_dag.benchmarks.stage import POLICIES
 from salmon_dag.benchmarks.stage import STAGE as BENCH_STAGE
 from salmon_dag.lineage import files_hash
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
@@ -19,7 +17,6 @@ STAGE_VERSION = "1"
 GROUP = "benchmarks"
 SCORES = dg.AssetKey("benchmark_scores")
 OUTPUTS = dg.AssetKey("benchmark_outputs")
-RM_PRINCIPLES = TABLE_KEYS["reward_model"]
 
 
 def _data_files(settings: Settings) -> str:
@@ -53,22 +50,11 @@ def build_benchmark_assets(settings: Settings) -> list:
         pool=ACCELERATOR_POOL,
     )
     def benchmark_scores(context: dg.AssetExecutionContext, salmon: SalmonResource):
-        from salmon_dag.principles import principle_texts
         from salmon_dag.benchmarks.report import bar_plot_markdown, comparison_markdown, headline
-        from salmon_dag.benchmarks.stage import run_benchmarks
-        from salmon_dag.reward_model.checkpoint import checkpoint_dir
 
-        profile, inputs = salmon.load_profile(), salmon.stage_inputs(BENCH_STAGE)
-        cfg = profile.benchmarks
-        models = {name: inputs.model(name) for name in POLICIES}
-        rm_pset, rm = inputs.principles("reward_model"), inputs.model("reward_model")
-        run = run_benchmarks([models[name] for name in cfg.policies], cfg, profile.engine,
-                             checkpoint_dir(rm),
-                             principle_texts(rm_pset), profile.reward_model, profile.seed,
-                             device=profile.engine.device, log=context.log.info, models=models)
-        ppo = models["ppo_policy"]
-        lineage = SCORES_ASSET.lineage(context, profile, principle_hash=rm_pset.content_hash,
-                                       model_id=ppo.adapter_path or ppo.model_id)
+        profile = salmon.load_profile()
+        run = BENCH_STAGE.run(salmon.stage_inputs(BENCH_STAGE), log=context.log.info)
+        lineage = SCORES_ASSET.lineage(context, profile, principle_hash=run.principle_hash, model_id=run.model_id)
         benches = run.scores["benchmark"].unique(maintain_order=True).to_list()
         headlines = pl.concat([headline(run.scores, b) for b in benches])
         meta = {
@@ -82,8 +68,8 @@ def build_benchmark_assets(settings: Settings) -> list:
         }
         yield materialize_table(salmon.warehouse, SCORES, run.scores, lineage, extra_metadata=meta)
         yield materialize_table(salmon.warehouse, OUTPUTS, run.outputs,
-                                OUTPUTS_ASSET.lineage(context, profile, principle_hash=rm_pset.content_hash,
-                                                      model_id=ppo.adapter_path or ppo.model_id))
+                                OUTPUTS_ASSET.lineage(context, profile, principle_hash=run.principle_hash,
+                                                      model_id=run.model_id))
 
     return [benchmark_scores, *_checks()]
 

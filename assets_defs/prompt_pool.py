@@ -54,10 +54,9 @@ def build_prompt_pool_assets(settings: Settings) -> list:
         ],
     )
     def prompt_pool(context: dg.AssetExecutionContext, salmon: SalmonResource):
-        from salmon_dag.prompt_pool import build_from_config
-
         profile = salmon.load_profile()
-        pool, rejects = build_from_config(profile.prompt_pool, profile.seed, log=context.log.info)
+        made = POOL_STAGE.run(salmon.stage_inputs(POOL_STAGE), log=context.log.info)
+        pool, rejects = made.pool, made.rejects
         by_type = dict(pool.group_by("question_type").len().iter_rows())
         by_reason = dict(rejects.group_by("reason").len().iter_rows())
         context.log.info(f"prompt_pool: {pool.height} kept {by_type}; {rejects.height} rejected {by_reason}")

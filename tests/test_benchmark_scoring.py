@@ -81,3 +81,19 @@ def test_pairwise_verdicts_map_to_the_policy_whatever_the_order(text, policy_is_
 def test_pairwise_request_shows_both_replies_in_the_given_order():
     p = pairwise_request("Name a colour.", "Blue.", "Red.")
     assert p.index("[Reply A]\nBlue.") < p.index("[Reply B]\nRed.") and p.rstrip().endswith("[End of reply B]")
+
+
+def test_rm_agreement_rows_are_reward_model_evals_with_a_shares_standard_error():
+    import polars as pl
+
+    from salmon_dag.benchmarks.results import mean_stderr
+    from salmon_dag.benchmarks.stage import RM_AGREEMENT, rm_agreement
+
+    ev = pl.DataFrame({"metric": ["heldout_accuracy", "hh_harmless_agreement", "hh_harmless_agreement/principle_free"],
+                       "value": [0.9, 0.75, 1.0], "n": [40, 16, 1]})
+    scores = rm_agreement(ev)
+    assert [(s.benchmark, s.metric, s.value, s.n) for s in scores] == [
+        (RM_AGREEMENT, "hh_harmless_agreement", 0.75, 16), (RM_AGREEMENT, "hh_harmless_agreement/principle_free", 1.0, 1)]
+    # the standard error that scoring the 16 pairs one by one gave (12 agreed)
+    assert scores[0].stderr == pytest.approx(mean_stderr([1.0] * 12 + [0.0] * 4)[1])
+    assert scores[1].stderr == 0.0

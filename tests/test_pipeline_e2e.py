@@ -166,6 +166,11 @@ def test_benchmark_stage(project):
         rm = scores.filter(pl.col("policy") == "reward_model")
         assert set(rm["metric"]) == {"hh_harmless_agreement", "hh_harmless_agreement/principle_free"}
         assert set(rm["n"]) == {16}
+        # taken from reward_model_eval, not scored again
+        ev = pl.read_parquet(root / "warehouse" / "reward_model_eval" / "data.parquet")
+        assert dict(zip(rm["metric"], rm["value"])) == dict(
+            ev.filter(pl.col("metric").str.starts_with("hh_harmless_agreement")).select("metric", "value").iter_rows())
+        assert not any(key.startswith("reward_model/") for key in counts)
     # the README's comparison query, verbatim
     assert README_QUERY in (ROOT / "README.md").read_text()
     rows = json.loads(salmon(project, "sql", README_QUERY, "--format", "json").stdout)

@@ -3,16 +3,18 @@
 For each policy, one engine load answers MT-Bench (turn by turn), the win-rate instructions and
 the HumanEval problems; GSM8K runs through lm-evaluation-harness on the same loaded model (the hf
 backend) or its own vLLM instance (the vllm backend). Then the generated code runs in the sandbox,
-one judge grades every open-ended answer, and the reward model is checked against human labels.
+one judge grades every open-ended answer; the reward model's agreement with human labels comes from
+``reward_model_eval``.
 Every item lands in ``benchmark_outputs``; the aggregates (value, n, standard error) in
 ``benchmark_scores``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -21,12 +23,13 @@ from salmon_dag.benchmarks.data import source_exists, where
 from salmon_dag.benchmarks.grading import MT_BENCH, WIN_RATE, grade_mt_bench, judge_win_rate
 from salmon_dag.benchmarks.judges import EngineJudge, OpenAIJudge, RewardModelJudge, TextJudge
 from salmon_dag.benchmarks.mt_bench import Question, generate_answers, load_questions, with_samples
-from salmon_dag.benchmarks.results import ItemResult, Score, mean_stderr, outputs_frame, scores_frame
-from salmon_dag.config import BenchmarksConfig, EngineConfig, RewardModelConfig
-from salmon_dag.engine import SamplingParams, create_engine
+from salmon_dag.benchmarks.results import ItemResult, Score, outputs_frame, scores_frame
+from salmon_dag.config import BenchmarksConfig, EngineConfig
+from salmon_dag.engine import SamplingParams, engine_for
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.principles import PrincipleText
-from salmon_dag.stage import DataStage, Reads
+from salmon_dag.reward_model.config import AGREEMENT_METRIC
+from salmon_dag.stage import DataStage, Reads, StageInputs
 from salmon_dag.templates import format_chat_prompt
 
 Log = Callable[[str], None]
@@ -34,7 +37,7 @@ GSM8K, HUMANEVAL, RM_AGREEMENT = "gsm8k", "humaneval", "rm_agreement"
 # the number each benchmark is compared on (the asset check, the plots); higher is better
 HEADLINE = {MT_BENCH: ("rating/overall", "rm_score/overall"), WIN_RATE: ("win_rate",),
             GSM8K: ("exact_match_strict", "exact_match_flexible"), HUMANEVAL: ("pass@1",),
-            RM_AGREEMENT: ("hh_harmless_agreement",)}
+            RM_AGREEMENT: (AGREEMENT_METRIC,)}
 # who grades the benchmarks that need no judge
 GRADERS = {GSM8K: "lm-eval exact_match", HUMANEVAL: "sandbox tests"}
 
@@ -88,7 +91,7 @@ def answer(policy: ModelRef, inputs: Inputs, cfg: BenchmarksConfig, engine_cfg: 
            log: Log, timings: dict[str, float]) -> Answers:
     """Everything ``policy`` is asked, with one engine load."""
     out = Answers()
-    engine = create_engine(engine_cfg, policy.model_id, policy.revision, policy.adapter_path, policy.trust_remote_code)
+    engine = engine_for(engine_cfg, policy)
     try:
         if inputs.questions:
             with _timed(timings, MT_BENCH):
@@ -179,22 +182,14 @@ def humaneval_results(problems, code, cfg: BenchmarksConfig, log: Log) -> tuple[
     return items, scores
 
 
-def rm_agreement(scorer, rm_cfg: RewardModelConfig, principles: Sequence[PrincipleText], seed: int,
-                 log: Log) -> tuple[list[ItemResult], list[Score]]:
-    """Agreement with human labels, pair by pair, on the pairs ``reward_model_eval`` uses (held out
-    from PMP): under the Harmless principle and principle-free."""
-    from salmon_dag.reward_model.evaluate import pair_scores
-    from salmon_dag.reward_model.stage import human_agreement_sets
-
-    items, scores = [], []
-    for metric, pairs in human_agreement_sets(rm_cfg, principles, seed, log):
-        chosen, rejected = pair_scores(scorer, pairs)
-        agree = [1.0 if c > r else 0.0 for c, r in zip(chosen, rejected)]
-        items += [ItemResult(RM_AGREEMENT, f"{metric}/{i}", p.prompt, p.chosen, a, f"chosen {c:.4f}, rejected {r:.4f}",
-                             p.rejected) for i, (p, a, c, r) in enumerate(zip(pairs, agree, chosen, rejected))]
-        mean, stderr = mean_stderr(agree)
-        scores.append(Score(RM_AGREEMENT, metric, mean, len(pairs), stderr))
-    return items, scores
+def rm_agreement(rm_eval: pl.DataFrame) -> list[Score]:
+    """The reward model's agreement with human labels, as ``reward_model_eval`` measured it on its
+    held-out human pairs (under the Harmless principle and principle-free), with the standard
+    error of a share (what ``results.mean_stderr`` gives for 0/1 outcomes)."""
+    rows = rm_eval.filter(pl.col("metric").str.starts_with(AGREEMENT_METRIC))
+    return [Score(RM_AGREEMENT, r["metric"], r["value"], r["n"],
+                  math.sqrt(r["value"] * (1 - r["value"]) / (r["n"] - 1)) if r["n"] > 1 else 0.0)
+            for r in rows.iter_rows(named=True)]
 
 
 # ------------------------------------------------------------------------------ judge
@@ -216,8 +211,7 @@ def text_judge(cfg: BenchmarksConfig, engine_cfg: EngineConfig, models: dict[str
         if not j.model:
             raise ValueError("benchmarks.judge.model: the engine judge needs a model (sft_model, base_model, a Hub id or a path)")
         ref = models.get(j.model) or ModelRef("judge", j.model)
-        return EngineJudge(create_engine(engine_cfg, ref.model_id, ref.revision, ref.adapter_path, ref.trust_remote_code),
-                           j.max_new_tokens)
+        return EngineJudge(engine_for(engine_cfg, ref), j.max_new_tokens)
     return None
 
 
@@ -229,6 +223,9 @@ class BenchmarkRun:
     notes: list[str]
     seconds: dict[str, float]
     judge: str
+    # lineage: the reward model's principle set, the RL policy's checkpoint
+    principle_hash: str | None = None
+    model_id: str | None = None
 
 
 def run_benchmarks(
@@ -237,7 +234,7 @@ def run_benchmarks(
     engine_cfg: EngineConfig,
     rm_dir: Path,
     rm_principles: Sequence[PrincipleText],
-    rm_cfg: RewardModelConfig,
+    rm_eval: pl.DataFrame,
     seed: int,
     device: str = "cpu",
     log: Log = print,
@@ -264,10 +261,9 @@ def run_benchmarks(
             scores[p.name] += sc
 
     judge: TextJudge | RewardModelJudge | None = text_judge(cfg, engine_cfg, models or {p.name: p for p in policies})
-    scorer = load_scorer(rm_dir, device=device) if judge is None or cfg.rm_agreement.enabled else None
     if judge is None:
         names = cfg.judge.principles
-        judge = RewardModelJudge(scorer, evaluation_principles(rm_principles, names),
+        judge = RewardModelJudge(load_scorer(rm_dir, device=device), evaluation_principles(rm_principles, names),
                                  f"reward_model under {', '.join(names) if names else 'all its principles'}")
     try:
         with _timed(timings, "judging"):
@@ -293,10 +289,8 @@ def run_benchmarks(
     frames_sc = [scores_frame(p.name, scores[p.name], p.adapter_path or p.model_id, judge.name, GRADERS)
                  for p in policies]
     if cfg.rm_agreement.enabled:
-        with _timed(timings, RM_AGREEMENT):
-            it, sc = rm_agreement(scorer, rm_cfg, rm_principles, seed, log)
+        sc = rm_agreement(rm_eval)
         if sc:
-            frames_out.append(outputs_frame("reward_model", it))
             frames_sc.append(scores_frame("reward_model", sc, str(rm_dir), "human labels"))
         else:
             inputs.notes.append(f"{RM_AGREEMENT} skipped: no held-out human pairs (reward_model.human_eval)")
@@ -306,9 +300,26 @@ def run_benchmarks(
                         {k: round(v, 1) for k, v in timings.items()}, judge.name)
 
 
+def run_stage(inputs: StageInputs, log: Log = print) -> BenchmarkRun:
+    """The ``benchmark_scores`` stage: :func:`run_benchmarks` for the warehouse's policies, with its
+    reward model (the proxy judge) and that model's evaluation (its agreement with human labels)."""
+    from salmon_dag.principles import principle_texts
+    from salmon_dag.reward_model.checkpoint import checkpoint_dir
+
+    cfg, engine_cfg = inputs.section("benchmarks"), inputs.section("engine")
+    models = {name: inputs.model(name) for name in POLICIES}
+    rm_principles = inputs.principles("reward_model")
+    run = run_benchmarks([models[name] for name in cfg.policies], cfg, engine_cfg,
+                         checkpoint_dir(inputs.model("reward_model")), principle_texts(rm_principles),
+                         inputs.table("reward_model_eval"), inputs.seed, device=engine_cfg.device, log=log,
+                         models=models)
+    rl = models["ppo_policy"]
+    return replace(run, principle_hash=rm_principles.content_hash, model_id=rl.adapter_path or rl.model_id)
+
+
 # the policies a benchmark run can compare (benchmarks.policies picks among them)
 POLICIES = ("base_model", "sft_model", "ppo_policy")
-# the reward model's fields its human-agreement metric reads, besides the benchmarks and the engine
+# the reward model judges (the proxy judge) and reward_model_eval has its agreement with humans
 STAGE = DataStage("benchmark_scores", Reads(
-    ("benchmarks", "engine", "reward_model.human_eval", "reward_model.human_eval_max_pairs", "reward_model.pmp"),
-    (*POLICIES, "reward_model", "principles/reward_model")), run_benchmarks)
+    ("benchmarks", "engine"),
+    (*POLICIES, "reward_model", "reward_model_eval", "principles/reward_model")), run_stage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from salmon_dag.engine.config import EngineConfig
 from salmon_dag.engine.base import (
@@ -13,6 +14,9 @@ from salmon_dag.engine.base import (
     PromptTooLongError,
     SamplingParams,
 )
+
+if TYPE_CHECKING:
+    from salmon_dag.model_ref import ModelRef
 
 BACKENDS = ("hf", "vllm")
 
@@ -37,6 +41,12 @@ def create_engine(
     raise EngineError(f"engine.backend: unknown backend {cfg.backend!r} (expected one of {', '.join(BACKENDS)})")
 
 
+def engine_for(cfg: EngineConfig, ref: ModelRef) -> Engine:
+    """:func:`create_engine` for a warehouse model (its checkpoint, revision, adapter and
+    remote-code setting)."""
+    return create_engine(cfg, ref.model_id, ref.revision, ref.adapter_path, ref.trust_remote_code)
+
+
 # prompts per engine call when a stage generates for many: a progress line after each
 GENERATE_CHUNK = 64
 
@@ -55,4 +65,4 @@ def generate_in_chunks(engine: Engine, prompts: list[str], params: SamplingParam
 
 
 __all__ = ["BACKENDS", "Completion", "Engine", "EngineError", "GENERATE_CHUNK", "PromptTooLongError", "SamplingParams",
-           "create_engine", "generate_in_chunks"]
+           "create_engine", "engine_for", "generate_in_chunks"]

@@ -118,7 +118,7 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
 def run(inputs: StageInputs, rules: Sequence[AnyRule] = (), log: Log = print) -> TableResult:
     """The stage: ``pairs.candidates`` samples of the SFT policy per training prompt (the first
     ``pairs.max_prompts``), made into pairs by :func:`make_pairs` (picked by ``rules`` when given)."""
-    from salmon_dag.engine import SamplingParams, create_engine, generate_in_chunks
+    from salmon_dag.engine import SamplingParams, engine_for, generate_in_chunks
     from salmon_dag.prompt_pool import train_prompts
     from salmon_dag.templates import format_chat_prompt
 
@@ -126,8 +126,7 @@ def run(inputs: StageInputs, rules: Sequence[AnyRule] = (), log: Log = print) ->
     prompts = train_prompts(inputs.table("prompt_pool"), cfg.max_prompts)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                             n=cfg.candidates, seed=inputs.seed)
-    with create_engine(inputs.section("engine"), sft.model_id, sft.revision, sft.adapter_path,
-                       sft.trust_remote_code) as engine:
+    with engine_for(inputs.section("engine"), sft) as engine:
         outputs = generate_in_chunks(engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()], params,
                                      "response pairs", log=log)
     pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars,

@@ -158,7 +158,7 @@ def run(inputs: StageInputs, log: Log = print) -> TableResult:
     reward-model principle by the ``judge.model``, reusing the previous table's judgements whose
     key is unchanged. A pipeline judge is identified by the run that built it, so a retrained SFT
     policy never reuses the old policy's judgements."""
-    from salmon_dag.engine import create_engine
+    from salmon_dag.engine import engine_for
     from salmon_dag.model_ref import ModelRef
 
     cfg = inputs.section("judge")
@@ -172,8 +172,7 @@ def run(inputs: StageInputs, log: Log = print) -> TableResult:
     else:
         ref, judge_id = ModelRef(name="judge", model_id=cfg.model), cfg.model
     principles = judged_principles(pset, cfg.principles)
-    with create_engine(inputs.section("engine"), ref.model_id, ref.revision, ref.adapter_path,
-                       ref.trust_remote_code) as engine:
+    with engine_for(inputs.section("engine"), ref) as engine:
         df, counts = judge_preferences(engine, pairs, principles, judge_id, inputs.previous(), log=log,
                                        inconsistent=cfg.inconsistent)
     log(f"synthetic_preferences: {df.height} judgements, {counts}")

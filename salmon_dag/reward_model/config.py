@@ -11,6 +11,10 @@ from salmon_dag.config_base import _Strict
 from salmon_dag.training.config import TrainingConfig
 
 
+# reward_model_eval's metrics of agreement with human labels: under the Harmless principle, and
+# ".../principle_free"
+AGREEMENT_METRIC = "hh_harmless_agreement"
+
 class HumanPairsConfig(_Strict):
     """Human chosen/rejected pairs in HH-RLHF format (``{"chosen": dialogue, "rejected": dialogue}``):
     a local .jsonl / .jsonl.gz file, or a Hub id / dataset folder read with ``datasets``."""

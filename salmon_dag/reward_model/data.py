@@ -11,11 +11,14 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import datasets
 import polars as pl
 
 from salmon_dag.reward_model.encode import encode_review, review_parts
+
+if TYPE_CHECKING:
+    import datasets
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ def heldout_split(pairs: Sequence[ReviewPair], fraction: float, seed: int) -> tu
 
 def tokenize_pairs(tok, pairs: Sequence[ReviewPair], max_len: int) -> datasets.Dataset:
     """TRL's pre-tokenized preference format: ``chosen_ids`` / ``rejected_ids``."""
+    import datasets  # here: the Dagster definitions import this module's dataclasses
+
     chosen, rejected = [], []
     for p in pairs:
         parts = review_parts(p.principles)

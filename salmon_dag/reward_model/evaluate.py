@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.data import ReviewPair
-from salmon_dag.reward_model.scoring import RewardScorer
 from salmon_dag.rules import compare_rule
+
+if TYPE_CHECKING:  # torch: the Dagster definitions import this module
+    from salmon_dag.reward_model.scoring import RewardScorer
 
 EVAL_SCHEMA: dict[str, pl.DataType] = {"metric": pl.Utf8, "value": pl.Float64, "n": pl.Int64}
 DIRECTIONS = ("principle", "negation")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import polars as pl
 
 from salmon_dag.config import HumanPairsConfig, RewardModelConfig
+from salmon_dag.reward_model.config import AGREEMENT_METRIC
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.paths import resolve_local
 from salmon_dag.principles import PrincipleText
@@ -28,8 +30,10 @@ from salmon_dag.reward_model.evaluate import (
     principle_pair_probes,
     rule_probes,
 )
-from salmon_dag.reward_model.scoring import RewardScorer
 from salmon_dag.stage import DataStage, Reads, StageInputs, TableResult
+
+if TYPE_CHECKING:  # torch: the Dagster definitions import this module (EVAL_STAGE)
+    from salmon_dag.reward_model.scoring import RewardScorer
 
 Log = Callable[[str], None]
 # The principle whose text scores human harmlessness labels, when the principle set has it.
@@ -155,9 +159,9 @@ def human_agreement_sets(cfg: RewardModelConfig, principles: Sequence[PrincipleT
     harmless = next((p for p in principles if p.name == HARMLESS), None)
     sets = []
     if harmless is not None:
-        sets.append(("hh_harmless_agreement",
+        sets.append((AGREEMENT_METRIC,
                      [ReviewPair(p.group, p.prompt, (harmless.definition,), p.chosen, p.rejected) for p in human]))
-    sets.append(("hh_harmless_agreement/principle_free", human))
+    sets.append((f"{AGREEMENT_METRIC}/principle_free", human))
     return sets
 
 

@@ -159,7 +159,7 @@ def filtered_counts(df: pl.DataFrame) -> tuple[int, dict[str, int]]:
 def run(inputs: StageInputs, log: Log = print) -> TableResult:
     """The stage: the base model answers the first ``self_align.max_prompts`` training prompts with
     the principles and exemplars in context; every answer is kept with its ``filter_reason``."""
-    from salmon_dag.engine import SamplingParams, create_engine, generate_in_chunks
+    from salmon_dag.engine import SamplingParams, engine_for, generate_in_chunks
     from salmon_dag.prompt_pool import train_prompts
 
     cfg = inputs.section("self_align")
@@ -168,8 +168,7 @@ def run(inputs: StageInputs, log: Log = print) -> TableResult:
     texts = [build_prompt(pset, p) for p in prompts["prompt"].to_list()]
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                             seed=inputs.seed)
-    with create_engine(inputs.section("engine"), base.model_id, base.revision, base.adapter_path,
-                       base.trust_remote_code) as engine:
+    with engine_for(inputs.section("engine"), base) as engine:
         prompt_tokens = [len(engine.encode(t)) for t in texts]
         log(f"self-align prompt: {prompt_tokens[0] if texts else 0} tokens")
         outputs = generate_in_chunks(engine, texts, params, "self-align", log=log)
