@@ -88,3 +88,16 @@ def test_the_launcher_names_no_stage_and_no_dagster_module():
         offences += [f"{path.name}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
                      if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings]
     assert not offences, "salmon_dag/launch must stay generic:\n" + "\n".join(offences)
+
+
+def test_the_dagster_definitions_import_no_model_libraries():
+    # every `salmon` command, Dagster code server and run worker imports them: torch, datasets and
+    # datasketch took 3 of their 4.3 s; a stage imports its libraries when it runs
+    code = ("import sys, tempfile\n"
+            "from assets_defs.definitions import build_definitions\n"
+            "from salmon_dag.settings import Settings\n"
+            "build_definitions(Settings('tiny', tempfile.mkdtemp(), 'principles')).resolve_asset_graph()\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'datasketch', 'trl', 'peft') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
