@@ -7,6 +7,12 @@ import pytest
 # Never reach for the Hub during tests; keep torch on the two CPU cores CI has.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist each worker (and every process its tests start) gets its share of the cores:
+# with torch's default of one OpenMP thread per core, two workers ran four or more busy threads on
+# two cores, and OpenMP threads that wait for each other slow down far more than twice.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
