@@ -47,11 +47,13 @@ def build_rl_assets(settings: Settings) -> list:
         from salmon_dag.launch.jobs import TrainJob
         from salmon_dag.reward_model.checkpoint import checkpoint_dir
         from salmon_dag.rl.stage import PLOT, samples_frame, steps_frame
-        from salmon_dag.rl.principle_set import rl_principle_set
+        from salmon_dag.rl.principle_set import rl_principle_set, unused_groups
 
         profile, inputs = salmon.load_profile(), salmon.stage_inputs(RL_STAGE)
         sft, rm = inputs.model("sft_model"), inputs.model("reward_model")
         pset = rl_principle_set(inputs.principles("rl"), inputs.principles("reward_model"), profile.rl)
+        if warning := unused_groups(inputs.principles("rl"), profile.rl):
+            context.log.warning(warning)  # and in the policy's metadata
         out = salmon.warehouse.model_dir(table_name(PPO_POLICY))
         job = TrainJob.for_stage(
             profile, RL_STAGE, out,
@@ -72,6 +74,7 @@ def build_rl_assets(settings: Settings) -> list:
                   "dropped_prompts": result.dropped_prompts, "seconds": round(result.seconds, 1),
                   "resumed_from": result.resumed_from or "", "is_adapter": result.is_adapter, **summary},
             info_prefix="rl", extra_metadata={
+                **({"unused_rl_groups": warning} if warning else {}),
                 "curves": dg.MetadataValue.path(str(result.out_dir / PLOT)),
                 "plot": dg.MetadataValue.md(plot_markdown(result.out_dir / PLOT, "RL curves")),
                 "rm_score_curve": loss_curve_markdown(

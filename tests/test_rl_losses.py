@@ -38,7 +38,7 @@ def test_kl_is_exactly_zero_when_policy_equals_reference():
         assert torch.equal(kl_per_token(lp, lp.clone(), est), torch.zeros(3, 5))
     k3 = kl_per_token(lp, lp + torch.randn(3, 5), "k3")
     assert (k3 >= 0).all()  # k3 never negative
-    with pytest.raises(ValueError, match="k1 or k3"):
+    with pytest.raises(ValueError, match="k1, k1_clamped or k3"):
         kl_per_token(lp, lp, "k2")
 
 
@@ -89,3 +89,39 @@ def test_whitening_explained_variance_and_entropy():
     ret = torch.tensor([[1.0, 2.0, 3.0]])
     assert explained_variance(ret, ret, torch.ones(1, 3)) == pytest.approx(1.0)
     assert explained_variance(torch.full((1, 3), 2.0), ret, torch.ones(1, 3)) == pytest.approx(0.0)
+
+
+def test_salmons_clamped_k1_never_rewards_a_negative_estimate():
+    lp, ref = torch.tensor([[-1.0, -2.0, -3.0]]), torch.tensor([[-2.0, -1.0, -3.0]])
+    assert kl_per_token(lp, ref, "k1").tolist() == [[1.0, -1.0, 0.0]]
+    assert kl_per_token(lp, ref, "k1_clamped").tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_whitening_over_two_ranks_equals_whitening_their_joined_batch():
+    torch.manual_seed(0)
+    x, mask = torch.randn(6, 5) * 3 + 1, (torch.rand(6, 5) > 0.3).long()
+    parts = [(x[:2], mask[:2]), (x[2:], mask[2:])]  # two ranks, unequal shares
+
+    class TwoRanks:
+        """all_reduce for rank ``me``: its own sum plus the other rank's, as gloo would give it."""
+
+        def __init__(self, me: int):
+            self.me, self.calls = me, 0
+
+        def __call__(self, t: torch.Tensor) -> torch.Tensor:
+            (v, m) = parts[1 - self.me]
+            m = m.to(v.dtype)
+            if self.calls == 0:
+                other = torch.stack([(v * m).sum(), m.sum()])
+            else:
+                mean = (x * mask).sum() / mask.sum()
+                other = ((v - mean) ** 2 * m).sum()
+            self.calls += 1
+            return t + other
+
+    joined = masked_whiten(x, mask)
+    for me, (v, m) in enumerate(parts):
+        rows = slice(0, 2) if me == 0 else slice(2, 6)
+        assert torch.allclose(masked_whiten(v, m, all_reduce=TwoRanks(me)), joined[rows], atol=1e-6)
+    # without the reduction each rank whitens its own share (what SALMON does not do)
+    assert not torch.allclose(masked_whiten(*parts[0]), joined[:2], atol=1e-3)

@@ -46,16 +46,16 @@ def rl_set():
     return load_principles(ROOT / "principles", "rl")
 
 
-def trainer_for(models, prompts, generator_wrapper=None):
+def trainer_for(models, prompts, generator_wrapper=None, cfg: PPOConfig = CFG):
     from salmon_dag.rl.generation import LivePolicyGenerator
 
     source, rm = models
-    policy, tok = load_policy(source, CFG, "cpu", seed=0)
-    value = load_value_model(rm, CFG, "cpu", tok)
+    policy, tok = load_policy(source, cfg, "cpu", seed=0)
+    value = load_value_model(rm, cfg, "cpu", tok)
     rows, _ = policy_prompts(prompts, tok, 256)
     gen = LivePolicyGenerator(policy.model, tok, 8)
     reward = SalmonReward(load_scorer(rm), rl_set(), RLConfig().reward, seed=0)
-    trainer = PPOTrainer(policy, tok, value, reward, rows, CFG, 0, generator_wrapper(gen) if generator_wrapper else gen)
+    trainer = PPOTrainer(policy, tok, value, reward, rows, cfg, 0, generator_wrapper(gen) if generator_wrapper else gen)
     return trainer, tok
 
 
@@ -220,3 +220,50 @@ def test_a_trl_baseline_run_fills_the_same_outputs(models, prompts, tmp_path):
     # saved once: the merged policy with its curves, no adapter copy left in the work dir
     assert (tmp_path / "policy" / "rl_curves.png").is_file() and (tmp_path / "policy" / "rl_steps.json").is_file()
     assert not any(default_work_dir(tmp_path / "policy").glob("*adapter*"))
+
+
+def test_the_reward_scale_multiplies_the_kl_term_too():
+    from salmon_dag.rl.experience import per_token_rewards
+
+    totals, kl, mask = torch.tensor([1.5, -2.0]), torch.tensor([[0.2, -0.1, 0.0], [0.3, 0.4, 0.0]]), \
+        torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    one = per_token_rewards(totals, kl, mask, CFG.model_copy(update={"kl_coef": 0.5}))
+    ten = per_token_rewards(totals, kl, mask, CFG.model_copy(update={"kl_coef": 0.5, "reward_scale": 10.0}))
+    assert torch.allclose(ten, 10 * one)  # SALMON: the whole per-token reward x 10
+    assert one[0].tolist() == pytest.approx([-0.1, 0.05 + 1.5, 0.0])
+
+
+def test_warm_up_counts_rollouts_when_asked_and_the_optimizer_follows_the_profile(models, prompts, monkeypatch):
+    import sys
+    import types
+
+    from salmon_dag.rl.ppo import make_optimizer, optimizer_steps_per_rollout
+
+    base = CFG
+    cfg = base.model_copy(update={"warmup_steps": 2, "warmup_unit": "rollouts", "ppo_epochs": 2})
+    trainer, _ = trainer_for(models, prompts, cfg=cfg)
+    per_rollout = optimizer_steps_per_rollout(cfg)
+    assert per_rollout == 4  # 4 prompts / 2 per micro-batch x 2 epochs
+    warm = trainer.scheduler.lr_lambdas[0]
+    assert warm(1) == pytest.approx(1 / (2 * per_rollout)) and warm(2 * per_rollout) == pytest.approx(1.0)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert make_optimizer(params, base).param_groups[0]["weight_decay"] == 0.01  # torch's default
+    assert make_optimizer(params, base.model_copy(update={"weight_decay": 0.0})).param_groups[0]["weight_decay"] == 0
+    paged = base.model_copy(update={"optimizer": "paged_adamw_32bit", "weight_decay": 0.0})
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(ValueError, match="paged_adamw_32bit needs bitsandbytes"):
+        make_optimizer(params, paged)
+    made = {}
+    fake = types.SimpleNamespace(optim=types.SimpleNamespace(PagedAdamW32bit=lambda p, **kw: made.update(kw) or "paged"))
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    assert make_optimizer(params, paged) == "paged" and made == {"lr": base.learning_rate, "weight_decay": 0.0}
+
+
+def test_rl_yaml_groups_the_run_does_not_draw_from_are_named_in_a_warning():
+    from salmon_dag.rl.principle_set import unused_groups
+
+    rl = rl_set()
+    assert unused_groups(rl, RLConfig()) is None  # the groups are drawn
+    warning = unused_groups(rl, RLConfig(reward_model_principles=["Concise"]))
+    assert warning.startswith(f"{rl.path}: its {len(rl.principles())} group principles are not drawn")
+    assert "rl.reward_model_principles (Concise)" in warning and "always_on lines still apply" in warning

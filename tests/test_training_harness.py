@@ -116,3 +116,21 @@ def test_qlora_runtime_error_names_the_stage(bits):
 
     with pytest.raises(RuntimeError, match=rf"^reward_model\.lora\.quantization: '{bits}'"):
         check_quantization_runtime(LoraConfig(quantization=bits), "cpu", "reward_model")
+
+
+def test_the_optimizer_its_weight_decay_and_clipping_reach_the_trainer_arguments(tmp_path):
+    from transformers import TrainingArguments
+
+    from salmon_dag.config import SFTStageConfig, load_profile
+    from salmon_dag.training import common_training_args
+
+    default = TrainingArguments(**common_training_args(SFTStageConfig(), tmp_path, 0, "cpu", 8))
+    assert (default.weight_decay, default.max_grad_norm) == (0.0, 1.0)  # transformers' defaults
+    chosen = SFTStageConfig(optimizer="adamw_torch", weight_decay=0.1, max_grad_norm=0.3)
+    args = TrainingArguments(**common_training_args(chosen, tmp_path, 0, "cpu", 8))
+    assert (args.optim.value, args.weight_decay, args.max_grad_norm) == ("adamw_torch", 0.1, 0.3)
+    for name in ("llama2-7b-qlora", "llama2-70b-qlora"):  # SALMON's SFT and RM: paged AdamW, clip 0.3
+        p = load_profile(name)
+        for stage in (p.sft, p.reward_model):
+            kwargs = common_training_args(stage, tmp_path, 0, "cpu", 8)
+            assert (kwargs["optim"], kwargs["max_grad_norm"]) == ("paged_adamw_32bit", 0.3)

@@ -24,7 +24,7 @@ class RLRewardConfig(_Strict):
     length_bonus_cap: float = 0.8
     # per question type; negative = a penalty (SALMON: -0.4 for reasoning; not clamped at 0)
     length_multiplier: dict[QuestionType, float] = {"general": 1.0, "reasoning": -0.4, "red_teaming": 1.0}
-    # added when the response ended without producing a stop sequence
+    # added when the response ran to the token cap: no stop sequence and no EOS (SALMON: EOS too)
     no_stop_penalty: float = -6.0
     # added for every principle in force (always-on or drawn) whose verifiable rule the
     # response breaks: a symbolic term, as SALMON's length bonus and stop penalty are (SALMON's
@@ -70,10 +70,10 @@ class PPOConfig(TrainingConfig):
     max_new_tokens: int = Field(default=1024, gt=0)
     temperature: float = Field(default=0.7, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    # per-token penalty -kl_coef * KL(policy || SFT reference)
+    # per-token penalty -kl_coef * KL(policy || SFT reference); k1_clamped is SALMON's max(k1, 0)
     kl_coef: float = Field(default=0.01, ge=0)
-    kl_estimator: Literal["k1", "k3"] = "k1"
-    # the sequence reward (RM score + length bonus + stop penalty) times this (SALMON: 10)
+    kl_estimator: Literal["k1", "k1_clamped", "k3"] = "k1"
+    # the whole per-token reward (sequence reward and KL term) times this (SALMON: 10)
     reward_scale: float = Field(default=1.0, gt=0)
     gamma: float = Field(default=1.0, ge=0, le=1)
     lam: float = Field(default=0.95, ge=0, le=1)
@@ -84,8 +84,10 @@ class PPOConfig(TrainingConfig):
     vf_coef: float = Field(default=0.1, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant"] = "cosine"
-    # optimizer steps of linear warm-up (SALMON: 5)
+    # linear warm-up: this many optimizer steps, or rollouts with warmup_unit "rollouts" (SALMON: 5
+    # rollouts)
     warmup_steps: int = Field(default=5, ge=0)
+    warmup_unit: Literal["optimizer_steps", "rollouts"] = "optimizer_steps"
     # checkpoint every this many rollouts (and at the end); a rerun resumes from the newest
     save_every: int = Field(default=10, gt=0)
     # decoded responses with their principles and reward parts, every this many rollouts

@@ -8,7 +8,7 @@ about token t + 1, predicted from the prefix up to t (log-prob, value of that pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +87,12 @@ class Experience:
         return self.batch.input_ids.shape[0]
 
 
+def per_token_rewards(totals: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, cfg: PPOConfig) -> torch.Tensor:
+    """SALMON's per-token reward: ``-kl_coef * kl`` on every response token, the sequence reward on
+    the last, and all of it times ``reward_scale`` (SALMON scales the KL term too)."""
+    return losses.token_rewards(totals, kl, mask, cfg.kl_coef) * cfg.reward_scale
+
+
 @torch.no_grad()
 def make_experience(
     batch: Batch,
@@ -95,9 +101,11 @@ def make_experience(
     value_model: nn.Module,
     cfg: PPOConfig,
     micro_batch: int,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Experience:
     """Log-probs (policy and reference), values, KL-penalised per-token rewards, GAE advantages
-    (whitened when configured) and returns of a packed rollout batch."""
+    (whitened when configured, over every rank's batch when ``all_reduce`` sums across ranks)
+    and returns of a packed rollout batch."""
     old_lp, ref_lp, values = [], [], []
     n = batch.input_ids.shape[0]
     for start in range(0, n, micro_batch):
@@ -109,11 +117,10 @@ def make_experience(
     old_logprobs, ref_logprobs, old_values = torch.cat(old_lp), torch.cat(ref_lp), torch.cat(values)
     mask = batch.action_mask.float()
     kl = losses.kl_per_token(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
-    scores = torch.tensor([p.total * cfg.reward_scale for p in parts], device=kl.device)
-    rewards = losses.token_rewards(scores, kl, mask, cfg.kl_coef)
+    rewards = per_token_rewards(torch.tensor([p.total for p in parts], device=kl.device), kl, mask, cfg)
     advantages, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = losses.masked_whiten(advantages, mask)
+        advantages = losses.masked_whiten(advantages, mask, all_reduce=all_reduce)
     return Experience(
         batch=batch, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, old_values=old_values * mask,
         advantages=advantages, returns=returns, parts=parts, kl=kl.sum(-1), response_tokens=mask.sum(-1),

@@ -6,6 +6,7 @@ on response tokens, so padding never leaks into a statistic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,7 +14,7 @@ import torch
 
 from salmon_dag.reward_model.scoring import last_token_index
 
-KLEstimator = Literal["k1", "k3"]
+KLEstimator = Literal["k1", "k1_clamped", "k3"]
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -24,11 +25,20 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Advantage whitening over the masked entries: zero mean (unless ``shift_mean`` is off), unit
-    variance; masked-out entries come back as 0."""
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
+    variance; masked-out entries come back as 0. ``all_reduce`` (a sum over data-parallel ranks)
+    makes the mean and variance those of the global batch, as SALMON whitens; without it, this
+    process's."""
+    if all_reduce is None:
+        mean = masked_mean(values, mask)
+        var = masked_mean((values - mean) ** 2, mask)
+    else:
+        m = mask.to(values.dtype)
+        total, count = all_reduce(torch.stack([(values * m).sum(), m.sum()]))
+        mean = total / count.clamp(min=1)
+        var = all_reduce(((values - mean) ** 2 * m).sum()) / count.clamp(min=1)
     out = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
@@ -38,14 +48,17 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from the sampled tokens' log-probs.
 
-    ``k1`` = log r (unbiased, can be negative); ``k3`` = (r - 1) - log r with r = ref / policy
-    (Schulman's low-variance, always >= 0). Both are exactly 0 where policy == reference."""
+    ``k1`` = log r (unbiased, can be negative); ``k1_clamped`` = max(log r, 0), SALMON's (a
+    negative estimate never raises the reward); ``k3`` = (r - 1) - log r with r = ref / policy
+    (Schulman's low-variance, always >= 0). All are exactly 0 where policy == reference."""
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
         return log_ratio
+    if estimator == "k1_clamped":
+        return log_ratio.clamp(min=0)
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r} (k1 or k3)")
+    raise ValueError(f"unknown KL estimator {estimator!r} (k1, k1_clamped or k3)")
 
 
 def token_rewards(

@@ -99,6 +99,21 @@ def optimizer_steps_per_rollout(cfg: PPOConfig) -> int:
     return cfg.ppo_epochs * math.ceil(micro / cfg.gradient_accumulation_steps)
 
 
+def make_optimizer(params: list, cfg: PPOConfig) -> torch.optim.Optimizer:
+    """``ppo.optimizer``: torch's AdamW, or bitsandbytes' paged AdamW with 32-bit states (SALMON's;
+    the gpu extra), with ``ppo.weight_decay`` (None: torch's default, 0.01)."""
+    kwargs = {"lr": cfg.learning_rate}
+    if cfg.weight_decay is not None:
+        kwargs["weight_decay"] = cfg.weight_decay
+    if cfg.optimizer in (None, "adamw_torch"):
+        return torch.optim.AdamW(params, **kwargs)
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise ValueError("ppo.optimizer: paged_adamw_32bit needs bitsandbytes (pip install -e '.[gpu]')") from None
+    return bitsandbytes.optim.PagedAdamW32bit(params, **kwargs)
+
+
 class ActorCritic(nn.Module):
     """Policy and value model as one module, so ``accelerate`` wraps (and syncs) them together."""
 
@@ -142,13 +157,19 @@ class PPOTrainer:
         self.value_model = value_model
         self.total_steps = total_steps(len(self.prompts), cfg, self.accelerator.num_processes)
         params = policy.trainable_parameters() + [p for p in value_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
-        self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
-                                       num_training_steps=self.total_steps * optimizer_steps_per_rollout(cfg))
+        optimizer = make_optimizer(params, cfg)
+        per_rollout = optimizer_steps_per_rollout(cfg)
+        # SALMON counts its warm-up in rollouts
+        warmup = cfg.warmup_steps * (per_rollout if cfg.warmup_unit == "rollouts" else 1)
+        self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.total_steps * per_rollout)
         self.model, self.optimizer = self.accelerator.prepare(ActorCritic(policy.model, value_model), optimizer)
         self.autocast = mixed_precision(self.accelerator.device.type, cfg)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.state = PPOState()
+
+    def _sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, reduction="sum")
 
     # ------------------------------------------------------------------ one step
     def sampling(self, step: int) -> SamplingParams:
@@ -177,7 +198,8 @@ class PPOTrainer:
         self.model.eval()
         with self.autocast():
             exp = make_experience(batch, parts, self.policy, self.value_model, self.cfg,
-                                  self.cfg.forward_batch_size or self.cfg.per_device_batch_size)
+                                  self.cfg.forward_batch_size or self.cfg.per_device_batch_size,
+                                  all_reduce=self._sum_over_ranks if acc.num_processes > 1 else None)
         exp.completions = list(completions)  # for the samples table
         t3 = time.perf_counter()
         return rows, exp, {"time/weight_sync": ts - t0, "time/generation": t1 - ts, "time/reward": t2 - t1,

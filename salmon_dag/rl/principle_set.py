@@ -30,6 +30,18 @@ def rl_principle_set(rl_principles: PrincipleSet, rm_principles: PrincipleSet, r
     return parse_principles(yaml.safe_dump(data, sort_keys=False), "rl", rl_principles.path)
 
 
+def unused_groups(rl_principles: PrincipleSet, rl_cfg) -> str | None:
+    """The warning for an ``rl.yaml`` whose groups the run does not draw from (``rl.reward_model_principles``
+    is set), so that editing them changes nothing the policy sees; None when they are used."""
+    names = [p.name for _, p in rl_principles.principles()]
+    if not rl_cfg.reward_model_principles or not names:
+        return None
+    kept = "its always_on lines still apply" if rl_cfg.always_on else "its always_on lines are off too (rl.always_on)"
+    return (f"{rl_principles.path}: its {len(names)} group principles are not drawn, because "
+            f"rl.reward_model_principles ({', '.join(rl_cfg.reward_model_principles)}) replaces them; {kept}. "
+            "An edit of the groups makes RL stale but changes nothing it draws")
+
+
 def steering_set(rm_principles: PrincipleSet, names: Sequence[str], always_on: bool = False,
                  rl_principles: PrincipleSet | None = None) -> PrincipleSet:
     """An ``rl`` principle set whose every question-type group holds the named reward-model

@@ -58,7 +58,7 @@ def length_bonus(response_tokens: int, question_type: str, cfg: RLRewardConfig) 
 
 
 def stop_penalty(stopped: bool, cfg: RLRewardConfig) -> float:
-    """``no_stop_penalty`` for a response that ended without a stop sequence, else 0."""
+    """``no_stop_penalty`` for a response that ran to the token cap (neither a stop sequence nor EOS), else 0."""
     return 0.0 if stopped else cfg.no_stop_penalty
 
 

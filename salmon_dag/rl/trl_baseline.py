@@ -114,6 +114,9 @@ def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, see
     completions = ppo.rollout_batch_size * rl.group_size
     per_device = micro_batch(completions, ppo.per_device_batch_size)
     scheduler = ppo.lr_scheduler
+    if ppo.warmup_unit == "rollouts":
+        raise ValueError("ppo.warmup_unit: rollouts is counted by our PPO loop; TRL's RLOO/GRPO trainers warm up "
+                         "for warmup_steps optimizer steps (set warmup_unit: optimizer_steps)")
     if scheduler == "constant" and ppo.warmup_steps:
         scheduler = "constant_with_warmup"
     steps = max_steps or ppo.max_steps
@@ -143,6 +146,8 @@ def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, see
         lr_scheduler_type=scheduler,
         warmup_steps=ppo.warmup_steps,
         max_grad_norm=ppo.max_grad_norm,
+        **{key: value for key, value in (("optim", ppo.optimizer), ("weight_decay", ppo.weight_decay))
+           if value is not None},
         # seeds, precision and runtime as every other trainer here
         **runtime_args(seed, device),
         remove_unused_columns=False,  # the reward needs instruction and question_type

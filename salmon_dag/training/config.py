@@ -32,6 +32,12 @@ class TrainingConfig(_Strict):
     epochs: float = Field(default=1, gt=0)
     max_seq_len: int = Field(default=512, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
+    # the optimizer by its transformers name (adamw_torch, paged_adamw_32bit: SALMON's, needs the
+    # gpu extra), its weight decay and gradient clipping (SALMON's SFT and RM: 0.3); None: the
+    # trainer's defaults (transformers': AdamW, weight decay 0, clipping 1.0; PPO: weight decay 0.01)
+    optimizer: Literal["adamw_torch", "paged_adamw_32bit"] | None = None
+    weight_decay: float | None = Field(default=None, ge=0)
+    max_grad_norm: float | None = Field(default=None, gt=0)
     # Where training runs (salmon_dag.launch): "inprocess" in the Dagster step; "accelerate" as
     # `accelerate launch` with num_processes ranks (a subprocess, through Dagster Pipes); "k8s" the
     # same command in a pod with num_processes GPUs (profile.kubernetes).

@@ -88,7 +88,10 @@ def common_training_args(
 ) -> dict[str, Any]:
     """``TrainingArguments`` keywords every stage shares (TRL's ``SFTConfig`` / ``RewardConfig``
     take them too): optimisation from ``cfg``, precision from ``device``, checkpoints and logs."""
+    optimisation = {key: value for key, value in (("optim", cfg.optimizer), ("weight_decay", cfg.weight_decay),
+                                                   ("max_grad_norm", cfg.max_grad_norm)) if value is not None}
     return dict(
+        **optimisation,
         output_dir=str(work_dir),
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
