@@ -272,13 +272,44 @@ def score(
 
 
 @app.command()
-def profiles() -> None:
-    """List the bundled profiles."""
+def profiles(
+    check: Annotated[str | None, typer.Option("--check", help="A profile (name or .yaml path): what it asks of "
+                                              "the hardware, and its contradictions; exits 1 on any.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="With --check: the GPUs you have.")] = None,
+) -> None:
+    """List the bundled profiles, or check one before renting GPUs (--check)."""
+    if check is not None:
+        _check_profile(check, gpus)
+        return
     rows: list[tuple[Any, ...]] = []
     for name in available_profiles():
         p = load_profile(name)
         rows.append((name, p.base_model.model_id or "tiny (built here)", p.engine.backend, p.description))
     _print_rows(["profile", "base model", "backend", "description"], rows, "table")
+
+
+def _check_profile(name: str, gpus: int | None) -> None:
+    from salmon_dag.profile_check import check_profile
+
+    try:
+        profile = load_profile(name)
+    except Exception as exc:  # noqa: BLE001 - a profile's own error names its file and field
+        _fail(str(exc))
+    made = check_profile(profile, gpus)
+    print(f"{profile.name}: {profile.description}")
+    for st in made.stages:
+        ranks = f"{st.ranks} rank{'s' if st.ranks > 1 else ''}"
+        print(f"  {st.stage}: {st.global_batch} {st.unit} per optimizer step ({st.per_device} per device x "
+              f"{st.accumulation} accumulation x {ranks}), at most {st.tokens_per_step:,} tokens; launcher "
+              f"{st.launcher}, ZeRO {st.deepspeed_stage or 'off'}, quantization {st.quantization}")
+    print(f"  ppo: {made.rollouts_per_step} rollouts per step, {made.optimizer_steps_per_rollout} optimizer steps "
+          "per rollout")
+    print(f"  GPUs: {made.gpus} (generation: tensor_parallel_size {made.generation_gpus})" if made.gpus
+          else "  GPUs: none (a CPU profile)")
+    for problem in made.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if made.problems:
+        raise typer.Exit(1)
 
 
 BENCHMARKS = ("judge", "generate", "rl", "steer", "seeds")

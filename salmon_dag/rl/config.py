@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -96,6 +97,12 @@ class PPOConfig(TrainingConfig):
     # CPU precision of forward/backward passes; "auto" = bf16 autocast where the CPU computes bf16
     # natively (CUDA always autocasts to bf16); losses and statistics stay float32
     cpu_precision: Literal["auto", "float32"] = "auto"
+
+    def optimizer_steps_per_rollout(self) -> int:
+        """Optimizer steps each rollout makes: its micro-batches, in groups of
+        ``gradient_accumulation_steps`` (the last may be short), once per PPO epoch."""
+        micro = math.ceil(self.rollout_batch_size / self.per_device_batch_size)
+        return self.ppo_epochs * math.ceil(micro / self.gradient_accumulation_steps)
 
     @model_validator(mode="after")
     def _data_parallel_only(self) -> "PPOConfig":

@@ -95,8 +95,7 @@ def mixed_precision(device_type: str, cfg: PPOConfig):
 
 
 def optimizer_steps_per_rollout(cfg: PPOConfig) -> int:
-    micro = math.ceil(cfg.rollout_batch_size / cfg.per_device_batch_size)
-    return cfg.ppo_epochs * math.ceil(micro / cfg.gradient_accumulation_steps)
+    return cfg.optimizer_steps_per_rollout()
 
 
 def make_optimizer(params: list, cfg: PPOConfig) -> torch.optim.Optimizer:
