@@ -172,8 +172,8 @@ def test_win_rate_prefers_longer_and_length_control_removes_it():
     items, scores = judge_win_rate(INSTR, POLICY, REFERENCE, Scripted(longer), ["1", "2", "3", "4"])
     by = {s.metric: s for s in scores}
     assert by["win_rate"].value == 0.75 and by["win_rate"].stderr == pytest.approx(0.25)
-    # the length-controlled arithmetic is tested in test_benchmark_scoring.py; here: it is reported
-    assert 0 < by["length_controlled_win_rate"].value < 1 and by["length_controlled_win_rate"].n == 4
+    # the length-adjusted arithmetic is tested in test_benchmark_scoring.py; here: it is reported
+    assert 0 < by["length_adjusted_win_rate"].value < 1 and by["length_adjusted_win_rate"].n == 4
     assert by["length_ratio"].value > 1 and by["excluded"].value == 0
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from salmon_dag.benchmarks.ratings import parse_rating, summarize
-from salmon_dag.benchmarks.win_rate import item_scores, length_controlled_win_rate, parse_verdict, win_rate
+from salmon_dag.benchmarks.win_rate import item_scores, length_adjusted_win_rate, parse_verdict, win_rate
 from salmon_dag.templates import pairwise_request
 
 
@@ -58,9 +58,9 @@ def test_length_control_removes_a_win_rate_that_length_alone_explains():
     policy_len = [200] * 30 + [100] * 10
     reference_len = [100] * 30 + [200] * 10
     assert win_rate(verdicts).win_rate == pytest.approx(0.7)
-    assert length_controlled_win_rate(verdicts, policy_len, reference_len) == pytest.approx(0.5, abs=0.02)
+    assert length_adjusted_win_rate(verdicts, policy_len, reference_len) == pytest.approx(0.5, abs=0.02)
     # equal lengths everywhere: nothing to control for, the fit returns the raw rate
-    assert length_controlled_win_rate(verdicts, [100] * 40, [100] * 40) == pytest.approx(0.7, abs=1e-3)
+    assert length_adjusted_win_rate(verdicts, [100] * 40, [100] * 40) == pytest.approx(0.7, abs=1e-3)
 
 
 @pytest.mark.parametrize("text, policy_is_a, verdict", [

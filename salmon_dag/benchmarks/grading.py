@@ -14,7 +14,7 @@ from salmon_dag.benchmarks.judges import RewardModelJudge, TextJudge
 from salmon_dag.benchmarks.mt_bench import REFERENCE_CATEGORIES, Question
 from salmon_dag.benchmarks.ratings import parse_rating, summarize
 from salmon_dag.benchmarks.results import ItemResult, Score
-from salmon_dag.benchmarks.win_rate import Verdict, item_scores, length_controlled_win_rate, parse_verdict, win_rate
+from salmon_dag.benchmarks.win_rate import Verdict, item_scores, length_adjusted_win_rate, parse_verdict, win_rate
 from salmon_dag.templates import format_dialogue, pairwise_request, rating_request
 
 MT_BENCH = "mt_bench"
@@ -74,7 +74,7 @@ def judge_win_rate(instructions: Sequence[str], policy: Sequence[str], reference
                    judge: TextJudge | RewardModelJudge, item_ids: Sequence[str],
                    tie_margin: float = 0.0) -> tuple[list[ItemResult], list[Score]]:
     """Each instruction's two answers judged in both orders (a text judge) or scored by the reward
-    model (order-free); win rate with its standard error, the length-controlled win rate, and the
+    model (order-free); win rate with its standard error, the length-adjusted win rate, and the
     number of items without a readable verdict."""
     n = len(instructions)
     if isinstance(judge, RewardModelJudge):
@@ -90,12 +90,12 @@ def judge_win_rate(instructions: Sequence[str], policy: Sequence[str], reference
     items = [ItemResult(WIN_RATE, iid, q, p, s, o, r)
              for iid, q, p, r, o, s in zip(item_ids, instructions, policy, reference, outputs, per_item)]
     wr = win_rate(verdicts)
-    lc = length_controlled_win_rate(verdicts, [len(p) for p in policy], [len(r) for r in reference])
+    lc = length_adjusted_win_rate(verdicts, [len(p) for p in policy], [len(r) for r in reference])
     # mean answer length (characters) over the reference's: what a length-biased judge rewards
     length_ratio = sum(map(len, policy)) / max(sum(map(len, reference)), 1)
     return items, [
         Score(WIN_RATE, "win_rate", wr.win_rate, wr.n, wr.stderr),
-        Score(WIN_RATE, "length_controlled_win_rate", lc, wr.n),
+        Score(WIN_RATE, "length_adjusted_win_rate", lc, wr.n),
         Score(WIN_RATE, "excluded", float(wr.excluded), n),
         Score(WIN_RATE, "length_ratio", length_ratio, n),
     ]

@@ -3,9 +3,11 @@
 Each item is judged twice, the policy's answer shown first and then second, so a judge's bias
 towards one position cancels. A verdict is ``"policy"``, ``"reference"``, ``"tie"`` or None
 (unparseable): a win counts 1, a tie 0.5, a loss 0; an item's score is the mean of its readable
-verdicts, and items with none are excluded. The length-controlled variant regresses the
+verdicts, and items with none are excluded. The length-adjusted variant regresses the
 judgements on the (squashed) length difference and reports the win rate the fit predicts at equal
-lengths, in the spirit of AlpacaEval's length-controlled win rate.
+lengths. It is AlpacaEval's length-controlled GLM without its instruction-difficulty term (whose
+per-instruction difficulties AlpacaEval fits over its whole leaderboard of models), so its numbers
+are not AlpacaEval "LC" numbers, and it is named apart from them.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def win_rate(verdicts: Sequence[Sequence[Verdict]]) -> WinRate:
     return WinRate(mean, stderr, len(scores), excluded)
 
 
-def length_controlled_win_rate(
+def length_adjusted_win_rate(
     verdicts: Sequence[Sequence[Verdict]],
     policy_lengths: Sequence[int],
     reference_lengths: Sequence[int],
