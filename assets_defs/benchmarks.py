@@ -25,7 +25,8 @@ def _data_files(settings: Settings) -> str:
     from salmon_dag.benchmarks.data import resolve_path
 
     b = settings.profile.benchmarks
-    sources = [b.mt_bench.questions.source, b.mt_bench.references, b.win_rate.instructions.source,
+    sources = [b.mt_bench.questions.source, b.mt_bench.references, b.mt_bench.judge_prompts,
+               b.win_rate.instructions.source,
                b.gsm8k.data.source, b.gsm8k.fewshot.source if b.gsm8k.fewshot else None, b.humaneval.problems]
     paths = [p for p in (resolve_path(s) for s in sources if s) if p is not None and p.is_file()]
     return f"{RATING_TEMPLATE_VERSION}.{REWARD_TEMPLATE_VERSION}.{files_hash(paths)}"

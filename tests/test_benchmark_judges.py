@@ -207,3 +207,62 @@ def test_evaluation_principles_by_name():
     assert evaluation_principles(ps, ["Honest"]) == ("Be true.",)
     with pytest.raises(ValueError, match="Kind not in the reward-model principles"):
         evaluation_principles(ps, ["Kind"])
+
+
+# ---------------------------------------------------------------- FastChat's judge prompts, from a user's file
+def _fastchat_file(tmp_path):
+    """A file in FastChat's judge_prompts.jsonl format (our own text: FastChat's is not shipped)."""
+    rows = [
+        {"name": "pair-v2", "type": "pairwise", "system_prompt": "ignored", "prompt_template": "{question}"},
+        {"name": "single-v1", "type": "single", "system_prompt": "S1", "prompt_template": "Q: {question}\nA: {answer}"},
+        {"name": "single-math-v1", "type": "single", "system_prompt": "S2",
+         "prompt_template": "Q: {question}\nREF: {ref_answer_1}\nA: {answer}"},
+        {"name": "single-v1-multi-turn", "type": "single", "system_prompt": "S3",
+         "prompt_template": "{question_1}|{answer_1}|{question_2}|{answer_2}"},
+        {"name": "single-math-v1-multi-turn", "type": "single", "system_prompt": "S4",
+         "prompt_template": "{question_1}|{ref_answer_1}|{answer_1}|{question_2}|{ref_answer_2}|{answer_2}"},
+    ]
+    path = tmp_path / "judge_prompts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_fastchat_prompts_grade_each_turn_with_their_system_prompt_and_references(tmp_path):
+    from salmon_dag.benchmarks.fastchat_prompts import load_judge_prompts
+
+    prompts = load_judge_prompts(_fastchat_file(tmp_path))
+    judge = Scripted(lambda r: "Fine. [[6]]")
+    items, scores = grade_mt_bench(QUESTIONS, ANSWERS, judge, prompts)
+    assert judge.requests == [
+        ("S1", "Q: Write a haiku.\nA: Leaves fall softly"),
+        ("S3", "Write a haiku.|Leaves fall softly|Now make it sadder.|Grey leaves fall alone"),
+        ("S2", "Q: What is 2+3?\nREF: 5\nA: 5"),
+        ("S4", "What is 2+3?|5|5|And times 4?|20|twenty"),  # both reference turns on the second
+    ]
+    assert [i.score for i in items] == [6.0] * 4 and {s.metric: s.value for s in scores}["rating/overall"] == 6.0
+
+
+def test_a_judge_prompt_file_that_cannot_be_used_is_named_in_one_line(tmp_path):
+    from salmon_dag.benchmarks.fastchat_prompts import JudgePromptError, load_judge_prompts
+
+    with pytest.raises(JudgePromptError, match="judge_prompts: .*missing.jsonl not found"):
+        load_judge_prompts(tmp_path / "missing.jsonl")
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps({"name": "single-v1", "system_prompt": "", "prompt_template": ""}) + "\n")
+    with pytest.raises(JudgePromptError, match="no single-math-v1, single-v1-multi-turn, single-math-v1-multi-turn"):
+        load_judge_prompts(partial)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"name": "single-v1"}) + "\n")
+    with pytest.raises(JudgePromptError, match="broken.jsonl: line 1: not a judge prompt"):
+        load_judge_prompts(broken)
+
+
+def test_openai_judge_sends_a_system_prompt_as_its_own_message(fake_server, monkeypatch):
+    monkeypatch.setenv("SALMON_JUDGE_BASE_URL", f"http://127.0.0.1:{fake_server.server_port}/v1")
+    monkeypatch.setenv("SALMON_JUDGE_MODEL", "judge-7b")
+    fake_server.reply = lambda text: "[[9]]"
+    judge = OpenAIJudge.from_env(BenchmarkJudgeConfig(kind="openai", max_new_tokens=2048))
+    assert judge.complete([("You are a judge.", "grade A")]) == ["[[9]]"]
+    body = fake_server.seen[0][2]
+    assert body["messages"] == [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": "grade A"}]
+    assert body["max_tokens"] == 2048

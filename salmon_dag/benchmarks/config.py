@@ -59,6 +59,10 @@ class MTBenchConfig(_Strict):
     questions: BenchmarkSource = BenchmarkSource(source="lighteval/mt-bench", split="train")
     # reference answers in a separate file (FastChat's {"question_id", "choices": [{"turns"}]})
     references: str | None = None
+    # FastChat's judge_prompts.jsonl (fastchat/llm_judge/data/; not shipped here): a text judge then
+    # grades with FastChat's system prompts and templates, both reference turns on the second turn;
+    # with benchmarks.judge.max_new_tokens: 2048 the ratings are MT-Bench's. None: our own prompt.
+    judge_prompts: str | None = None
     limit: int | None = Field(default=None, gt=0)
     max_new_tokens: int = Field(default=1024, gt=0)
     # independent conversations per question (MT-Bench: 1) and their temperature (None: MT-Bench's

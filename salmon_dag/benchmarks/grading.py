@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from salmon_dag.benchmarks.fastchat_prompts import JudgePrompt, judge_request
 from salmon_dag.benchmarks.judges import RewardModelJudge, TextJudge
 from salmon_dag.benchmarks.mt_bench import REFERENCE_CATEGORIES, Question
 from salmon_dag.benchmarks.ratings import parse_rating, summarize
@@ -36,8 +37,10 @@ def _context(q: Question, answers: Sequence[str], turn: int) -> str:
 
 
 def grade_mt_bench(questions: Sequence[Question], answers: Sequence[Sequence[str]],
-                   judge: TextJudge | RewardModelJudge) -> tuple[list[ItemResult], list[Score]]:
-    """Per-turn items and the per-turn and overall means (plus the unparseable count of a text judge)."""
+                   judge: TextJudge | RewardModelJudge,
+                   prompts: dict[str, JudgePrompt] | None = None) -> tuple[list[ItemResult], list[Score]]:
+    """Per-turn items and the per-turn and overall means (plus the unparseable count of a text judge).
+    ``prompts``: FastChat's judge prompts (a text judge then gets their system prompt and template)."""
     slots = [(qi, t) for qi, q in enumerate(questions) for t in range(len(q.turns))]
     refs = [questions[qi].reference[t] if questions[qi].category in REFERENCE_CATEGORIES and questions[qi].reference
             and t < len(questions[qi].reference) else None for qi, t in slots]
@@ -48,7 +51,13 @@ def grade_mt_bench(questions: Sequence[Question], answers: Sequence[Sequence[str
         scores: list[float | None] = list(values)
         prefix = "rm_score"
     else:
-        requests = [rating_request(_conversation(questions[qi], answers[qi], t), ref) for (qi, t), ref in zip(slots, refs)]
+        if prompts is not None:
+            requests = [judge_request(prompts, questions[qi], answers[qi], t,
+                                      questions[qi].reference if ref is not None else None)
+                        for (qi, t), ref in zip(slots, refs)]
+        else:
+            requests = [rating_request(_conversation(questions[qi], answers[qi], t), ref)
+                        for (qi, t), ref in zip(slots, refs)]
         outputs = judge.complete(requests)
         scores = [parse_rating(o) for o in outputs]
         prefix = "rating"

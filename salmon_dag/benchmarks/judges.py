@@ -28,10 +28,18 @@ class JudgeError(RuntimeError):
     """A judge that cannot be set up or reached."""
 
 
+# a grading request: the user message, or (system prompt, user message) as FastChat's prompts are
+Request = str | tuple[str, str]
+
+
+def _parts(request: Request) -> tuple[str | None, str]:
+    return request if isinstance(request, tuple) else (None, request)
+
+
 class TextJudge(Protocol):
     name: str
 
-    def complete(self, requests: Sequence[str]) -> list[str]:
+    def complete(self, requests: Sequence[Request]) -> list[str]:
         """The judge's output text for each grading request, in order."""
         ...
 
@@ -47,9 +55,11 @@ class EngineJudge:
     def name(self) -> str:
         return f"engine:{self.engine.model_id}"
 
-    def complete(self, requests: Sequence[str]) -> list[str]:
+    def complete(self, requests: Sequence[Request]) -> list[str]:
         params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0)
-        outs = self.engine.generate([format_chat_prompt(r) for r in requests], params)
+        # our chat format has no system turn: a system prompt leads the user message
+        texts = ["\n\n".join(p for p in _parts(r) if p) for r in requests]
+        outs = self.engine.generate([format_chat_prompt(t) for t in texts], params)
         return [o[0].text for o in outs]
 
 
@@ -82,8 +92,10 @@ class OpenAIJudge:
         return cls(base_url.rstrip("/"), model, os.environ.get(cfg.api_key_env), cfg.max_new_tokens,
                    cfg.concurrency, cfg.timeout_s, cfg.retries)
 
-    def _post(self, request: str) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": request}],
+    def _post(self, request: Request) -> str:
+        system, user = _parts(request)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        body = json.dumps({"model": self.model, "messages": messages,
                            "temperature": 0, "max_tokens": self.max_new_tokens}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
@@ -107,7 +119,7 @@ class OpenAIJudge:
             time.sleep(min(2.0 ** attempt, 30.0))
         raise AssertionError("unreachable")
 
-    def complete(self, requests: Sequence[str]) -> list[str]:
+    def complete(self, requests: Sequence[Request]) -> list[str]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._post, requests))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from salmon_dag.benchmarks.data import source_exists, where
+from salmon_dag.benchmarks.fastchat_prompts import load_judge_prompts
 from salmon_dag.benchmarks.grading import MT_BENCH, WIN_RATE, grade_mt_bench, judge_win_rate
 from salmon_dag.benchmarks.judges import EngineJudge, OpenAIJudge, RewardModelJudge, TextJudge
 from salmon_dag.benchmarks.mt_bench import Question, generate_answers, load_questions, with_samples
@@ -27,6 +28,7 @@ from salmon_dag.benchmarks.results import ItemResult, Score, outputs_frame, scor
 from salmon_dag.config import BenchmarksConfig, EngineConfig
 from salmon_dag.engine import SamplingParams, engine_for
 from salmon_dag.model_ref import ModelRef
+from salmon_dag.paths import resolve_local
 from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.config import AGREEMENT_METRIC
 from salmon_dag.stage import DataStage, Reads, StageInputs
@@ -265,12 +267,17 @@ def run_benchmarks(
         names = cfg.judge.principles
         judge = RewardModelJudge(load_scorer(rm_dir, device=device), evaluation_principles(rm_principles, names),
                                  f"reward_model under {', '.join(names) if names else 'all its principles'}")
+    prompts = None
+    if cfg.mt_bench.judge_prompts and isinstance(judge, RewardModelJudge):
+        inputs.notes.append("mt_bench.judge_prompts unused: the reward-model judge scores answers without a prompt")
+    elif cfg.mt_bench.judge_prompts:
+        prompts = load_judge_prompts(resolve_local(cfg.mt_bench.judge_prompts))
     try:
         with _timed(timings, "judging"):
             for p in policies:
                 a = answers[p.name]
                 if a.mt_bench is not None:
-                    it, sc = grade_mt_bench(inputs.questions, a.mt_bench, judge)
+                    it, sc = grade_mt_bench(inputs.questions, a.mt_bench, judge, prompts)
                     items[p.name] += it
                     scores[p.name] += sc
                 ref = answers.get(cfg.reference_policy)
