@@ -275,3 +275,15 @@ def test_a_small_run_always_holds_out_one_pair_group():
         assert 1 <= len(held) and held < set(groups)
         assert held == heldout_groups(groups[::-1], 0.2, seed)
     assert heldout_groups(["only"], 0.2, 0) <= {"only"} and heldout_groups(["a", "b"], 0.0, 0) == set()
+
+
+def test_pmp_trains_with_its_own_length_and_warm_up_where_the_profile_sets_them():
+    from salmon_dag.config import load_profile
+    from salmon_dag.reward_model.config import PMPConfig, RewardModelConfig
+    from salmon_dag.reward_model.stage import pmp_training_config
+
+    rm = RewardModelConfig(max_seq_len=1280, warmup_ratio=0.03, learning_rate=3e-5, pmp=PMPConfig())
+    inherited = pmp_training_config(rm)  # unset: the reward model's own
+    assert (inherited.max_seq_len, inherited.warmup_ratio, inherited.learning_rate) == (1280, 0.03, 5e-5)
+    salmon = pmp_training_config(load_profile("llama2-7b-qlora").reward_model)
+    assert (salmon.max_seq_len, salmon.warmup_ratio, salmon.learning_rate, salmon.save) == (1024, 0.01, 5e-5, "adapter")

@@ -36,6 +36,10 @@ class PMPConfig(_Strict):
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=1, gt=0)
     max_steps: int | None = Field(default=None, gt=0)
+    # None: the reward model's own (SALMON's PMP: 1024 tokens and 1% warm-up, against the
+    # principle fine-tune's 1280 and 3%)
+    max_seq_len: int | None = Field(default=None, gt=0)
+    warmup_ratio: float | None = Field(default=None, ge=0, lt=1)
 
 
 class RewardModelConfig(TrainingConfig):

@@ -114,6 +114,19 @@ def reward_data(tok, examples: pl.DataFrame, cfg: RewardModelConfig, seed: int):
                       tokenize_pairs(tok, held, cfg.max_seq_len) if held else None)
 
 
+def pmp_training_config(cfg: RewardModelConfig) -> RewardModelConfig:
+    """The reward model's training settings with PMP's own: learning rate, epochs, steps, and (where
+    ``reward_model.pmp`` sets them) length and warm-up; saved as an adapter under LoRA."""
+    pmp = cfg.pmp
+    update = {"learning_rate": pmp.learning_rate, "epochs": pmp.epochs, "max_steps": pmp.max_steps,
+              "save": "adapter" if cfg.lora is not None else "merged"}
+    if pmp.max_seq_len is not None:
+        update["max_seq_len"] = pmp.max_seq_len
+    if pmp.warmup_ratio is not None:
+        update["warmup_ratio"] = pmp.warmup_ratio
+    return cfg.model_copy(update=update)
+
+
 def train_stage(
     base: ModelRef,
     examples: pl.DataFrame,
@@ -132,11 +145,8 @@ def train_stage(
     if cfg.pmp is not None:
         human = human_data(cfg, seed, log)
         if human.pmp:
-            pmp_cfg = cfg.model_copy(update={
-                "learning_rate": cfg.pmp.learning_rate, "epochs": cfg.pmp.epochs, "max_steps": cfg.pmp.max_steps,
-                "save": "adapter" if cfg.lora is not None else "merged",
-            })
-            data = RewardData(tokenize_pairs(tok, human.pmp, cfg.max_seq_len), None)
+            pmp_cfg = pmp_training_config(cfg)
+            data = RewardData(tokenize_pairs(tok, human.pmp, pmp_cfg.max_seq_len), None)
             init_from = Path(out_dir).parent / f".{Path(out_dir).name}.pmp"
             pmp_result = train_reward_model("pmp", base, data, pmp_cfg, init_from, seed, device,
                                             save=pmp_cfg.save, log=log)
