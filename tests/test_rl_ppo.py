@@ -237,12 +237,12 @@ def test_warm_up_counts_rollouts_when_asked_and_the_optimizer_follows_the_profil
     import sys
     import types
 
-    from salmon_dag.rl.ppo import make_optimizer, optimizer_steps_per_rollout
+    from salmon_dag.rl.ppo import make_optimizer
 
     base = CFG
     cfg = base.model_copy(update={"warmup_steps": 2, "warmup_unit": "rollouts", "ppo_epochs": 2})
     trainer, _ = trainer_for(models, prompts, cfg=cfg)
-    per_rollout = optimizer_steps_per_rollout(cfg)
+    per_rollout = cfg.optimizer_steps_per_rollout()
     assert per_rollout == 4  # 4 prompts / 2 per micro-batch x 2 epochs
     warm = trainer.scheduler.lr_lambdas[0]
     assert warm(1) == pytest.approx(1 / (2 * per_rollout)) and warm(2 * per_rollout) == pytest.approx(1.0)

@@ -31,14 +31,12 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     variance; masked-out entries come back as 0. ``all_reduce`` (a sum over data-parallel ranks)
     makes the mean and variance those of the global batch, as SALMON whitens; without it, this
     process's."""
-    if all_reduce is None:
-        mean = masked_mean(values, mask)
-        var = masked_mean((values - mean) ** 2, mask)
-    else:
-        m = mask.to(values.dtype)
-        total, count = all_reduce(torch.stack([(values * m).sum(), m.sum()]))
-        mean = total / count.clamp(min=1)
-        var = all_reduce(((values - mean) ** 2 * m).sum()) / count.clamp(min=1)
+    reduce = all_reduce or (lambda t: t)
+    m = mask.to(values.dtype)
+    total, count = reduce(torch.stack([(values * m).sum(), m.sum()]))
+    count = count.clamp(min=1)
+    mean = total / count
+    var = reduce(((values - mean) ** 2 * m).sum()) / count
     out = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

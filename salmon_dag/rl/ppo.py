@@ -94,10 +94,6 @@ def mixed_precision(device_type: str, cfg: PPOConfig):
     return lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def optimizer_steps_per_rollout(cfg: PPOConfig) -> int:
-    return cfg.optimizer_steps_per_rollout()
-
-
 def make_optimizer(params: list, cfg: PPOConfig) -> torch.optim.Optimizer:
     """``ppo.optimizer``: torch's AdamW, or bitsandbytes' paged AdamW with 32-bit states (SALMON's;
     the gpu extra), with ``ppo.weight_decay`` (None: torch's default, 0.01)."""
@@ -157,7 +153,7 @@ class PPOTrainer:
         self.total_steps = total_steps(len(self.prompts), cfg, self.accelerator.num_processes)
         params = policy.trainable_parameters() + [p for p in value_model.parameters() if p.requires_grad]
         optimizer = make_optimizer(params, cfg)
-        per_rollout = optimizer_steps_per_rollout(cfg)
+        per_rollout = cfg.optimizer_steps_per_rollout()
         # SALMON counts its warm-up in rollouts
         warmup = cfg.warmup_steps * (per_rollout if cfg.warmup_unit == "rollouts" else 1)
         self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup,

@@ -58,7 +58,7 @@ from salmon_dag.config import PPOConfig, RLConfig
 from salmon_dag.rl.records import STEP_TIME, reward_metrics
 from salmon_dag.rl.reward import SalmonReward
 from salmon_dag.rl.trl_rollouts import SalmonRewardFunction, trainer_classes
-from salmon_dag.training.harness import runtime_args
+from salmon_dag.training.harness import optimizer_args, runtime_args
 from salmon_dag.warehouse import atomic_path
 
 STAGE = "rl"
@@ -145,9 +145,7 @@ def trl_config(algorithm: str, ppo: PPOConfig, rl: RLConfig, work_dir: Path, see
         learning_rate=ppo.learning_rate,
         lr_scheduler_type=scheduler,
         warmup_steps=ppo.warmup_steps,
-        max_grad_norm=ppo.max_grad_norm,
-        **{key: value for key, value in (("optim", ppo.optimizer), ("weight_decay", ppo.weight_decay))
-           if value is not None},
+        **optimizer_args(ppo),  # max_grad_norm always: PPO's has a value
         # seeds, precision and runtime as every other trainer here
         **runtime_args(seed, device),
         remove_unused_columns=False,  # the reward needs instruction and question_type

@@ -83,15 +83,20 @@ def runtime_args(seed: int, device: str) -> dict[str, Any]:
     )
 
 
+def optimizer_args(cfg: TrainingConfig) -> dict[str, Any]:
+    """The ``TrainingArguments`` keywords of ``cfg``'s optimizer fields that it sets (unset: the
+    trainer's defaults)."""
+    return {key: value for key, value in (("optim", cfg.optimizer), ("weight_decay", cfg.weight_decay),
+                                          ("max_grad_norm", cfg.max_grad_norm)) if value is not None}
+
+
 def common_training_args(
     cfg: TrainingConfig, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None
 ) -> dict[str, Any]:
     """``TrainingArguments`` keywords every stage shares (TRL's ``SFTConfig`` / ``RewardConfig``
     take them too): optimisation from ``cfg``, precision from ``device``, checkpoints and logs."""
-    optimisation = {key: value for key, value in (("optim", cfg.optimizer), ("weight_decay", cfg.weight_decay),
-                                                   ("max_grad_norm", cfg.max_grad_norm)) if value is not None}
     return dict(
-        **optimisation,
+        **optimizer_args(cfg),
         output_dir=str(work_dir),
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
