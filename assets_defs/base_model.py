@@ -27,6 +27,8 @@ def _corpus_hash(settings: Settings) -> str:
     inputs: list[Path | str] = []
     if cfg.kind == "tiny":
         inputs = [*sorted(BUNDLED_CORPUS_DIR.glob("*")), tiny_world.__file__, *corpus_sources(cfg.tiny.shared_data_dir)]
+    elif cfg.kind == "random":  # its tokenizer is trained on the bundled corpus
+        inputs = [*sorted(BUNDLED_CORPUS_DIR.glob("*")), tiny_world.__file__]
     return files_hash(inputs)
 
 

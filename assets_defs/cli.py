@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -37,14 +38,39 @@ ProfileOpt = Annotated[
 WarehouseOpt = Annotated[str, typer.Option("--warehouse", envvar=ENV_WAREHOUSE, help="Warehouse root folder.")]
 PrinciplesOpt = Annotated[str, typer.Option("--principles", envvar=ENV_PRINCIPLES, help="Principles folder.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")]
+RehearseOpt = Annotated[bool, typer.Option(
+    "--rehearse", help="The profile's CPU rehearsal: every setting kept but model size, counts, device and Hub "
+    "data (default warehouse: warehouse/.rehearse/<profile>).")]
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
-def _settings(profile: str, warehouse: str, principles: str) -> Settings:
+def _rehearsal(profile: str, warehouse: str) -> tuple[str, str]:
+    """(profile file, warehouse) of ``profile``'s rehearsal: a profile file in the warehouse that
+    extends it with ``rehearse: true``; its own warehouse unless one was given."""
+    from salmon_dag.config import profile_path
+
+    try:
+        real = profile_path(profile)
+    except ProfileError as exc:
+        _fail(str(exc))
+    name = real.stem
+    if warehouse == "warehouse":
+        warehouse = str(Path("warehouse") / ".rehearse" / name)
+    target = Path(warehouse) / f"rehearse-{name}.yaml"
+    text = f"# written by salmon run --rehearse\nextends: {real.resolve()}\nname: {name}\nrehearse: true\n"
+    if not target.is_file() or target.read_text() != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return str(target), warehouse
+
+
+def _settings(profile: str, warehouse: str, principles: str, rehearse: bool = False) -> Settings:
+    if rehearse:
+        profile, warehouse = _rehearsal(profile, warehouse)
     if profile.endswith((".yaml", ".yml")):
         profile = str(Path(profile).resolve())
     settings = Settings(profile, str(Path(warehouse).resolve()), str(Path(principles).resolve()))
@@ -99,6 +125,7 @@ def run(
     all_assets: Annotated[bool, typer.Option("--all", help="Rebuild every asset, fresh or not.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress view and no report: a table of what was built, warnings and errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Dagster's full log instead of the progress view.")] = False,
+    rehearse: RehearseOpt = False,
 ) -> None:
     """Materialize the asset graph in this process. By default only what is missing or stale.
 
@@ -115,7 +142,7 @@ def run(
     )
     from assets_defs.run_view import RunView, captured_output
 
-    settings = _settings(profile, warehouse, principles)
+    settings = _settings(profile, warehouse, principles, rehearse)
     defs, instance = _project(settings)
     for run_id in release_dead_runs(instance):
         err.print(f"[yellow]run {run_id} was killed; marked failed and its accelerator slot freed[/yellow]", highlight=False)
@@ -158,7 +185,7 @@ def run(
         if not verbose:
             out.print(f"full log: {log_file}", highlight=False)
     for e in summary.errors:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(e)}", highlight=False, soft_wrap=True)
     if failed_checks:
         err.print(f"[yellow]failed checks:[/yellow] {', '.join(failed_checks)}", highlight=False)
     if not summary.success:
@@ -187,12 +214,13 @@ def status(
     warehouse: WarehouseOpt = "warehouse",
     principles: PrinciplesOpt = "principles",
     fmt: FormatOpt = "table",
+    rehearse: RehearseOpt = False,
 ) -> None:
     """Every asset with its state: materialized, missing or stale (principle files are observed first)."""
     from assets_defs.project import asset_states, observe
 
     _check_format(fmt, ("table", "json"))
-    settings = _settings(profile, warehouse, principles)
+    settings = _settings(profile, warehouse, principles, rehearse)
     defs, instance = _project(settings)
     observe(settings, instance)
     states = asset_states(defs, instance)

@@ -18,6 +18,7 @@ import dagster as dg
 from assets_defs.tables import materialize_table
 from salmon_dag.config import Profile, stable_hash
 from salmon_dag.lineage import Lineage
+from salmon_dag.rehearsal import stage_record
 from salmon_dag.settings import Settings
 from salmon_dag.stage import Reads, TableResult
 from salmon_dag.warehouse import Warehouse
@@ -75,6 +76,7 @@ class AssetDecl:
             code_version=context.assets_def.code_versions_by_key.get(self.key) or "",
             principle_hash=principle_hash,
             model_id=model_id,
+            rehearsal=stage_record(profile, self.sections) if profile.rehearsal is not None else None,
         )
 
     def materialize(self, context: dg.AssetExecutionContext, warehouse: Warehouse, profile: Profile,

@@ -3,6 +3,8 @@ and reading."""
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import polars as pl
 
@@ -64,7 +66,28 @@ def materialize_table(
 
 
 def lineage_metadata(lineage: Lineage) -> dict[str, object]:
-    return {f"lineage/{k}": v for k, v in lineage.as_dict().items() if v is not None}
+    meta: dict[str, object] = {f"lineage/{k}": v for k, v in lineage.as_dict().items()
+                               if v is not None and k != "rehearsal"}
+    if lineage.rehearsal is not None:
+        meta.update(rehearsal_metadata(lineage.rehearsal))
+    return meta
+
+
+def rehearsal_metadata(record: dict) -> dict[str, object]:
+    """A rehearsal's asset metadata: which real profile, the settings it shrank or replaced (real
+    value, rehearsal value, why) and the real settings it ran with."""
+    def cell(value: object) -> str:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return (text if len(text) <= 90 else text[:87] + "...").replace("|", "\\|")
+
+    changed = "\n".join(f"| `{c['path']}` | {cell(c['real'])} | {cell(c['rehearsal'])} | {c['why']} |"
+                        for c in record["changed"])
+    kept = "\n".join(f"- `{path}` = {cell(value)}" for path, value in record["kept"])
+    return {
+        "rehearsal/of": record["of"],
+        "rehearsal/changed": dg.MetadataValue.md(f"| setting | real | rehearsal | why |\n|---|---|---|---|\n{changed}"),
+        "rehearsal/kept": dg.MetadataValue.md(kept or "(none)"),
+    }
 
 
 def loss_curve_markdown(points: list[tuple[int, float]], max_rows: int = 20, label: str = "loss") -> dg.MetadataValue:

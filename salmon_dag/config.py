@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,27 @@ class InstanceConfig(_Strict):
     sensor_interval_s: int = Field(default=15, ge=1)
 
 
+class RehearsalChange(_Strict):
+    """A setting a rehearsal changed (salmon_dag.rehearsal): dotted path, real value, its own, why."""
+
+    path: str
+    real: Any = None
+    rehearsal: Any = None
+    why: str
+
+
+class RehearsalRecord(_Strict):
+    """What makes a profile a rehearsal of ``of``: the only settings it changed."""
+
+    of: str
+    changes: list[RehearsalChange]
+
+    def for_sections(self, sections: Sequence[str]) -> list[RehearsalChange]:
+        """The changes inside ``sections`` (top-level keys or dotted fields)."""
+        return [c for c in self.changes
+                if any(c.path == s or c.path.startswith(f"{s}.") or s.startswith(f"{c.path}.") for s in sections)]
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -91,6 +113,8 @@ class Profile(_Strict):
     benchmarks: BenchmarksConfig = BenchmarksConfig()
     instance: InstanceConfig = InstanceConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
+    # set by ``rehearse: true`` (load_profile): this profile rehearses a real one on the CPU
+    rehearsal: RehearsalRecord | None = None
 
     @model_validator(mode="after")
     def _k8s_image(self) -> "Profile":
@@ -136,6 +160,11 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def profile_path(name_or_path: str) -> Path:
+    """The YAML file of a bundled profile name or a profile path (ProfileError when there is none)."""
+    return _resolve(name_or_path)
 
 
 def _resolve(name_or_path: str) -> Path:
@@ -186,10 +215,30 @@ def _raw_profile(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, P
 
 
 def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = None) -> Profile:
-    """Load a bundled profile by name or a YAML file by path; ``overrides`` are deep-merged last."""
+    """Load a bundled profile by name or a YAML file by path; ``overrides`` are deep-merged last.
+
+    ``rehearse: true`` (in the file or the overrides) loads the profile's CPU rehearsal
+    (salmon_dag.rehearsal): the real profile is validated first, then shrunk."""
     data, path = _raw_profile(name_or_path)
     if overrides:
         data = _deep_merge(data, overrides)
+    rehearse = data.pop("rehearse", False)
+    if not isinstance(rehearse, bool):
+        raise ProfileError(f"{path}: rehearse: must be true or false")
+    profile = _validate(data, path)
+    if not rehearse:
+        return profile
+    from salmon_dag.rehearsal import rehearsal_data
+
+    if profile.rehearsal is not None:
+        return profile
+    shrunk, changes = rehearsal_data(profile.model_dump(mode="json"))
+    shrunk["rehearsal"] = {"of": profile.name, "changes": [vars(c) for c in changes]}
+    shrunk["name"] = f"{profile.name}-rehearsal"
+    return _validate(shrunk, path)
+
+
+def _validate(data: dict, path: Path) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -20,6 +21,8 @@ class Lineage:
     code_version: str
     principle_hash: str | None = None
     model_id: str | None = None
+    # a rehearsal's record for this asset (salmon_dag.rehearsal.stage_record): not a column
+    rehearsal: dict | None = field(default=None, compare=False)
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         """Append the lineage columns (string-typed, null where not applicable)."""
@@ -29,8 +32,11 @@ class Lineage:
             raise ValueError(f"table already has lineage column(s) {clash}; rename them")
         return df.with_columns(pl.lit(values[c], dtype=pl.Utf8).alias(c) for c in LINEAGE_COLUMNS)
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {**asdict(self), "salmon_version": __version__}
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        if values["rehearsal"] is None:  # a real run's lineage has no such key
+            del values["rehearsal"]
+        return {**values, "salmon_version": __version__}
 
 
 def files_hash(paths: list[Path | str], length: int = 16) -> str:

@@ -3,9 +3,9 @@ pretrained checkpoint."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from salmon_dag.config_base import _Strict
 
@@ -48,17 +48,57 @@ class TinyModelConfig(_Strict):
         return self
 
 
-class BaseModelConfig(_Strict):
-    """``tiny``: build the model here; ``pretrained``: a Hub id or local path, loaded as is."""
+class RandomModelConfig(_Strict):
+    """A Llama-2-shaped model with random weights and a Llama-style tokenizer, built here without
+    training (a rehearsal's stand-in for ``like``: salmon_dag.rehearsal). Llama-2's own settings
+    (RMSNorm eps 1e-5, RoPE theta 10,000, 4,096 positions, untied embeddings, SiLU MLP) are
+    kept; the sizes are small. ``num_kv_heads`` < ``num_heads`` keeps grouped-query attention
+    (Llama-2-70b's)."""
 
-    kind: Literal["tiny", "pretrained"]
+    like: str
+    # the self-align prompt (principles and exemplars) must fit Llama-2's 4,096 positions: ~3.5k
+    # tokens at this vocabulary on the bundled corpus, ~5k at 1,024
+    vocab_size: int = Field(default=4096, ge=300)
+    hidden_size: int = Field(default=128, gt=0)
+    num_layers: int = Field(default=2, gt=0)
+    num_heads: int = Field(default=2, gt=0)
+    num_kv_heads: int = Field(default=2, gt=0)
+    # Llama-2's MLP ratio (11008 / 4096) at hidden 128 is 344; the CPU kernels of bitsandbytes'
+    # 4-bit layers need input sizes divisible by their block of 64 and output sizes by 32
+    intermediate_size: int = Field(default=384, gt=0)
+    max_position_embeddings: int = Field(default=4096, gt=0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> "RandomModelConfig":
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must be divisible by num_heads, num_heads by num_kv_heads")
+        return self
+
+
+class BaseModelConfig(_Strict):
+    """``tiny``: build and pre-train the model here; ``pretrained``: a Hub id or local path,
+    loaded as is; ``random``: a random-weight model of a real one's shape, built here (rehearsals)."""
+
+    kind: Literal["tiny", "pretrained", "random"]
     model_id: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
     tiny: TinyModelConfig = TinyModelConfig()
+    random: RandomModelConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_random(self, handler: Any) -> dict[str, Any]:
+        # no "random" key unless set: the section's config hash, and so every existing warehouse's
+        # staleness, stays as it was before the key existed
+        data = handler(self)
+        if isinstance(data, dict) and data.get("random") is None:
+            data.pop("random", None)
+        return data
 
     @model_validator(mode="after")
     def _id_needed(self) -> "BaseModelConfig":
         if self.kind == "pretrained" and not self.model_id:
             raise ValueError("kind 'pretrained' needs 'model_id' (Hub id or local path)")
+        if self.kind == "random" and self.random is None:
+            raise ValueError("kind 'random' needs a 'random' section (at least 'like')")
         return self

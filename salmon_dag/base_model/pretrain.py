@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from salmon_dag.base_model.tokenizer import train_tokenizer
+from salmon_dag.base_model.config import RandomModelConfig
 from salmon_dag.config import TinyModelConfig
 from salmon_dag.training.precision import use_bf16_autocast
 
@@ -36,33 +37,37 @@ LOG_EVERY_FRACTION = 0.1
 FINAL_LOSS_WINDOW = 10
 
 
-def check_head_dim(cfg: TinyModelConfig) -> int:
+def check_head_dim(cfg: TinyModelConfig | RandomModelConfig) -> int:
     head_dim = cfg.hidden_size // cfg.num_heads
     if head_dim != REQUIRED_HEAD_DIM:
+        section = "base_model.random" if isinstance(cfg, RandomModelConfig) else "base_model.tiny"
         raise ValueError(
-            f"base_model.tiny: head_dim = hidden_size/num_heads = {cfg.hidden_size}/{cfg.num_heads} = {head_dim}, "
+            f"{section}: head_dim = hidden_size/num_heads = {cfg.hidden_size}/{cfg.num_heads} = {head_dim}, "
             f"must be {REQUIRED_HEAD_DIM} (vLLM's CPU attention needs it)"
         )
     return head_dim
 
 
-def llama_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """The model shape from the profile; vocab and special ids from the trained tokenizer."""
+def llama_config(cfg: TinyModelConfig | RandomModelConfig, tokenizer: PreTrainedTokenizerFast,
+                 **overrides: Any) -> LlamaConfig:
+    """The model shape from the profile (``base_model.tiny`` or ``.random``); vocab and special ids
+    from the trained tokenizer; ``overrides``: other ``LlamaConfig`` fields."""
     head_dim = check_head_dim(cfg)
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    return LlamaConfig(**{
+        "vocab_size": len(tokenizer),
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": head_dim,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": True,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **overrides,
+    })
 
 
 def pack_blocks(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], seq_len: int) -> tuple[torch.Tensor, int]:

@@ -20,8 +20,9 @@ class BaseModel:
 
 
 def run(inputs: StageInputs, out_dir: Path, log: Log = print) -> BaseModel:
-    """``base_model.kind: tiny``: pre-train on the bundled corpus into ``out_dir``; otherwise check
-    that the configured checkpoint loads (nothing is copied)."""
+    """``base_model.kind: tiny``: pre-train on the bundled corpus into ``out_dir``; ``random``: build
+    a random-weight model of a real one's shape there; otherwise check that the configured
+    checkpoint loads (nothing is copied)."""
     cfg = inputs.section("base_model")
     if cfg.kind == "tiny":
         from salmon_dag.base_model.corpus import build_corpus
@@ -31,6 +32,13 @@ def run(inputs: StageInputs, out_dir: Path, log: Log = print) -> BaseModel:
         losses = [(i + 1, loss) for i, loss in enumerate(report.pop("losses"))]
         info = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
         return BaseModel(str(out_dir), info=info, losses=losses)
+    if cfg.kind == "random":
+        from salmon_dag.base_model.corpus import build_corpus
+        from salmon_dag.base_model.random_model import build_random_llama
+
+        info = build_random_llama(cfg.random, build_corpus(None), out_dir, seed=inputs.seed)
+        log(f"base_model: random {cfg.random.like}-shaped Llama, {info['n_params']:,} parameters")
+        return BaseModel(str(out_dir), info=info)
     from salmon_dag.base_model.loading import validate_pretrained
 
     info = validate_pretrained(cfg.model_id, cfg.revision, cfg.trust_remote_code)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import math
 import os
@@ -274,10 +275,23 @@ def vllm_lm(model_id: str, adapter_path: str | None = None, *, revision: str | N
         gpu_memory_utilization = CPU_MEMORY_UTILIZATION
         llm_kwargs.setdefault("enforce_eager", True)
     VLLM = _lm_eval_vllm_class()
-    lora = {"lora_local_path": adapter_path, "max_lora_rank": max_lora_rank or 16} if adapter_path else {}
+    lora = {"lora_local_path": adapter_path, "max_lora_rank": max_lora_rank or adapter_rank(adapter_path)} \
+        if adapter_path else {}
     return VLLM(pretrained=model_id, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
                 gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
                 max_model_len=max_model_len, batch_size=batch_size, **lora, **llm_kwargs)
+
+
+# the max_lora_rank values vLLM accepts
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_rank(adapter_path: str) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that holds the adapter's rank (its
+    ``adapter_config.json``'s ``r``; 16, vLLM's default, when it names none)."""
+    config = Path(adapter_path) / "adapter_config.json"
+    r = int(json.loads(config.read_text()).get("r") or 16) if config.is_file() else 16
+    return next((v for v in VLLM_LORA_RANKS if v >= r), r)
 
 
 def close_lm(lm: Any, torch_threads: int | None = None) -> None:

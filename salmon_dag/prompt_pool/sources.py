@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from salmon_dag.config_base import QUESTION_TYPES
+from salmon_dag.paths import resolve_local
 from salmon_dag.prompt_pool.config import PromptSource
 
 BUNDLED_FILE = "default_prompts.jsonl"
@@ -256,7 +257,7 @@ def source_path(source: PromptSource) -> Path | None:
     if source.type == "hf":
         local = Path(source.path).expanduser()
         return local if local.exists() or _looks_local(source.path) else None
-    return Path(source.path).expanduser()
+    return resolve_local(source.path)
 
 
 def source_missing(source: PromptSource) -> bool:

@@ -159,7 +159,7 @@ def train_policy(
             stamp_work_dir(work, fp)
     procs.wait_for_everyone()
     resumed = find_resumable(work, fp, lambda _: None)
-    generator = _generator(engine, source, policy, tokenizer, ppo, device, work)
+    generator = _generator(engine, source, policy, tokenizer, ppo, device, work, procs)
     trainer = PPOTrainer(policy, tokenizer, value_model, reward, rows, ppo, seed, generator)
     log(f"ppo: {len(rows)} prompts, {trainer.total_steps} rollout steps of {ppo.rollout_batch_size}, "
         f"{describe_mode(ppo.lora)}, reference: {policy.mode}, rollouts on {generator.kind}")
@@ -229,8 +229,10 @@ def _train_with_trl(source: PolicySource, reward: SalmonReward, prompts: pl.Data
 
 
 def _generator(engine: EngineConfig | None, source: PolicySource, policy, tokenizer, ppo: PPOConfig, device: str,
-               work: Path):
-    """The live policy on HF; on vLLM the SFT weights once and the PPO adapter at every rollout."""
+               work: Path, procs):
+    """The live policy on HF; on vLLM the SFT weights once and the PPO adapter at every rollout
+    (``procs``: accelerate's state; under several ranks the main one writes the merged weights and
+    each rank saves its adapter to a folder of its own, which its own vLLM engine reads)."""
     from salmon_dag.rl.generation import LivePolicyGenerator, VLLMAdapterGenerator
 
     if engine is None or engine.backend == "hf":
@@ -241,7 +243,7 @@ def _generator(engine: EngineConfig | None, source: PolicySource, policy, tokeni
     base = source.model_id
     if policy.mode == "merged":  # vLLM serves the SFT-merged weights; the PPO LoRA comes per rollout
         base = work / "sft_merged"
-        if not (base / "config.json").is_file():
+        if procs.is_main_process and not (base / "config.json").is_file():
             from salmon_dag.rl.models import load_sft_policy
 
             merged, _ = load_sft_policy(source, ppo, device)
@@ -249,7 +251,9 @@ def _generator(engine: EngineConfig | None, source: PolicySource, policy, tokeni
                 merged.save_pretrained(str(tmp))
                 tokenizer.save_pretrained(str(tmp))
             del merged
-    return VLLMAdapterGenerator(engine, base, policy.model, tokenizer, work / "vllm_adapter", ppo.lora.r)
+        procs.wait_for_everyone()
+    adapters = work / "vllm_adapter" / (f"rank-{procs.process_index}" if procs.num_processes > 1 else "")
+    return VLLMAdapterGenerator(engine, base, policy.model, tokenizer, adapters, ppo.lora.r)
 
 
 def _tensorboard(work: Path):

@@ -64,13 +64,15 @@ def describe_mode(lora_cfg: LoraConfig | None) -> str:
 
 
 def check_quantization_runtime(lora_cfg: LoraConfig | None, device: str, stage: str) -> None:
-    """Fail in one line when QLoRA is configured where it cannot run (no CUDA or no bitsandbytes)."""
+    """Fail in one line when QLoRA is configured where it cannot run: without bitsandbytes, or on a
+    device other than CUDA and the CPU (bitsandbytes >= 0.48 quantizes on the CPU too: slower, the
+    same arithmetic, which is what a CPU rehearsal of a QLoRA profile runs)."""
     if lora_cfg is None or lora_cfg.quantization == "none":
         return
-    if device != "cuda" or not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+    if device not in ("cuda", "cpu") or importlib.util.find_spec("bitsandbytes") is None:
         raise RuntimeError(
-            f"{stage}.lora.quantization: '{lora_cfg.quantization}' (QLoRA) needs a CUDA GPU with bitsandbytes "
-            f"(pip install -e '.[gpu]'); set it to 'none' to train without quantization (device: {device})"
+            f"{stage}.lora.quantization: '{lora_cfg.quantization}' (QLoRA) needs bitsandbytes on a CUDA GPU or "
+            f"the CPU (pip install -e '.[gpu]'); set it to 'none' to train without quantization (device: {device})"
         )
 
 
@@ -95,7 +97,7 @@ def load_for_training(
     """``auto_cls.from_pretrained`` (e.g. ``AutoModelForCausalLM``, or
     ``AutoModelForSequenceClassification`` with ``num_labels=1``) placed and typed for training.
 
-    QLoRA: 4/8-bit weights on the current GPU, prepared for k-bit training. Otherwise CPU trains
+    QLoRA: 4/8-bit weights on the current GPU (or the CPU), prepared for k-bit training. Otherwise CPU trains
     in float32; CUDA keeps a frozen bf16 base under LoRA, and float32 master weights (bf16
     autocast) for full fine-tuning. ``device`` is already resolved (see :func:`training_device`).
     """
@@ -103,10 +105,11 @@ def load_for_training(
     if qconf is not None:
         import peft
 
-        # 4/8-bit weights cannot be moved with .to(): they are placed on the GPU at load time.
+        # 4/8-bit weights cannot be moved with .to(): they are placed at load time.
+        place = torch.cuda.current_device() if device == "cuda" else "cpu"
         model = loading.load_pretrained(
             auto_cls, model_id, revision, trust_remote_code,
-            dtype=torch.bfloat16, quantization_config=qconf, device_map={"": torch.cuda.current_device()},
+            dtype=torch.bfloat16, quantization_config=qconf, device_map={"": place},
             **from_pretrained_kwargs,
         )
         return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
