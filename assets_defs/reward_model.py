@@ -23,7 +23,8 @@ RM_EVAL = dg.AssetKey("reward_model_eval")
 def _human_files(settings: Settings) -> str:
     """Template version plus the content of local human-pair files (PMP / agreement data)."""
     cfg = settings.profile.reward_model
-    sources = [c.source for c in (cfg.human_eval, cfg.pmp.data if cfg.pmp else None) if c is not None]
+    configs = (cfg.human_eval, *((cfg.pmp.data, *cfg.pmp.more_data) if cfg.pmp else ()))
+    sources = [c.source for c in configs if c is not None]
     local = [s for s in sources if s.endswith((".jsonl", ".jsonl.gz"))]
     return f"{REWARD_TEMPLATE_VERSION}.{files_hash(local)}"
 

@@ -30,6 +30,7 @@ from typing import Any
 REHEARSAL_DATA = "salmon_dag/data/rehearsal"
 PROMPT_FILES = {"oasst1": f"{REHEARSAL_DATA}/oasst1_mini.jsonl", "dolly": f"{REHEARSAL_DATA}/dolly_mini.jsonl"}
 HUMAN_PAIRS = f"{REHEARSAL_DATA}/hh_rlhf_mini.jsonl"
+SHP_PAIRS = f"{REHEARSAL_DATA}/shp_mini.jsonl"
 # Llama-2 shapes the random model keeps: heads per key/value head (70b: grouped-query attention)
 GQA_GROUPS = {"meta-llama/Llama-2-70b-hf": 8, "meta-llama/Llama-2-70b-chat-hf": 8}
 RANKS = 2  # launched ranks per training stage (the CPU's two cores)
@@ -148,6 +149,9 @@ def _reward_model(ed: _Editor) -> None:
     why = "data sources: one local file in HH-RLHF's format (PMP and evaluation: disjoint halves)"
     if ed.get("reward_model.pmp") is not None:
         ed.set("reward_model.pmp.data", source, why)
+        more = [{**src, "source": SHP_PAIRS} if src.get("format") == "shp" else {**src, "source": HUMAN_PAIRS}
+                for src in ed.get("reward_model.pmp.more_data") or []]
+        ed.set("reward_model.pmp.more_data", more, "data sources: local files in their formats")
         ed.set("reward_model.pmp.max_steps", TRAIN_STEPS, "counts")
     if ed.get("reward_model.human_eval") is not None:
         ed.set("reward_model.human_eval", source, why)

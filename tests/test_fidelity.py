@@ -37,7 +37,8 @@ def effective(profile, setting: str):
         return cfg.per_device_batch_size * cfg.gradient_accumulation_steps * cfg.num_processes
     value = cfg
     for part in rest.split("."):
-        value = value[part] if isinstance(value, dict) else getattr(value, part)
+        value = value[int(part)] if isinstance(value, list) else value[part] if isinstance(value, dict) \
+            else getattr(value, part)
     return value
 
 

@@ -170,3 +170,47 @@ def test_real_harmless_base_test_split(shared_data):
     assert not any("\n\nHuman:" in p.context or "\n\nAssistant:" in p.context for p in pairs)
     pmp, ev = disjoint_split(pairs, 0.5, seed=0)
     assert pmp and ev and {p.row for p in pmp}.isdisjoint({p.row for p in ev})
+
+
+# --------------------------------------------------------------------------- SHP (SALMON's PMP)
+def _shp(history="Why is the sky blue?", a="Light scatters off air molecules; blue scatters most.", b="Magic.",
+         labels=1, score_a=30, score_b=5):
+    return {"history": history, "human_ref_A": a, "human_ref_B": b, "labels": labels, "score_A": score_a,
+            "score_B": score_b}
+
+
+def test_shp_pairs_follow_the_label_and_keep_only_clear_score_ratios(tmp_path):
+    path = _write_jsonl(tmp_path / "shp.jsonl", [
+        _shp(),                                   # A preferred, ratio 6
+        _shp(labels=0, score_a=2, score_b=20),    # B preferred, ratio 10
+        _shp(score_a=10, score_b=5),              # ratio 2: not above 2
+        _shp(labels=None),                        # no label
+        "{not json",
+    ])
+    pairs, skipped = read_hh_pairs(str(path), format="shp", score_ratio_above=2.0)
+    assert [(p.row, p.chosen, p.rejected) for p in pairs] == [
+        (1, "Light scatters off air molecules; blue scatters most.", "Magic."),
+        (2, "Magic.", "Light scatters off air molecules; blue scatters most."),
+    ]
+    assert pairs[0].context.endswith(ASSISTANT_TAG) and "Why is the sky blue?" in pairs[0].context
+    assert skipped == {"score_ratio_not_above": 1, MISSING_FIELD: 1, INVALID_JSON: 1}
+    every, _ = read_hh_pairs(str(path), format="shp")  # no ratio filter: the ratio-2 pair stays
+    assert len(every) == 3
+
+
+def test_pmp_trains_on_every_source_and_evaluates_on_none_of_them(tmp_path):
+    from salmon_dag.config import HumanPairsConfig, PMPConfig, RewardModelConfig
+    from salmon_dag.reward_model.stage import human_data
+
+    hh = _write_jsonl(tmp_path / "hh.jsonl", [_row(GOOD, BAD), _row(GOOD.replace("nine", "ten"), BAD)])
+    held = _write_jsonl(tmp_path / "hh_test.jsonl", [_row(GOOD.replace("nine", "eight"), BAD)])
+    shp = _write_jsonl(tmp_path / "shp.jsonl", [_shp(), _shp(score_a=6, score_b=5)])
+    cfg = RewardModelConfig(
+        human_eval=HumanPairsConfig(source=str(held), split="test"),
+        pmp=PMPConfig(data=HumanPairsConfig(source=str(hh), split="train"),
+                      more_data=[HumanPairsConfig(source=str(shp), format="shp", score_ratio_above=2)]))
+    data = human_data(cfg, seed=0, log=lambda _: None)
+    assert [p.group for p in data.pmp] == ["pmp:1", "pmp:2", "pmp2:1"]
+    assert [p.group for p in data.evaluation] == ["hh:1"] and "eight" in data.evaluation[0].chosen
+    with pytest.raises(ValueError, match="score_ratio_above applies to format 'shp' only"):
+        HumanPairsConfig(source=str(hh), score_ratio_above=2)

@@ -131,5 +131,9 @@ def test_the_rehearsal_runs_end_to_end_on_the_cpu(name, tmp_path):
     sft = _metadata(warehouse, "sft_model")
     assert sft["rehearsal/of"] == name
     assert "`sft.num_processes`" in sft["rehearsal/changed"] and "`sft.lora.quantization` = \"4bit\"" in sft["rehearsal/kept"]
+    rm = _metadata(warehouse, "reward_model")
+    # PMP on the HH-RLHF file's half beside the held-out one, plus SHP's pairs above a score ratio of 2
+    hh = sum(1 for _ in (ROOT / "salmon_dag/data/rehearsal/hh_rlhf_mini.jsonl").open())
+    assert rm["train/pmp_steps"] == 2 and hh // 4 + 5 <= rm["train/pmp_pairs"] <= hh - 1 + 5, rm["train/pmp_pairs"]
     scores = _metadata(warehouse, "benchmark_scores")
     assert scores is not None and scores["rehearsal/of"] == name

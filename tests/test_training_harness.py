@@ -111,10 +111,16 @@ def test_harness_trains_a_sequence_classifier_adapter(tiny_checkpoint, tmp_path)
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
-def test_qlora_runtime_error_names_the_stage(bits):
+def test_qlora_runtime_error_names_the_stage(bits, monkeypatch):
+    import importlib.util
+
     from salmon_dag.training import check_quantization_runtime
 
     with pytest.raises(RuntimeError, match=rf"^reward_model\.lora\.quantization: '{bits}'"):
+        check_quantization_runtime(LoraConfig(quantization=bits), "mps", "reward_model")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    with pytest.raises(RuntimeError, match=rf"^reward_model\.lora\.quantization: '{bits}'.*bitsandbytes"):
         check_quantization_runtime(LoraConfig(quantization=bits), "cpu", "reward_model")
 
 

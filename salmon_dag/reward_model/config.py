@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from salmon_dag.config_base import _Strict
 from salmon_dag.training.config import TrainingConfig
@@ -16,14 +16,25 @@ from salmon_dag.training.config import TrainingConfig
 AGREEMENT_METRIC = "hh_harmless_agreement"
 
 class HumanPairsConfig(_Strict):
-    """Human chosen/rejected pairs in HH-RLHF format (``{"chosen": dialogue, "rejected": dialogue}``):
-    a local .jsonl / .jsonl.gz file, or a Hub id / dataset folder read with ``datasets``."""
+    """Human preference pairs: a local .jsonl / .jsonl.gz file, or a Hub id / dataset folder read
+    with ``datasets``. ``format``: HH-RLHF's (``{"chosen": dialogue, "rejected": dialogue}``) or
+    SHP's (``history``, ``human_ref_A`` / ``human_ref_B``, ``labels``: 1 when A is preferred,
+    ``score_A`` / ``score_B``); ``score_ratio_above`` keeps only SHP pairs whose higher score is more
+    than that many times the lower (SALMON's PMP: 2)."""
 
     source: str
     split: str = "train"
+    format: Literal["hh_rlhf", "shp"] = "hh_rlhf"
+    score_ratio_above: float | None = Field(default=None, ge=1)
     max_pairs: int | None = Field(default=None, gt=0)
     # a missing local file skips what needs it (PMP, human agreement) instead of failing
     optional: bool = False
+
+    @model_validator(mode="after")
+    def _ratio_is_shps(self) -> "HumanPairsConfig":
+        if self.score_ratio_above is not None and self.format != "shp":
+            raise ValueError("score_ratio_above applies to format 'shp' only")
+        return self
 
 
 class PMPConfig(_Strict):
@@ -32,6 +43,8 @@ class PMPConfig(_Strict):
 
     # None: a fixed share of reward_model.human_eval's pairs, disjoint from the evaluated ones
     data: HumanPairsConfig | None = None
+    # more sources whose pairs PMP trains on too (SALMON: SHP beside HH-RLHF)
+    more_data: list[HumanPairsConfig] = []
     share: float = Field(default=0.5, gt=0, lt=1)
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=1, gt=0)

@@ -1,4 +1,4 @@
-"""Human preference pairs in Anthropic HH-RLHF format.
+"""Human preference pairs in Anthropic HH-RLHF format (and Stanford SHP's, for PMP).
 
 Each HH-RLHF row holds two whole dialogues, ``chosen`` and ``rejected``, written as
 ``\\n\\nHuman: ...\\n\\nAssistant: ...``; they share every turn but the last assistant reply. The
@@ -39,6 +39,7 @@ EMPTY_CONTEXT = "empty_context"
 EMPTY_REPLY = "empty_reply"
 MULTI_TURN_REPLY = "multi_turn_reply"
 IDENTICAL_REPLIES = "identical_replies"
+LOW_SCORE_RATIO = "score_ratio_not_above"  # SHP: the two replies' scores too close
 
 
 class HHPairError(ValueError):
@@ -116,10 +117,41 @@ def pair_from_record(row: int, record: Any) -> HumanPair:
     return HumanPair(row=row, context=render_context(turns), chosen=chosen, rejected=rejected)
 
 
+def pair_from_shp_record(row: int, record: Any, score_ratio_above: float | None = None) -> HumanPair:
+    """One SHP record (Stanford Human Preferences: a post ``history``, two replies ``human_ref_A`` /
+    ``human_ref_B``, ``labels`` 1 when A is preferred, their ``score_A`` / ``score_B``) as a
+    :class:`HumanPair` whose context is the post as one user turn.
+
+    With ``score_ratio_above``, a pair whose higher score is not more than that many times the lower
+    is skipped (SALMON's PMP keeps ``score_ratio > 2``). Raises :class:`HHPairError`.
+    """
+    if not isinstance(record, dict):
+        raise HHPairError(MISSING_FIELD, "row is not a JSON object")
+    for field in ("history", "human_ref_A", "human_ref_B"):
+        if not isinstance(record.get(field), str) or not record[field].strip():
+            raise HHPairError(MISSING_FIELD, f"field {field!r} is missing or not text")
+    if record.get("labels") not in (0, 1):
+        raise HHPairError(MISSING_FIELD, "field 'labels' must be 0 or 1")
+    if score_ratio_above is not None:
+        scores = [record.get("score_A"), record.get("score_B")]
+        if not all(isinstance(x, (int, float)) and x > 0 for x in scores):
+            raise HHPairError(MISSING_FIELD, "fields 'score_A' / 'score_B' must be positive numbers")
+        if max(scores) / min(scores) <= score_ratio_above:
+            raise HHPairError(LOW_SCORE_RATIO, f"score ratio not above {score_ratio_above}")
+    a, b = record["human_ref_A"].strip(), record["human_ref_B"].strip()
+    chosen, rejected = (a, b) if record["labels"] == 1 else (b, a)
+    if chosen == rejected:
+        raise HHPairError(IDENTICAL_REPLIES, "chosen and rejected replies are identical")
+    return HumanPair(row=row, context=render_context([("user", record["history"].strip())]),
+                     chosen=chosen, rejected=rejected)
+
+
 def read_hh_pairs(
-    source: str, split: str = "test", limit: int | None = None
+    source: str, split: str = "test", limit: int | None = None, *, format: str = "hh_rlhf",
+    score_ratio_above: float | None = None,
 ) -> tuple[list[HumanPair], dict[str, int]]:
-    """Read HH-RLHF preference pairs from ``source``.
+    """Read human preference pairs from ``source`` (``format``: ``hh_rlhf`` or ``shp``, see
+    :func:`pair_from_record` and :func:`pair_from_shp_record`).
 
     ``source`` is a local ``.jsonl`` / ``.jsonl.gz`` file, or else a Hub dataset id or local
     dataset folder, loaded with ``datasets.load_dataset(source, split=split)`` (``split`` is used
@@ -129,6 +161,8 @@ def read_hh_pairs(
 
     Raises ``FileNotFoundError`` for a local path that does not exist.
     """
+    if format not in ("hh_rlhf", "shp"):
+        raise ValueError(f"format must be 'hh_rlhf' or 'shp', got {format!r}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     pairs: list[HumanPair] = []
@@ -140,7 +174,8 @@ def read_hh_pairs(
             skipped[INVALID_JSON] += 1
             continue
         try:
-            pairs.append(pair_from_record(row, record))
+            pairs.append(pair_from_record(row, record) if format == "hh_rlhf"
+                         else pair_from_shp_record(row, record, score_ratio_above))
         except HHPairError as exc:
             skipped[exc.reason] += 1
             continue

@@ -62,7 +62,8 @@ def _read_human(cfg: HumanPairsConfig, log: Log):
     from salmon_dag.reward_model.hh_rlhf import read_hh_pairs
 
     try:
-        pairs, skipped = read_hh_pairs(resolve_source(cfg.source), cfg.split, cfg.max_pairs)
+        pairs, skipped = read_hh_pairs(resolve_source(cfg.source), cfg.split, cfg.max_pairs, format=cfg.format,
+                                       score_ratio_above=cfg.score_ratio_above)
     except FileNotFoundError:
         if cfg.optional:
             log(f"reward_model: human pairs {cfg.source} not found; skipped (optional)")
@@ -78,25 +79,27 @@ def _as_review(pairs, group: str) -> list[ReviewPair]:
 
 
 def human_data(cfg: RewardModelConfig, seed: int, log: Log = print) -> HumanData:
-    """PMP pairs and evaluation pairs from ``cfg.human_eval`` / ``cfg.pmp.data``. When PMP reads the
-    same source as the evaluation (or none of its own), a fixed share by content hash goes to PMP
-    and the rest to evaluation, so no row is used for both."""
+    """PMP pairs and evaluation pairs from ``cfg.human_eval`` / ``cfg.pmp.data`` (plus every
+    ``cfg.pmp.more_data`` source's pairs for PMP). When PMP reads the same source as the evaluation
+    (or none of its own), a fixed share by content hash goes to PMP and the rest to evaluation, so
+    no row is used for both."""
     from salmon_dag.reward_model.hh_rlhf import disjoint_split
 
     ev = _read_human(cfg.human_eval, log) if cfg.human_eval else None
     pmp_cfg = cfg.pmp
     if pmp_cfg is None:
         return HumanData([], _as_review(ev or [], "hh")[: cfg.human_eval_max_pairs])
+    more = [pair for i, src in enumerate(pmp_cfg.more_data)
+            for pair in _as_review(_read_human(src, log) or [], f"pmp{i + 2}")]
     own = pmp_cfg.data
     shared = own is None or (cfg.human_eval is not None and (own.source, own.split) == (cfg.human_eval.source, cfg.human_eval.split))
     if shared:
-        if ev is None:
-            return HumanData([], [], "pmp skipped: no human pairs")
-        pmp_rows, eval_rows = disjoint_split(ev, pmp_cfg.share, seed)
-        return HumanData(_as_review(pmp_rows, "pmp"), _as_review(eval_rows, "hh")[: cfg.human_eval_max_pairs])
-    pm = _read_human(own, log)
-    return HumanData(_as_review(pm or [], "pmp"), _as_review(ev or [], "hh")[: cfg.human_eval_max_pairs],
-                     "" if pm else "pmp skipped: no human pairs")
+        pmp_rows, eval_rows = disjoint_split(ev, pmp_cfg.share, seed) if ev else ([], [])
+    else:
+        pmp_rows, eval_rows = _read_human(own, log) or [], ev or []
+    pmp = _as_review(pmp_rows, "pmp") + more
+    return HumanData(pmp, _as_review(eval_rows, "hh")[: cfg.human_eval_max_pairs],
+                     "" if pmp else "pmp skipped: no human pairs")
 
 
 def heldout_examples(examples: pl.DataFrame, cfg: RewardModelConfig, seed: int) -> pl.DataFrame:
