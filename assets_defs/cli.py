@@ -155,7 +155,7 @@ def run(
         except ValueError as exc:
             _fail(str(exc))
     else:
-        states = asset_states(defs, instance)
+        states = asset_states(defs, instance, settings.warehouse)
         wanted = {s.asset for s in states if all_assets or s.state != MATERIALIZED}
         keys = [k for k in defs.resolve_asset_graph().materializable_asset_keys if k.to_user_string() in wanted]
         keys = with_required_neighbors(defs, keys) if keys else []
@@ -177,7 +177,7 @@ def run(
         for name, meta in summary.materialized:
             table.add_row(name, str(meta.get("dagster/row_count", meta.get("model_id", ""))))
         out.print(table)
-    failed_checks = [f"{a}:{c}" for a, c, ok in summary.checks if not ok]
+    failed_checks = [(f"{a}:{c}", why) for a, c, ok, why in summary.checks if not ok]
     out.print(f"run {summary.run_id}: {len(summary.materialized)} assets in {seconds:.0f} s; "
               f"{len(summary.checks) - len(failed_checks)}/{len(summary.checks)} asset checks passed", highlight=False)
     if not quiet and summary.success:
@@ -186,8 +186,8 @@ def run(
             out.print(f"full log: {log_file}", highlight=False)
     for e in summary.errors:
         err.print(f"[red]error:[/red] {escape(e)}", highlight=False, soft_wrap=True)
-    if failed_checks:
-        err.print(f"[yellow]failed checks:[/yellow] {', '.join(failed_checks)}", highlight=False)
+    for name, why in failed_checks:
+        err.print(f"[yellow]failed check[/yellow] {escape(name)}: {escape(why)}", highlight=False, soft_wrap=True)
     if not summary.success:
         raise typer.Exit(1)
 
@@ -216,14 +216,15 @@ def status(
     fmt: FormatOpt = "table",
     rehearse: RehearseOpt = False,
 ) -> None:
-    """Every asset with its state: materialized, missing or stale (principle files are observed first)."""
+    """Every asset with its state: materialized, missing, corrupt or stale (principle files are observed
+    first; each materialized table and checkpoint is checked on disk)."""
     from assets_defs.project import asset_states, observe
 
     _check_format(fmt, ("table", "json"))
     settings = _settings(profile, warehouse, principles, rehearse)
     defs, instance = _project(settings)
     observe(settings, instance)
-    states = asset_states(defs, instance)
+    states = asset_states(defs, instance, settings.warehouse)
     if fmt == "json":
         print(json.dumps([s.as_dict() for s in states], indent=2))
         return

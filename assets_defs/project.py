@@ -22,6 +22,7 @@ from dagster._time import get_current_datetime
 from assets_defs.automation import record_observations
 from assets_defs.principles import observe_versions
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
+from salmon_dag.warehouse import Warehouse
 
 MATERIALIZED, MISSING, STALE = "materialized", "missing", "stale"
 # Tags of a `salmon run`: who started it, where, and which process runs it.
@@ -43,12 +44,17 @@ def observe(settings: Settings, instance: dg.DagsterInstance) -> list[str]:
     return [k.to_user_string() for k in record_observations(instance, observe_versions(settings))]
 
 
-def asset_states(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[AssetState]:
-    """materialized / missing / stale for every buildable asset, in topological order.
+def asset_states(defs: dg.Definitions, instance: dg.DagsterInstance, warehouse: Warehouse | None = None) -> list[AssetState]:
+    """materialized / missing / corrupt / stale for every buildable asset, in topological order.
 
     Dagster flags only the direct dependents of a change as STALE; an asset downstream of a stale
-    or missing one is reported stale here too, since it will be rebuilt with it.
+    or missing one is reported stale here too, since it will be rebuilt with it. With ``warehouse``,
+    an asset the run records call materialized is also checked on disk (salmon_dag.integrity: its
+    table's Parquet footer, its checkpoint files' headers): a deleted file is ``missing``, a
+    damaged one ``corrupt``, each with the path.
     """
+    from salmon_dag.integrity import artifact_problem
+
     graph: AssetGraph = defs.resolve_asset_graph()
     view = AssetGraphView(
         temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
@@ -66,6 +72,10 @@ def asset_states(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[Ass
             status = resolver.get_status(key)
             if status == StaleStatus.MISSING:
                 states[key] = AssetState(name, MISSING)
+                continue
+            problem = artifact_problem(warehouse, name, "huggingface" in node.kinds) if warehouse else None
+            if problem:
+                states[key] = AssetState(name, problem[0], [problem[1]])
                 continue
             causes = [
                 f"{c.key.asset_key.to_user_string()}: {c.reason}" for c in resolver.get_stale_causes(key)
@@ -102,8 +112,15 @@ class RunSummary:
     run_id: str
     success: bool
     materialized: list[tuple[str, dict]]
-    checks: list[tuple[str, str, bool]]
+    checks: list[tuple[str, str, bool, str]]  # asset, check, passed, reason (check_reason)
     errors: list[str]
+
+
+def check_reason(metadata: dict[str, Any], limit: int = 300) -> str:
+    """A check evaluation's metadata as one line (``key=value; ...``): why it passed or failed."""
+    parts = [f"{key}={getattr(value, 'value', value)}" for key, value in metadata.items()]
+    text = "; ".join(parts).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def asset_steps(defs: dg.Definitions, keys: list[dg.AssetKey]) -> list[str]:
@@ -216,7 +233,7 @@ def run_assets(
         meta = {k: v.value for k, v in mat.metadata.items() if k in ("dagster/row_count", "model_id")}
         materialized.append((mat.asset_key.to_user_string(), meta))
     checks = [
-        (ev.asset_key.to_user_string(), ev.check_name, ev.passed)
+        (ev.asset_key.to_user_string(), ev.check_name, ev.passed, check_reason(ev.metadata))
         for ev in result.get_asset_check_evaluations()
     ]
     errors = [f"{e.step_key}: {step_error(e)}" for e in result.all_events if e.is_step_failure]

@@ -94,7 +94,8 @@ def _checks() -> list:
         passing = sorted(p for p, v in by_principle.items() if len(v) == 2 and min(v) >= cfg.probe_threshold)
         return dg.AssetCheckResult(
             passed=len(passing) >= cfg.probe_min_principles,
-            metadata={"passing": str(passing), "probed": len(by_principle), "threshold": cfg.probe_threshold},
+            metadata={"passing": str(passing), "needed": cfg.probe_min_principles, "probed": len(by_principle),
+                      "threshold": cfg.probe_threshold},
         )
 
     return [follows_principles_both_ways]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,7 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from assets_defs.project import step_error
+from assets_defs.project import check_reason, step_error
 from salmon_dag.progress import parse_progress
 
 
@@ -100,7 +101,8 @@ class RunView:
             data = event.event_specific_data
             if not data.passed:
                 name = f"{data.asset_key.to_user_string()}:{data.check_name}"
-                self.progress.console.print(f"  [yellow]check failed:[/yellow] {name}", highlight=False)
+                self.progress.console.print(f"  [yellow]check failed:[/yellow] {escape(name)}: "
+                                            f"{escape(check_reason(data.metadata))}", highlight=False, soft_wrap=True)
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and step in self.running:
             self._finish(step, ok=kind == "STEP_SUCCESS", error=step_error(event) if kind == "STEP_FAILURE" else "")
 

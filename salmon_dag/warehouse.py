@@ -36,6 +36,17 @@ class WarehouseError(RuntimeError):
     """A warehouse read or query failed (message is one line)."""
 
 
+def read_table_file(path: str | Path, table: str) -> pl.DataFrame:
+    """A warehouse table's Parquet file (a launched job reads its inputs by path); a truncated or
+    corrupt file is one line naming it and how to rebuild it."""
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WarehouseError(f"table '{table}' cannot be read ({path}: {cause}); rebuild it with "
+                             f"salmon run --select {table}") from None
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it over ``target`` (file or directory).
@@ -120,7 +131,7 @@ class Warehouse:
         path = self.table_path(table)
         if not path.is_file():
             raise WarehouseError(f"table '{table}' is not in the warehouse ({path} missing); materialize it first")
-        return pl.read_parquet(path)
+        return read_table_file(path, table)
 
     def read_lineage(self, table: str) -> dict[str, Any]:
         meta = pq.read_schema(self.table_path(table)).metadata or {}
@@ -154,9 +165,12 @@ class Warehouse:
                     con.execute(f'drop view if exists "{stale}"')
                 for t in tables:
                     path = str(self.table_path(t)).replace("'", "''")
-                    con.execute(
-                        f"create or replace view \"{view_name(t)}\" as select * from read_parquet('{path}')"
-                    )
+                    try:
+                        con.execute(
+                            f"create or replace view \"{view_name(t)}\" as select * from read_parquet('{path}')"
+                        )
+                    except duckdb.Error:  # a damaged file: no view (salmon status reports it corrupt)
+                        con.execute(f'drop view if exists "{view_name(t)}"')
                 for name, sql in _derived_views():
                     try:
                         con.execute(f'create or replace view "{name}" as {sql}')

@@ -27,3 +27,13 @@ def test_progress_lines_are_recognised_and_nothing_else():
         assert parse_progress(line) == Progress(*want), line
     for line in NOT_PROGRESS:
         assert parse_progress(line) is None, line
+
+
+def test_a_check_reason_is_its_metadata_on_one_line():
+    import dagster as dg
+
+    from assets_defs.project import check_reason
+
+    meta = {"passing": dg.MetadataValue.text("['Concise']"), "needed": 2, "threshold": 0.8, "note": "a\nb"}
+    assert check_reason(meta) == "passing=['Concise']; needed=2; threshold=0.8; note=a b"
+    assert len(check_reason({"long": "x" * 1000})) == 300

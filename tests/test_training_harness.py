@@ -140,3 +140,35 @@ def test_the_optimizer_its_weight_decay_and_clipping_reach_the_trainer_arguments
         for stage in (p.sft, p.reward_model):
             kwargs = common_training_args(stage, tmp_path, 0, "cpu", 8)
             assert (kwargs["optim"], kwargs["max_grad_norm"]) == ("paged_adamw_32bit", 0.3)
+
+
+@pytest.mark.slow
+def test_a_finished_run_rebuilt_with_the_same_inputs_trains_no_further_step(tiny_checkpoint, tmp_path):
+    """Epochs, not max_steps (the real profiles' way): the rebuild resumes from the last
+    checkpoint and neither trains another step nor changes the saved model."""
+    import datasets
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from salmon_dag.base_model.loading import load_tokenizer
+    from salmon_dag.training import common_training_args, load_for_training, run_training
+
+    cfg = RewardModelConfig(lora=None, per_device_batch_size=2, epochs=1, learning_rate=1e-3)
+    tok = load_tokenizer(str(tiny_checkpoint))
+    # 5 steps, a checkpoint every 2 (CHECKPOINTS_PER_RUN): the last step is not a save step
+    texts = ["good", "bad", "fine", "awful", "ok", "poor", "great", "worse", "nice", "dull"]
+    ds = datasets.Dataset.from_dict({"text": texts, "label": [1.0, 0.0] * 5})
+    ds = ds.map(lambda r: tok(r["text"], padding="max_length", max_length=8), remove_columns=["text"])
+
+    def build(work_dir, callbacks):
+        model = load_for_training(AutoModelForSequenceClassification, str(tiny_checkpoint), None, False, cfg, "cpu",
+                                  num_labels=1, pad_token_id=tok.pad_token_id)
+        args = TrainingArguments(**common_training_args(cfg, work_dir, 0, "cpu", len(ds)))
+        return Trainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks)
+
+    out = tmp_path / "rm"
+    first = run_training("reward_model", build, {"data": len(ds)}, out, log=_quiet)
+    weights = (out / "model.safetensors").read_bytes()
+    for _ in range(2):
+        again = run_training("reward_model", build, {"data": len(ds)}, out, log=_quiet)
+        assert again.steps == first.steps == 5
+        assert (out / "model.safetensors").read_bytes() == weights

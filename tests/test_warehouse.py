@@ -123,3 +123,13 @@ def test_atomic_directory_swap(tmp_path):
         (tmp / "w.bin").write_text("v2")
     assert (target / "w.bin").read_text() == "v2"
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
+
+
+def test_a_corrupt_table_is_one_line_naming_its_file_and_the_fix(tmp_path):
+    wh = Warehouse(tmp_path / "wh")
+    path = wh.write_table("pairs", pl.DataFrame({"a": list(range(1000))}))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    with pytest.raises(WarehouseError) as info:
+        wh.read_table("pairs")
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg and "salmon run --select pairs" in msg

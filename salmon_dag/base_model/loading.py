@@ -46,8 +46,8 @@ def load_pretrained(fn: Any, model_id: str, revision: str | None, trust_remote_c
             target, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local, **kwargs
         )
     except Exception as exc:
-        if local:
-            msg = f"base_model.model_id: cannot load local checkpoint {target} ({_cause(exc)})"
+        if local:  # the path names the model (the base model's, or a warehouse's models/<asset>)
+            msg = f"cannot load local checkpoint {target} ({_cause(exc)})"
         else:
             rev = f" (revision {revision})" if revision else ""
             msg = (

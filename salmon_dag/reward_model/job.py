@@ -11,15 +11,15 @@ from salmon_dag.stage import Reads, StageRun, TrainingStage, from_plain, plain, 
 
 def run(job: StageRun):
     """inputs: ``base`` (ModelRef fields), ``data`` (rm_training_data's Parquet file)."""
-    import polars as pl
-
     from salmon_dag.reward_model.config import RewardModelConfig
     from salmon_dag.model_ref import ModelRef
     from salmon_dag.reward_model.stage import train_stage
+    from salmon_dag.warehouse import read_table_file
 
     cfg = job.section("reward_model", RewardModelConfig)
-    return train_stage(ModelRef(**job.inputs["base"]), pl.read_parquet(job.inputs["data"]), cfg, Path(job.out_dir),
-                       job.seed, device=job.device, log=job.log)
+    examples = read_table_file(job.inputs["data"], "rm_training_data")
+    return train_stage(ModelRef(**job.inputs["base"]), examples, cfg, Path(job.out_dir), job.seed, device=job.device,
+                       log=job.log)
 
 
 def _encode(result) -> dict:

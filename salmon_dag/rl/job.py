@@ -22,6 +22,7 @@ def run(job: StageRun):
     from salmon_dag.rl.models import PolicySource
     from salmon_dag.rl.principle_set import rl_principle_set
     from salmon_dag.rl.stage import train_policy
+    from salmon_dag.warehouse import read_table_file
 
     inputs = job.inputs
     rl = job.section("rl", RLConfig)
@@ -30,7 +31,7 @@ def run(job: StageRun):
     pset = rl_principle_set(load_principles(pdir, "rl"), load_principles(pdir, "reward_model"), rl)
     if pset.content_hash != inputs["principle_hash"]:
         raise RuntimeError(f"{pdir}: the RL principles changed after the job was made; run the stage again")
-    prompts = pl.read_parquet(inputs["prompts"]).filter(pl.col("split") == "train").sort("prompt_id")
+    prompts = read_table_file(inputs["prompts"], "prompt_pool").filter(pl.col("split") == "train").sort("prompt_id")
     return train_policy(PolicySource(**inputs["source"]), inputs["reward_checkpoint"], pset, prompts,
                         job.section("ppo", PPOConfig), rl, Path(job.out_dir), job.seed, device=job.device,
                         log=job.log, engine=job.section("engine", EngineConfig))

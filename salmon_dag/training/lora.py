@@ -112,7 +112,9 @@ def load_for_training(
             dtype=torch.bfloat16, quantization_config=qconf, device_map={"": place},
             **from_pretrained_kwargs,
         )
-        return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        # non-reentrant checkpointing: what torch recommends (the same gradients; reentrant warns)
+        return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
     dtype = torch.bfloat16 if device == "cuda" and cfg.lora is not None else torch.float32
     model = loading.load_pretrained(auto_cls, model_id, revision, trust_remote_code, dtype=dtype, **from_pretrained_kwargs)
     return model.to(device)

@@ -15,10 +15,11 @@ def run(job: StageRun):
     from salmon_dag.training.config import SFTStageConfig
     from salmon_dag.model_ref import ModelRef
     from salmon_dag.training.sft import sft_examples, train_sft
+    from salmon_dag.warehouse import read_table_file
 
     cfg = job.section("sft", SFTStageConfig)
     base = ModelRef(**job.inputs["base"])
-    data = pl.read_parquet(job.inputs["data"]).filter(pl.col("filter_reason").is_null())
+    data = read_table_file(job.inputs["data"], "self_align_sft_data").filter(pl.col("filter_reason").is_null())
     if data.height == 0:
         raise RuntimeError(
             "self_align_sft_data kept no answers to train on; see its filter_reason column "
