@@ -8,7 +8,7 @@ import json
 import struct
 from pathlib import Path
 
-from salmon_dag.model_ref import ModelRef, manifest_path
+from salmon_dag.model_ref import manifest_path, read_model_ref
 from salmon_dag.warehouse import Warehouse
 
 MISSING, CORRUPT = "missing", "corrupt"
@@ -53,7 +53,7 @@ def model_problem(warehouse: Warehouse, name: str) -> tuple[str, str] | None:
     if not manifest.is_file():
         return MISSING, f"{manifest} is missing"
     try:
-        ref = ModelRef(**json.loads(manifest.read_text()))
+        ref = read_model_ref(warehouse, name)
     except Exception as exc:
         return CORRUPT, f"{manifest} is unreadable ({_cause(exc)})"
     for folder in (ref.model_id, ref.adapter_path):

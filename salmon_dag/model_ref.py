@@ -28,15 +28,36 @@ def manifest_path(warehouse: Warehouse, name: str) -> Path:
     return warehouse.root / "models" / f"{name}.json"
 
 
+# the manifest's key listing the path fields stored relative to the warehouse root
+RELATIVE_KEY = "relative_to_warehouse"
+_PATH_FIELDS = ("model_id", "adapter_path")
+
+
 def write_model_ref(warehouse: Warehouse, ref: ModelRef) -> Path:
+    """Write the manifest; a checkpoint inside the warehouse is named relative to its root, so a
+    copied or moved warehouse keeps loading its own models (Hub ids and paths elsewhere as given)."""
     path = manifest_path(warehouse, ref.name)
+    data = asdict(ref)
+    relative = []
+    for key in _PATH_FIELDS:
+        value = data[key]
+        if value and Path(value).is_absolute() and Path(value).resolve().is_relative_to(warehouse.root):
+            data[key] = Path(value).resolve().relative_to(warehouse.root).as_posix()
+            relative.append(key)
+    if relative:
+        data[RELATIVE_KEY] = relative
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(asdict(ref), indent=2, sort_keys=True, default=str))
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     return path
 
 
 def read_model_ref(warehouse: Warehouse, name: str) -> ModelRef:
+    """The manifest of model ``name``, its warehouse-relative paths resolved against this
+    warehouse's root (where it is now, not where it was built)."""
     path = manifest_path(warehouse, name)
     if not path.is_file():
         raise WarehouseError(f"model '{name}' is not in the warehouse ({path} missing); materialize it first")
-    return ModelRef(**json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    for key in data.pop(RELATIVE_KEY, []):
+        data[key] = str(warehouse.root / data[key])
+    return ModelRef(**data)

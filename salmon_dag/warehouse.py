@@ -32,6 +32,10 @@ DERIVED_VIEWS = Path(__file__).parent / "sql" / "views.sql"
 LINEAGE_KEY = b"salmon.lineage"
 
 
+# the SQL of every view that reads a table's file
+_TABLE_VIEWS = "select sql from duckdb_views() where not internal and sql like '%read_parquet(%'"
+
+
 class WarehouseError(RuntimeError):
     """A warehouse read or query failed (message is one line)."""
 
@@ -180,6 +184,18 @@ class Warehouse:
                 con.close()
         return tables
 
+    def _views_point_elsewhere(self) -> bool:
+        """True when a table view reads a file outside this warehouse's root (it was copied or moved)."""
+        try:
+            con = duckdb.connect(str(self.db_path), read_only=True)
+        except duckdb.Error:
+            return False
+        try:
+            root = str(self.root).replace("'", "''")
+            return any(f"'{root}/" not in sql for (sql,) in con.execute(_TABLE_VIEWS).fetchall())
+        finally:
+            con.close()
+
     def query(self, sql: str) -> tuple[list[str], list[tuple]]:
         """Run ``sql`` read-only; returns (column names, rows).
 
@@ -192,6 +208,8 @@ class Warehouse:
         """
         if not self.db_path.is_file():
             raise WarehouseError(f"no warehouse database at {self.db_path}; run `salmon run` first")
+        if self._views_point_elsewhere():  # a copied or moved warehouse: its views name the old place
+            self.refresh_views()
         try:
             con = duckdb.connect(str(self.db_path), read_only=True, config={
                 "autoinstall_known_extensions": False, "autoload_known_extensions": False})

@@ -37,3 +37,37 @@ def test_a_damaged_table_and_checkpoint_are_reported_with_their_paths_and_rebuil
     assert "reward_model," not in built and "response_pairs" not in built
     assert all(s["state"] == "materialized" for s in _states(copy).values())
     assert all(p.read_bytes() == data for p, data in untouched.items())
+
+
+@pytest.mark.slow
+def test_a_moved_warehouse_keeps_working_after_the_original_is_deleted(project, tmp_path):
+    """status, sql, score and a downstream rebuild on a plain copy (cp -r), the original gone."""
+    import shutil
+
+    from projects import project_env
+
+    first = copy_project(project, tmp_path / "first")
+    moved = tmp_path / "moved"
+    shutil.copytree(first[0] / "principles", moved / "principles")
+    shutil.copytree(first[0] / "warehouse", moved / "warehouse")
+    shutil.rmtree(first[0])
+    copy = (moved, project_env(moved))
+    for manifest in (moved / "warehouse" / "models").glob("*.json"):  # what loads names no old place
+        data = json.loads(manifest.read_text())
+        assert not any(str(first[0]) in str(data.get(k)) for k in ("model_id", "adapter_path")), manifest
+
+    assert all(s["state"] == "materialized" for s in _states(copy).values()), _states(copy)
+    out = salmon(copy, "sql", "select count(*) as n from response_pairs", "--format", "json").stdout
+    assert json.loads(out)[0]["n"] > 0
+    score = json.loads(salmon(copy, "score", "--prompt", "Hi", "--response", "Hello there.", "--principle", "Concise",
+                              "--format", "json").stdout)
+    assert score["score"] is not None
+    # zero the copy's reward model: the copy's score must change (it loads its own, not the old one)
+    from safetensors.torch import load_file, save_file
+
+    weights = moved / "warehouse" / "models" / "reward_model" / "model.safetensors"
+    save_file({k: v * 0 for k, v in load_file(weights).items()}, weights)
+    zeroed = json.loads(salmon(copy, "score", "--prompt", "Hi", "--response", "Hello there.", "--principle", "Concise",
+                               "--format", "json").stdout)
+    assert zeroed["score"] != score["score"]
+    salmon(copy, "run", "--select", "benchmark_scores", "-q")

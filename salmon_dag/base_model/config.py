@@ -3,9 +3,9 @@ pretrained checkpoint."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from salmon_dag.config_base import _Strict
 
@@ -85,15 +85,7 @@ class BaseModelConfig(_Strict):
     trust_remote_code: bool = False
     tiny: TinyModelConfig = TinyModelConfig()
     random: RandomModelConfig | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_unset_random(self, handler: Any) -> dict[str, Any]:
-        # no "random" key unless set: the section's config hash, and so every existing warehouse's
-        # staleness, stays as it was before the key existed
-        data = handler(self)
-        if isinstance(data, dict) and data.get("random") is None:
-            data.pop("random", None)
-        return data
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("random",)
 
     @model_validator(mode="after")
     def _id_needed(self) -> "BaseModelConfig":

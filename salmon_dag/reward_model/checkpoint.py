@@ -40,14 +40,23 @@ class RewardModelManifest:
     cpu_bf16_autocast: bool = False
 
     def write(self, directory: Path) -> None:
-        (Path(directory) / MANIFEST).write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
+        """A base model beside the checkpoint (the same warehouse's ``models/``) is named relative
+        to it ("../base_model"), so a moved warehouse loads its own base."""
+        data = asdict(self)
+        base, here = Path(self.base_model_id), Path(directory).resolve()
+        if base.is_absolute() and base.resolve().parent == here.parent:
+            data["base_model_id"] = f"../{base.resolve().name}"
+        (Path(directory) / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
     @classmethod
     def read(cls, directory: Path) -> "RewardModelManifest":
         path = Path(directory) / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"{directory}: not a reward-model checkpoint ({MANIFEST} missing)")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["base_model_id"].startswith("../"):
+            data["base_model_id"] = str((Path(directory).resolve() / data["base_model_id"]).resolve())
+        return cls(**data)
 
 
 def adapter_has_head(directory: Path) -> bool:

@@ -29,6 +29,7 @@ class HumanPairsConfig(_Strict):
     max_pairs: int | None = Field(default=None, gt=0)
     # a missing local file skips what needs it (PMP, human agreement) instead of failing
     optional: bool = False
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("format", "score_ratio_above")
 
     @model_validator(mode="after")
     def _ratio_is_shps(self) -> "HumanPairsConfig":
@@ -45,6 +46,7 @@ class PMPConfig(_Strict):
     data: HumanPairsConfig | None = None
     # more sources whose pairs PMP trains on too (SALMON: SHP beside HH-RLHF)
     more_data: list[HumanPairsConfig] = []
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("more_data",)
     share: float = Field(default=0.5, gt=0, lt=1)
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=1, gt=0)
