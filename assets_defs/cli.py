@@ -123,7 +123,7 @@ def run(
         typer.Option("--select", help="Dagster asset selection, e.g. 'prompt_pool' or 'key:principles/*+'. Built even if fresh."),
     ] = None,
     all_assets: Annotated[bool, typer.Option("--all", help="Rebuild every asset, fresh or not.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress view and no report: a table of what was built, warnings and errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress view and no report: a table of what was built, warnings and errors (the rest in the log file).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Dagster's full log instead of the progress view.")] = False,
     rehearse: RehearseOpt = False,
 ) -> None:
@@ -140,7 +140,7 @@ def run(
         run_assets,
         with_required_neighbors,
     )
-    from assets_defs.run_view import RunView, captured_output
+    from assets_defs.run_view import RunView, captured_output, warnings_only
 
     settings = _settings(profile, warehouse, principles, rehearse)
     defs, instance = _project(settings)
@@ -164,10 +164,14 @@ def run(
             return
     out.print(f"profile {settings.profile_name}: materializing {', '.join(sorted(k.to_user_string() for k in keys))}")
     started = time.monotonic()
-    if quiet or verbose:
-        summary = run_assets(defs, instance, keys, log_level="WARNING" if quiet else "INFO")
+    log_file = settings.warehouse.dagster_home / "logs" / f"salmon-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if verbose:
+        summary = run_assets(defs, instance, keys, log_level="INFO")
+    elif quiet:  # libraries' output and progress bars to the log file; warnings and errors here
+        with captured_output(log_file) as terminal:
+            summary = run_assets(defs, instance, keys, log_level="INFO",
+                                 on_event=warnings_only(Console(file=terminal, soft_wrap=True)))
     else:
-        log_file = settings.warehouse.dagster_home / "logs" / f"salmon-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
         with captured_output(log_file) as terminal:
             with RunView(Console(file=terminal, soft_wrap=True), asset_steps(defs, keys)) as view:
                 summary = run_assets(defs, instance, keys, log_level="INFO", on_event=view.on_event)
@@ -182,8 +186,8 @@ def run(
               f"{len(summary.checks) - len(failed_checks)}/{len(summary.checks)} asset checks passed", highlight=False)
     if not quiet and summary.success:
         _print_report(settings)
-        if not verbose:
-            out.print(f"full log: {log_file}", highlight=False)
+    if not verbose:
+        out.print(f"full log: {log_file}", highlight=False)
     for e in summary.errors:
         err.print(f"[red]error:[/red] {escape(e)}", highlight=False, soft_wrap=True)
     for name, why in failed_checks:

@@ -12,11 +12,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -87,7 +87,10 @@ class RunView:
             self._on_message(step, message, entry.level)
             return
         kind = event.event_type_value
-        if kind == "STEP_START" and step in self.asset_steps:
+        waiting = pool_wait(entry)
+        if waiting:
+            self.progress.console.print(f"  [yellow]{escape(waiting)}[/yellow]", highlight=False, soft_wrap=True)
+        elif kind == "STEP_START" and step in self.asset_steps:
             self.started += 1
             task = self.progress.add_task(f"[{self.started}/{self.total}] {step}", total=None)
             self.running[step] = _Step(self.started, time.monotonic(), task)
@@ -108,7 +111,8 @@ class RunView:
 
     def _on_message(self, step: str, message: str, level: int) -> None:
         if level >= logging.WARNING:
-            self.progress.console.print(f"  [yellow]{step}:[/yellow] {message}", highlight=False, soft_wrap=True)
+            self.progress.console.print(f"  [yellow]{escape(step)}:[/yellow] {escape(message)}", highlight=False,
+                                        soft_wrap=True)
             return
         current = self.running.get(step)
         progress = parse_progress(message) if current is not None else None
@@ -130,6 +134,30 @@ class RunView:
         mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
         line = f"{mark} [{current.number}/{self.total}] {step:<22} {took:>8}  {what if ok else error}"
         self.progress.console.print(line, highlight=False, soft_wrap=True)
+
+
+def pool_wait(entry) -> str | None:
+    """The line to show when a step starts waiting for a pool slot (Dagster's "Step blocked by
+    limit for pool X" engine event; its later reminders are not repeated), else None."""
+    event = entry.dagster_event
+    message = entry.user_message or ""
+    if event is None or event.event_type_value != "ENGINE_EVENT" or not message.startswith("Step blocked by limit for pool"):
+        return None
+    pool = message.rsplit(" ", 1)[-1]
+    return f"{entry.step_key}: waiting for a free '{pool}' slot (another run holds it)"
+
+
+def warnings_only(console: Console) -> Callable[[Any], None]:
+    """``salmon run -q``'s listener: the run's warning and error messages and its waits for the
+    accelerator, one line each (the rest of its output goes to the log file)."""
+    def on_event(entry) -> None:
+        waiting = pool_wait(entry)
+        if waiting:
+            console.print(f"  [yellow]{escape(waiting)}[/yellow]", highlight=False, soft_wrap=True)
+        elif entry.dagster_event is None and entry.level >= logging.WARNING:
+            console.print(f"  [yellow]{escape(entry.step_key or 'run')}:[/yellow] {escape(entry.user_message or '')}",
+                          highlight=False, soft_wrap=True)
+    return on_event
 
 
 @contextmanager

@@ -32,6 +32,10 @@ def test_a_damaged_table_and_checkpoint_are_reported_with_their_paths_and_rebuil
     assert states["reward_model"]["state"] == "materialized" and states["response_pairs"]["state"] == "materialized"
 
     proc = salmon(copy, "run", "-q")
+    # -q is quiet in fact: no library load reports or progress bars, and the whole log in its file
+    assert "Loading weights" not in proc.stdout + proc.stderr and "it/s]" not in proc.stdout + proc.stderr
+    log = proc.stdout.split("full log: ", 1)[1].split()[0]
+    assert "benchmark_scores" in open(log).read()
     built = proc.stdout.split("materializing ", 1)[1].splitlines()[0]
     assert {"benchmark_scores", "ppo_policy", "reward_model_eval"} <= set(built.split(", "))
     assert "reward_model," not in built and "response_pairs" not in built

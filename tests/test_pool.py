@@ -202,3 +202,9 @@ def test_two_salmon_runs_of_model_assets_take_turns_on_the_accelerator(project, 
         model_steps = {k: v for k, v in spans.items() if k in ("reward_model_eval", "benchmark_scores")}
         assert len(model_steps) == 2, spans
         assert not overlaps(list(model_steps.values())), model_steps
+        # a run that waited for the slot said so on the terminal (Dagster's blocked event, once)
+        for r in runs:
+            blocked = [e.step_key for e in instance.all_logs(r.run_id)
+                       if (e.user_message or "").startswith("Step blocked by limit for pool")]
+            for step in blocked:
+                assert any(f"{step}: waiting for a free 'accelerator' slot" in out for out in outputs.values()), outputs
