@@ -89,7 +89,7 @@ class RunView:
         kind = event.event_type_value
         waiting = pool_wait(entry)
         if waiting:
-            self.progress.console.print(f"  [yellow]{escape(waiting)}[/yellow]", highlight=False, soft_wrap=True)
+            print_warning(self.progress.console, waiting)
         elif kind == "STEP_START" and step in self.asset_steps:
             self.started += 1
             task = self.progress.add_task(f"[{self.started}/{self.total}] {step}", total=None)
@@ -111,8 +111,7 @@ class RunView:
 
     def _on_message(self, step: str, message: str, level: int) -> None:
         if level >= logging.WARNING:
-            self.progress.console.print(f"  [yellow]{escape(step)}:[/yellow] {escape(message)}", highlight=False,
-                                        soft_wrap=True)
+            print_warning(self.progress.console, f"{step}: {message}")
             return
         current = self.running.get(step)
         progress = parse_progress(message) if current is not None else None
@@ -153,11 +152,15 @@ def warnings_only(console: Console) -> Callable[[Any], None]:
     def on_event(entry) -> None:
         waiting = pool_wait(entry)
         if waiting:
-            console.print(f"  [yellow]{escape(waiting)}[/yellow]", highlight=False, soft_wrap=True)
+            print_warning(console, waiting)
         elif entry.dagster_event is None and entry.level >= logging.WARNING:
-            console.print(f"  [yellow]{escape(entry.step_key or 'run')}:[/yellow] {escape(entry.user_message or '')}",
-                          highlight=False, soft_wrap=True)
+            print_warning(console, f"{entry.step_key or 'run'}: {entry.user_message or ''}")
     return on_event
+
+
+def print_warning(console: Console, line: str) -> None:
+    """One warning line of a run, as text (never read as Rich markup)."""
+    console.print(f"  [yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -74,6 +74,11 @@ class InstanceConfig(_Strict):
     sensor_interval_s: int = Field(default=15, ge=1)
 
 
+def paths_overlap(a: str, b: str) -> bool:
+    """Whether dotted profile paths ``a`` and ``b`` are the same setting or one holds the other."""
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
+
+
 class RehearsalChange(_Strict):
     """A setting a rehearsal changed (salmon_dag.rehearsal): dotted path, real value, its own, why."""
 
@@ -91,8 +96,7 @@ class RehearsalRecord(_Strict):
 
     def for_sections(self, sections: Sequence[str]) -> list[RehearsalChange]:
         """The changes inside ``sections`` (top-level keys or dotted fields)."""
-        return [c for c in self.changes
-                if any(c.path == s or c.path.startswith(f"{s}.") or s.startswith(f"{c.path}.") for s in sections)]
+        return [c for c in self.changes if any(paths_overlap(c.path, s) for s in sections)]
 
 
 class Profile(_Strict):
@@ -228,12 +232,12 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict | None = N
     profile = _validate(data, path)
     if not rehearse:
         return profile
-    from salmon_dag.rehearsal import rehearsal_data
-
     if profile.rehearsal is not None:
         return profile
+    from salmon_dag.rehearsal import rehearsal_data
+
     shrunk, changes = rehearsal_data(profile.model_dump(mode="json"))
-    shrunk["rehearsal"] = {"of": profile.name, "changes": [vars(c) for c in changes]}
+    shrunk["rehearsal"] = {"of": profile.name, "changes": changes}
     shrunk["name"] = f"{profile.name}-rehearsal"
     return _validate(shrunk, path)
 

@@ -8,14 +8,11 @@ import json
 import struct
 from pathlib import Path
 
+from salmon_dag.errors import first_line
 from salmon_dag.model_ref import manifest_path, read_model_ref
 from salmon_dag.warehouse import Warehouse
 
 MISSING, CORRUPT = "missing", "corrupt"
-
-
-def _cause(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def table_problem(warehouse: Warehouse, table: str) -> tuple[str, str] | None:
@@ -28,7 +25,7 @@ def table_problem(warehouse: Warehouse, table: str) -> tuple[str, str] | None:
     try:
         pq.read_metadata(path)
     except Exception as exc:
-        return CORRUPT, f"{path} is unreadable ({_cause(exc)})"
+        return CORRUPT, f"{path} is unreadable ({first_line(exc, 160)})"
     return None
 
 
@@ -40,7 +37,7 @@ def safetensors_problem(path: Path) -> str | None:
             header = json.loads(fh.read(size))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     except Exception as exc:
-        return f"{path} has no readable safetensors header ({_cause(exc)})"
+        return f"{path} has no readable safetensors header ({first_line(exc, 160)})"
     if path.stat().st_size < 8 + size + end:
         return f"{path} is truncated ({path.stat().st_size} of {8 + size + end} bytes)"
     return None
@@ -55,7 +52,7 @@ def model_problem(warehouse: Warehouse, name: str) -> tuple[str, str] | None:
     try:
         ref = read_model_ref(warehouse, name)
     except Exception as exc:
-        return CORRUPT, f"{manifest} is unreadable ({_cause(exc)})"
+        return CORRUPT, f"{manifest} is unreadable ({first_line(exc, 160)})"
     for folder in (ref.model_id, ref.adapter_path):
         if not folder or not folder.startswith("/"):
             continue  # a Hub id

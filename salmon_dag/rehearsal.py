@@ -23,8 +23,9 @@ import copy
 import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from salmon_dag.config import RehearsalChange, paths_overlap
 
 # local files in the formats of the Hub sets they replace (original text of this project)
 REHEARSAL_DATA = "salmon_dag/data/rehearsal"
@@ -38,22 +39,12 @@ NEW_TOKENS = 16
 TRAIN_STEPS = 2
 
 
-@dataclass(frozen=True)
-class Change:
-    """One setting the rehearsal changed: its dotted path, the real value, the rehearsal's, why."""
-
-    path: str
-    real: Any
-    rehearsal: Any
-    why: str
-
-
 class _Editor:
     """Edits a profile's JSON form, recording each change that alters a value."""
 
     def __init__(self, data: dict[str, Any]):
         self.data = copy.deepcopy(data)
-        self.changes: list[Change] = []
+        self.changes: list[RehearsalChange] = []
 
     def get(self, path: str) -> Any:
         node: Any = self.data
@@ -71,7 +62,7 @@ class _Editor:
         real = node.get(last)
         if real != value:
             node[last] = value
-            self.changes.append(Change(path, real, value, why))
+            self.changes.append(RehearsalChange(path=path, real=real, rehearsal=value, why=why))
 
     def at_most(self, path: str, value: int, why: str = "counts") -> None:
         """``path`` capped at ``value`` (unset, i.e. unbounded, counts as above it)."""
@@ -185,7 +176,7 @@ def _benchmarks(ed: _Editor) -> None:
         ed.at_most(f"benchmarks.{field}", NEW_TOKENS)
 
 
-def rehearsal_data(real: dict[str, Any]) -> tuple[dict[str, Any], list[Change]]:
+def rehearsal_data(real: dict[str, Any]) -> tuple[dict[str, Any], list[RehearsalChange]]:
     """The rehearsal of a real profile's JSON form (validated): (its JSON form, the changes)."""
     ed = _Editor(real)
     _base_model(ed)
@@ -210,9 +201,6 @@ def stage_record(profile: Any, sections: Sequence[str]) -> dict[str, Any]:
     """What a rehearsal did to the settings a stage reads (``sections``): the changes (real value,
     rehearsal value, why) and every other setting, kept as in the real profile."""
     changes = profile.rehearsal.for_sections(sections)
-    changed = [c.path for c in changes]
-    kept = [(path, value) for section in sections for path, value in _leaves(profile._section(section), section)
-            if not any(path == c or path.startswith(f"{c}.") or c.startswith(f"{path}.") for c in changed)]
-    return {"of": profile.rehearsal.of,
-            "changed": [{"path": c.path, "real": c.real, "rehearsal": c.rehearsal, "why": c.why} for c in changes],
-            "kept": kept}
+    kept = [(path, value) for section, values in profile.section_values(*sections).items()
+            for path, value in _leaves(values, section) if not any(paths_overlap(path, c.path) for c in changes)]
+    return {"of": profile.rehearsal.of, "changed": [c.model_dump(mode="json") for c in changes], "kept": kept}

@@ -26,6 +26,8 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
+from salmon_dag.errors import first_line
+
 TABLE_FILE = "data.parquet"
 DB_FILE = "salmon.duckdb"
 DERIVED_VIEWS = Path(__file__).parent / "sql" / "views.sql"
@@ -46,8 +48,7 @@ def read_table_file(path: str | Path, table: str) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except Exception as exc:
-        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise WarehouseError(f"table '{table}' cannot be read ({path}: {cause}); rebuild it with "
+        raise WarehouseError(f"table '{table}' cannot be read ({path}: {first_line(exc)}); rebuild it with "
                              f"salmon run --select {table}") from None
 
 

@@ -13,6 +13,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from salmon_dag.errors import first_line
+
 DTYPES: dict[str, Any] = {
     "auto": "auto",
     "float32": torch.float32,
@@ -34,8 +36,7 @@ def _resolve(model_id: str) -> tuple[str, bool]:
 
 
 def _cause(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return first[:_MAX_CAUSE_CHARS]
+    return first_line(exc, _MAX_CAUSE_CHARS)
 
 
 def load_pretrained(fn: Any, model_id: str, revision: str | None, trust_remote_code: bool, **kwargs: Any) -> Any:
