@@ -23,6 +23,12 @@ class ModelRef:
     lineage: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
+    def identity(self) -> str:
+        """What names these weights across runs: a warehouse model by the run that wrote it, any
+        other by its id and revision."""
+        run = self.lineage.get("run_id")
+        return f"{self.name}@{run}" if run else f"{self.model_id}@{self.revision or ''}"
+
 
 def manifest_path(warehouse: Warehouse, name: str) -> Path:
     return warehouse.root / "models" / f"{name}.json"

@@ -117,6 +117,16 @@ class StageInputs:
         self._check(table_name(kind))
         return checked_principles(self.warehouse, self.principles_dir, kind)
 
+    def partial(self):
+        """Where this stage saves the finished chunks of a run until its table is written
+        (:class:`~salmon_dag.resume.ChunkStore`): a killed run resumes from them."""
+        return self.warehouse.partial(self.stage)
+
+    def resume_key(self, ref) -> list:
+        """What a saved chunk of model calls depends on besides its own inputs: the model's
+        identity and the engine settings (declared ``engine`` section)."""
+        return [ref.identity(), self.section("engine").model_dump(mode="json")]
+
     def previous(self):
         """The stage's own last output (its cache), or None when there is none."""
         from salmon_dag.warehouse import WarehouseError

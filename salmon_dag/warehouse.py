@@ -106,6 +106,13 @@ class Warehouse:
     def table_path(self, table: str) -> Path:
         return self.root / table / TABLE_FILE
 
+    def partial(self, asset: str):
+        """The :class:`~salmon_dag.resume.ChunkStore` of ``asset``'s unfinished run (removed when its
+        table is written)."""
+        from salmon_dag.resume import PARTIAL_DIR, ChunkStore
+
+        return ChunkStore(self.root / PARTIAL_DIR / asset)
+
     def tables(self) -> list[str]:
         found = self.root.glob(f"**/{TABLE_FILE}") if self.root.is_dir() else []
         return sorted(
@@ -129,6 +136,7 @@ class Warehouse:
             arrow = arrow.replace_schema_metadata(meta)
         with atomic_path(path) as tmp:
             pq.write_table(arrow, tmp, compression="zstd")
+        self.partial(table).clear()  # the finished chunks of the run that made it
         self.refresh_views()
         return path
 

@@ -75,3 +75,49 @@ def test_a_moved_warehouse_keeps_working_after_the_original_is_deleted(project, 
                                "--format", "json").stdout)
     assert zeroed["score"] != score["score"]
     salmon(copy, "run", "--select", "benchmark_scores", "-q")
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_judging_redoes_at_most_one_chunk(project, tmp_path):
+    """SIGKILL after the second judge call saved its judgements: the rerun judges only the rest,
+    gives the uninterrupted run's table, and leaves nothing of the killed run behind."""
+    import os
+    import signal
+
+    import polars as pl
+
+    from projects import CI_PROFILE
+    from salmon_dag.preferences.stage import PREFERENCE_SCHEMA
+    from salmon_dag.resume import KILL_AFTER_ENV
+
+    root, env = copy_project(project, tmp_path)
+    wh = root / "warehouse"
+    table = wh / "synthetic_preferences" / "data.parquet"
+    whole = pl.read_parquet(table)
+    table.unlink()  # judged from scratch: no previous table to reuse
+    others = {p: p.read_bytes() for p in wh.rglob("*.parquet")}
+    profile = tmp_path / "one_pair_per_call.yaml"
+    profile.write_text(f"extends: {CI_PROFILE}\njudge:\n  chunk_pairs: 1\n")
+    chunked = (root, {**env, "SALMON_PROFILE": str(profile)})
+
+    killed = salmon((root, {**chunked[1], KILL_AFTER_ENV: "2"}), "run", "--select", "synthetic_preferences", "-q",
+                    check=False)
+    assert killed.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL, 1), killed.stdout + killed.stderr
+    saved = sorted((wh / ".partial" / "synthetic_preferences").glob("*.json"))
+    assert len(saved) == 2 and not table.exists()
+
+    proc = salmon(chunked, "run", "--select", "synthetic_preferences", "-q")
+    assert "was killed; marked failed" in proc.stdout + proc.stderr
+    log = open(proc.stdout.split("full log: ", 1)[1].split()[0]).read()
+    principles = whole["principle"].n_unique()
+    pairs = whole["pair_id"].n_unique()
+    assert f"'resumed': {2 * principles}" in log and f"'judged': {(pairs - 2) * principles}" in log, log[-3000:]
+    resumed = pl.read_parquet(table)
+    key, scores = ["pair_id", "principle"], ["score_ab", "score_ba", "score"]
+    same = [c for c in PREFERENCE_SCHEMA if c not in scores]  # the judgement, not the run's lineage
+    assert resumed.sort(key).select(same).equals(whole.sort(key).select(same))
+    for col in scores:  # one pair per call vs all in one: float rounding only
+        assert (resumed.sort(key)[col] - whole.sort(key)[col]).abs().max() < 1e-4
+    assert not (wh / ".partial" / "synthetic_preferences").exists()
+    assert all(p.read_bytes() == data for p, data in others.items())
+    assert os.listdir(wh / "synthetic_preferences") == ["data.parquet"]

@@ -66,7 +66,7 @@ def test_rule_verdicts():
 def test_incremental_judging_counts_judge_calls(engine):
     judge = Counting(engine)
     first, counts = judge_preferences(judge, PAIRS, P, "judge@1", log=lambda _: None)
-    assert first.height == 9 and counts == {"judged": 9, "reused": 0}
+    assert first.height == 9 and counts == {"judged": 9, "reused": 0, "resumed": 0}
     assert judge.scored == 9 * 2  # both orders
     assert first.filter(pl.col("principle") == "No Boilerplate")["rule_score"].to_list() == [0, -1, 0]
     assert first.filter(pl.col("principle") == "Helpful")["rule_score"].null_count() == 3
@@ -74,7 +74,7 @@ def test_incremental_judging_counts_judge_calls(engine):
     # adding a principle judges only that principle
     judge.scored = 0
     added, counts = judge_preferences(judge, PAIRS, P + [principle("Concise")], "judge@1", cached=first, log=lambda _: None)
-    assert counts == {"judged": 3, "reused": 9} and judge.scored == 3 * 2
+    assert counts == {"judged": 3, "reused": 9, "resumed": 0} and judge.scored == 3 * 2
     old = first.sort("pair_id", "principle")
     kept = added.filter(pl.col("principle") != "Concise").sort("pair_id", "principle")
     assert kept.equals(old)  # reused rows are byte-for-byte the old judgements
@@ -83,17 +83,84 @@ def test_incremental_judging_counts_judge_calls(engine):
     judge.scored = 0
     edited = [P[0], principle("Honest", definition="The reply is true."), P[2]]
     _, counts = judge_preferences(judge, PAIRS, edited, "judge@1", cached=added, log=lambda _: None)
-    assert counts == {"judged": 3, "reused": 6} and judge.scored == 6
+    assert counts == {"judged": 3, "reused": 6, "resumed": 0} and judge.scored == 6
 
     # removing a principle drops its rows without any judging
     judge.scored = 0
     fewer, counts = judge_preferences(judge, PAIRS, P[:2], "judge@1", cached=added, log=lambda _: None)
-    assert counts == {"judged": 0, "reused": 6} and judge.scored == 0
+    assert counts == {"judged": 0, "reused": 6, "resumed": 0} and judge.scored == 0
     assert set(fewer["principle"].to_list()) == {"Helpful", "Honest"}
 
     # a different judge model invalidates everything
     _, counts = judge_preferences(judge, PAIRS, P[:1], "judge@2", cached=added, log=lambda _: None)
-    assert counts == {"judged": 3, "reused": 0}
+    assert counts == {"judged": 3, "reused": 0, "resumed": 0}
+
+
+class Killed(Exception):
+    pass
+
+
+class DiesAfter(Counting):
+    """A judge whose process is killed after ``calls`` judge calls."""
+
+    def __init__(self, engine, calls):
+        super().__init__(engine)
+        self.calls = calls
+
+    def shared_prefix_logits(self, prefixes, suffixes, candidates):
+        if self.calls == 0:
+            raise Killed
+        self.calls -= 1
+        return super().shared_prefix_logits(prefixes, suffixes, candidates)
+
+
+def test_a_killed_judging_run_resumes_from_its_saved_chunks(engine, tmp_path):
+    from salmon_dag.resume import ChunkStore
+
+    whole, _ = judge_preferences(Counting(engine), PAIRS, P, "judge@1", log=lambda _: None, chunk_pairs=1)
+    store = ChunkStore(tmp_path / "partial")
+    with pytest.raises(Killed):
+        judge_preferences(DiesAfter(engine, calls=2), PAIRS, P, "judge@1", log=lambda _: None, chunk_pairs=1, store=store)
+    assert len(store) == 2  # the two finished calls, one pair each
+    judge = Counting(engine)
+    resumed, counts = judge_preferences(judge, PAIRS, P, "judge@1", log=lambda _: None, chunk_pairs=1, store=store)
+    assert counts == {"judged": 3, "reused": 0, "resumed": 6} and judge.scored == 3 * 2  # only the third pair
+    assert resumed.equals(whole)
+    # saved judgements of another judge are never taken
+    _, counts = judge_preferences(Counting(engine), PAIRS, P, "judge@2", log=lambda _: None, store=store)
+    assert counts["resumed"] == 0 and counts["judged"] == 9
+
+
+def test_a_killed_sampling_run_resumes_with_the_same_completions(engine, tmp_path):
+    from salmon_dag.engine import SamplingParams, generate_in_chunks
+    from salmon_dag.resume import ChunkStore
+
+    prompts = [f"Question {i}: name a colour." for i in range(5)]
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=3)
+    whole = generate_in_chunks(engine, prompts, params, "t", log=lambda _: None, chunk=2)
+
+    class Dies:
+        tokenizer, calls = engine.tokenizer, []
+
+        def generate(self, batch, p):
+            self.calls.append(len(batch))
+            if len(self.calls) == 2:
+                raise Killed
+            return engine.generate(batch, p)
+
+    store = ChunkStore(tmp_path / "partial")
+    with pytest.raises(Killed):
+        generate_in_chunks(Dies(), prompts, params, "t", log=lambda _: None, chunk=2, store=store, model="m@1")
+    again = Dies()
+    again.calls = [0, 0, 0]  # counts only the calls of the rerun from here
+    out = generate_in_chunks(again, prompts, params, "t", log=lambda _: None, chunk=2, store=store, model="m@1")
+    assert again.calls[3:] == [2, 1]  # the first chunk came from the store
+    assert out == whole
+    # another model, or other sampling parameters, never take a saved chunk
+    other = Dies()
+    other.calls = [0, 0, 0]
+    generate_in_chunks(other, prompts, params, "t", log=lambda _: None, chunk=2, store=store, model="m@2")
+    assert other.calls[3:] == [2, 2, 1]
 
 
 def test_a_rule_decides_labels_with_a_meaningless_judge():

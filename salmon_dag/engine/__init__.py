@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from salmon_dag.engine.config import EngineConfig
 from salmon_dag.engine.base import (
@@ -17,6 +18,7 @@ from salmon_dag.engine.base import (
 
 if TYPE_CHECKING:
     from salmon_dag.model_ref import ModelRef
+    from salmon_dag.resume import ChunkStore
 
 BACKENDS = ("hf", "vllm")
 
@@ -52,16 +54,41 @@ GENERATE_CHUNK = 64
 
 
 def generate_in_chunks(engine: Engine, prompts: list[str], params: SamplingParams, what: str,
-                       log: Callable[[str], None] = print, chunk: int = GENERATE_CHUNK) -> list[list[Completion]]:
-    """``engine.generate`` over chunks of ``prompts``, with a progress line after each."""
+                       log: Callable[[str], None] = print, chunk: int = GENERATE_CHUNK,
+                       store: ChunkStore | None = None, model: Any = None) -> list[list[Completion]]:
+    """``engine.generate`` over chunks of ``prompts``, with a progress line after each.
+
+    With a ``store`` every finished chunk is saved there and a chunk already saved is read back
+    instead of generated, so a killed run resumes where it stopped. A chunk's key hashes ``model``
+    (what identifies the model and engine: the caller's), the sampling parameters and the chunk's
+    prompts; every chunk reseeds the sampler (``params.seed``), so a resumed run's completions are
+    those of an uninterrupted one."""
     from salmon_dag.progress import progress_line
 
     out: list[list[Completion]] = []
-    start = time.perf_counter()
+    start, resumed = time.perf_counter(), 0
     for i in range(0, len(prompts), chunk):
-        out.extend(engine.generate(prompts[i : i + chunk], params))
+        batch = prompts[i : i + chunk]
+        key = store.key(model, dataclasses.asdict(params), batch) if store is not None else ""
+        saved = store.load(key) if store is not None else None
+        if saved is not None and len(saved) == len(batch):
+            out.extend([_completion(c) for c in comps] for comps in saved)
+            resumed += len(batch)
+            continue
+        made = engine.generate(batch, params)
+        if store is not None:
+            store.save(key, [[dataclasses.asdict(c) for c in comps] for comps in made])
+        out.extend(made)
         log(progress_line(what, len(out), len(prompts), f"prompts ({time.perf_counter() - start:.0f}s)"))
+    if resumed:
+        log(f"{what}: {resumed} of {len(prompts)} prompts resumed from an unfinished run's saved chunks")
     return out
+
+
+def _completion(data: dict) -> Completion:
+    logprobs = data.get("logprobs")
+    return Completion(data["text"], tuple(data["token_ids"]), data["finish_reason"],
+                      None if logprobs is None else tuple(logprobs))
 
 
 __all__ = ["BACKENDS", "Completion", "Engine", "EngineError", "GENERATE_CHUNK", "PromptTooLongError", "SamplingParams",

@@ -128,7 +128,7 @@ def run(inputs: StageInputs, rules: Sequence[AnyRule] = (), log: Log = print) ->
                             n=cfg.candidates, seed=inputs.seed)
     with engine_for(inputs.section("engine"), sft) as engine:
         outputs = generate_in_chunks(engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()], params,
-                                     "response pairs", log=log)
+                                     "response pairs", log=log, store=inputs.partial(), model=inputs.resume_key(sft))
     pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars,
                                contrast_rules=rules)
     log(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")

@@ -21,3 +21,8 @@ class JudgeConfig(_Strict):
     # judge only these principles of reward_model.yaml (all when unset): a judge without signal
     # (tiny) need not judge principles that aggregation never samples
     principles: list[str] | None = Field(default=None, min_length=1)
+    # pairs per judge call: enough for full engine batches; each finished call is saved, so a
+    # killed run redoes at most one (salmon_dag.resume)
+    chunk_pairs: int = Field(default=128, gt=0)
+
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("chunk_pairs",)

@@ -19,6 +19,7 @@ from salmon_dag.engine.base import Engine
 from salmon_dag.judge import JudgeItem, judge_scores
 from salmon_dag.principles import Principle, PrincipleSet
 from salmon_dag.progress import progress_line
+from salmon_dag.resume import ChunkStore
 from salmon_dag.rules import compare_rule
 from salmon_dag.stage import DataStage, Log, Reads, StageInputs, TableResult
 from salmon_dag.templates import JUDGE_TEMPLATE_VERSION
@@ -41,8 +42,6 @@ PREFERENCE_SCHEMA: dict[str, pl.DataType] = {
     "rule_score": pl.Int64,  # +1 only a satisfies the rule, -1 only b, 0 both/neither, null no rule
 }
 _JUDGED = ["score_ab", "score_ba"]  # what the cache keeps; the rest is derived
-# Pairs per judge call: big enough for full engine batches, small enough to report progress often.
-JUDGE_CHUNK = 128
 
 
 def principle_hash(p: Principle) -> str:
@@ -80,14 +79,24 @@ def judge_preferences(
     cached: pl.DataFrame | None = None,
     log: Callable[[str], None] = print,
     inconsistent: str = "zero",
+    chunk_pairs: int = 128,
+    store: ChunkStore | None = None,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """One row per (pair, principle). ``cached`` (the previous table) supplies every judgement
-    whose key is unchanged; only the rest go to the judge. Returns (table, counts)."""
+    whose key is unchanged; only the rest go to the judge, ``chunk_pairs`` pairs per call. With a
+    ``store`` each call's judgements are saved there as they finish and a killed run's saved ones
+    are reused like the cache's (they are keyed the same way). Returns (table, counts)."""
     hashes = {p.name: principle_hash(p) for p in principles}
     reuse: dict[tuple, tuple] = {}
     if cached is not None and cached.height:
         for row in cached.select(*KEY, *_JUDGED).iter_rows():
             reuse[row[:4]] = row[4:]
+    resumed = set()
+    for saved in store.values() if store is not None else ():
+        for *key, score_ab, score_ba in saved:
+            if tuple(key) not in reuse:
+                reuse[tuple(key)] = (score_ab, score_ba)
+                resumed.add(tuple(key))
     missing: dict[str, list[Principle]] = defaultdict(list)
     for pair_id in pairs["pair_id"].to_list():
         for p in principles:
@@ -103,22 +112,27 @@ def judge_preferences(
     done = 0
     for names, pair_ids in groups.items():
         # in chunks, so a long judging step reports its progress
-        for start in range(0, len(pair_ids), JUDGE_CHUNK):
-            chunk = pair_ids[start:start + JUDGE_CHUNK]
+        for start in range(0, len(pair_ids), chunk_pairs):
+            chunk = pair_ids[start:start + chunk_pairs]
             items = [JudgeItem(by_id[i]["prompt"], by_id[i]["response_a"], by_id[i]["response_b"]) for i in chunk]
             scores = judge_scores(engine, items, [(n, by_name[n].definition) for n in names])
+            rows = []
             for i, pair_id in enumerate(chunk):
                 for j, name in enumerate(names):
-                    reuse[(pair_id, hashes[name], judge_model, JUDGE_TEMPLATE_VERSION)] = (
-                        float(scores[i, j, 0]), float(scores[i, j, 1]))
+                    key = (pair_id, hashes[name], judge_model, JUDGE_TEMPLATE_VERSION)
+                    reuse[key] = (float(scores[i, j, 0]), float(scores[i, j, 1]))
+                    rows.append([*key, *reuse[key]])
+            if store is not None:
+                store.save(store.key([r[:4] for r in rows]), rows)
             done += len(chunk)
             log(progress_line("judging", done, to_judge, f"pairs x {len(names)} principles"))
         judged += len(pair_ids) * len(names)
         log(f"judged {len(pair_ids)} pairs x {len(names)} principles")
-    rows = []
+    rows, n_resumed = [], 0
     for pair in pairs.iter_rows(named=True):
         for p in principles:
             key = (pair["pair_id"], hashes[p.name], judge_model, JUDGE_TEMPLATE_VERSION)
+            n_resumed += key in resumed
             rule_type, rule_a, rule_b, rule_score = rule_verdicts(p, pair["prompt"], pair["response_a"], pair["response_b"])
             score_ab, score_ba = reuse[key]
             consistent, score = combine(np.array([score_ab]), np.array([score_ba]), inconsistent)
@@ -129,7 +143,8 @@ def judge_preferences(
                 "rule_type": rule_type, "rule_a": rule_a, "rule_b": rule_b, "rule_score": rule_score,
             })
     total = pairs.height * len(principles)
-    return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA), {"judged": judged, "reused": total - judged}
+    counts = {"judged": judged, "reused": total - judged - n_resumed, "resumed": n_resumed}
+    return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA), counts
 
 
 # ``judge.model`` values that name a model of this pipeline (its asset), not a Hub id or a path
@@ -174,10 +189,12 @@ def run(inputs: StageInputs, log: Log = print) -> TableResult:
     principles = judged_principles(pset, cfg.principles)
     with engine_for(inputs.section("engine"), ref) as engine:
         df, counts = judge_preferences(engine, pairs, principles, judge_id, inputs.previous(), log=log,
-                                       inconsistent=cfg.inconsistent)
+                                       inconsistent=cfg.inconsistent, chunk_pairs=cfg.chunk_pairs,
+                                       store=inputs.partial())
     log(f"synthetic_preferences: {df.height} judgements, {counts}")
     consistency = dict(df.group_by("principle").agg(pl.col("consistent").mean()).iter_rows())
     metadata = {"judged": counts["judged"], "reused_from_cache": counts["reused"],
+                "resumed_from_unfinished_run": counts["resumed"],
                 "consistency_rate": round(float(df["consistent"].mean() or 0), 3),
                 "consistency_per_principle": {k: round(v, 3) for k, v in sorted(consistency.items())}}
     return TableResult(df, metadata, principle_hash=pset.content_hash, model_id=judge_id)

@@ -171,7 +171,8 @@ def run(inputs: StageInputs, log: Log = print) -> TableResult:
     with engine_for(inputs.section("engine"), base) as engine:
         prompt_tokens = [len(engine.encode(t)) for t in texts]
         log(f"self-align prompt: {prompt_tokens[0] if texts else 0} tokens")
-        outputs = generate_in_chunks(engine, texts, params, "self-align", log=log)
+        outputs = generate_in_chunks(engine, texts, params, "self-align", log=log, store=inputs.partial(),
+                                     model=inputs.resume_key(base))
     df = sft_data(prompts, outputs, prompt_tokens, pset, cfg)
     kept, reasons = filtered_counts(df)
     log(f"self_align_sft_data: kept {kept}/{df.height}; filtered {reasons}")
