@@ -10,7 +10,9 @@ from assets_defs.resources import SalmonResource
 from assets_defs.tables import table_name
 from salmon_dag.base_model.corpus import BUNDLED_CORPUS_DIR
 from salmon_dag.base_model.stage import STAGE as BASE_STAGE
-from salmon_dag.lineage import files_hash
+from salmon_dag.config import Profile
+from salmon_dag.lineage import DataFiles, files_hash
+from salmon_dag.paths import resolve_local
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
 
 STAGE_VERSION = "1"
@@ -18,21 +20,26 @@ GROUP = "models"
 KEY = dg.AssetKey("base_model")
 
 
-def _corpus_hash(settings: Settings) -> str:
+def _corpus_files(profile: Profile) -> DataFiles:
     # The tiny model is pre-trained on these files, written out by tiny_world.py: their content
-    # decides its weights.
+    # decides its weights. The shared data folder's files are optional (used where it exists).
     from salmon_dag.base_model import corpus_sources, tiny_world
+    from salmon_dag.base_model.corpus import SHARED_FILES
 
-    cfg = settings.profile.base_model
+    cfg = profile.base_model
     inputs: list[Path | str] = []
+    optional: tuple[Path, ...] = ()
     if cfg.kind == "tiny":
         inputs = [*sorted(BUNDLED_CORPUS_DIR.glob("*")), tiny_world.__file__, *corpus_sources(cfg.tiny.shared_data_dir)]
+        if cfg.tiny.shared_data_dir:
+            optional = tuple(resolve_local(cfg.tiny.shared_data_dir) / name for name in SHARED_FILES)
     elif cfg.kind == "random":  # its tokenizer is trained on the bundled corpus
         inputs = [*sorted(BUNDLED_CORPUS_DIR.glob("*")), tiny_world.__file__]
-    return files_hash(inputs)
+    required = tuple(Path(p) for p in inputs if Path(p).name not in {o.name for o in optional})
+    return DataFiles(required=required, optional=optional, hash=files_hash(inputs))
 
 
-BASE_MODEL_ASSET = AssetDecl(KEY, STAGE_VERSION, reads=BASE_STAGE.reads, extra_version=_corpus_hash)
+BASE_MODEL_ASSET = AssetDecl(KEY, STAGE_VERSION, reads=BASE_STAGE.reads, data_files=_corpus_files)
 
 
 def build_base_model_assets(settings: Settings) -> list:

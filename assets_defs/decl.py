@@ -17,7 +17,7 @@ import dagster as dg
 
 from assets_defs.tables import materialize_table
 from salmon_dag.config import Profile, stable_hash
-from salmon_dag.lineage import Lineage
+from salmon_dag.lineage import DataFiles, Lineage
 from salmon_dag.rehearsal import stage_record
 from salmon_dag.settings import Settings
 from salmon_dag.stage import Reads, TableResult
@@ -28,12 +28,15 @@ from salmon_dag.warehouse import Warehouse
 class AssetDecl:
     """``reads``: the stage's declaration (profile sections, with the seed always counted beside
     them; the assets it reads, by name). ``extra_version`` adds inputs that are not profile config
-    or assets (a data files' hash, a template version); it is read when the definitions are built."""
+    or assets (a template version); it is read when the definitions are built. ``data_files``: the
+    local data files it reads, whose content counts too (after ``extra_version``), recorded in the
+    artifact's lineage so that an optional one missing on this machine does not make it stale."""
 
     key: dg.AssetKey
     stage_version: str
     reads: Reads = Reads()
     extra_version: Callable[[Settings], str] | None = None
+    data_files: Callable[[Profile], DataFiles] | None = None
 
     @property
     def sections(self) -> tuple[str, ...]:
@@ -46,9 +49,29 @@ class AssetDecl:
     def code_version(self, settings: Settings) -> str:
         parts = [self.stage_version, self.config_hash(settings.profile)]
         extra = self.extra_version(settings) if self.extra_version is not None else ""
+        if self.data_files is not None:
+            files = self.data_files(settings.profile).version(self._built_data_files(settings.warehouse))
+            extra = f"{extra}.{files}" if extra else files
         if extra:  # empty: nothing beyond the config (code versions stay those of before)
             parts.append(extra)
         return ".".join(parts)
+
+    def _built_data_files(self, warehouse: Warehouse) -> dict | None:
+        """The data files the materialized artifact recorded (its lineage), or None."""
+        import json
+
+        from salmon_dag.model_ref import manifest_path
+
+        name = self.key.to_user_string()
+        try:
+            manifest = manifest_path(warehouse, name)
+            if manifest.is_file():
+                return json.loads(manifest.read_text()).get("lineage", {}).get("data_files")
+            if warehouse.table_path(name).is_file():
+                return warehouse.read_lineage(name).get("data_files")
+        except (OSError, ValueError):
+            pass  # unreadable: counted as it is (salmon status reports the damage)
+        return None
 
     def dependencies(self, settings: Settings) -> list[dg.AssetKey]:
         """The assets the stage reads, those the profile chooses included."""
@@ -77,6 +100,7 @@ class AssetDecl:
             principle_hash=principle_hash,
             model_id=model_id,
             rehearsal=stage_record(profile, self.sections) if profile.rehearsal is not None else None,
+            data_files=self.data_files(profile).record() if self.data_files is not None else None,
         )
 
     def materialize(self, context: dg.AssetExecutionContext, warehouse: Warehouse, profile: Profile,

@@ -8,7 +8,9 @@ from assets_defs.models import materialize_trained_model
 from assets_defs.preferences import RM_DATA
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import read_table, table_name
-from salmon_dag.lineage import files_hash
+from salmon_dag.config import Profile
+from salmon_dag.lineage import DataFiles, files_hash
+from salmon_dag.paths import resolve_local
 from salmon_dag.reward_model.job import STAGE as RM_STAGE
 from salmon_dag.reward_model.stage import EVAL_STAGE
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
@@ -20,17 +22,19 @@ REWARD_MODEL = dg.AssetKey("reward_model")
 RM_EVAL = dg.AssetKey("reward_model_eval")
 
 
-def _human_files(settings: Settings) -> str:
-    """Template version plus the content of local human-pair files (PMP / agreement data)."""
-    cfg = settings.profile.reward_model
-    configs = (cfg.human_eval, *((cfg.pmp.data, *cfg.pmp.more_data) if cfg.pmp else ()))
-    sources = [c.source for c in configs if c is not None]
-    local = [s for s in sources if s.endswith((".jsonl", ".jsonl.gz"))]
-    return f"{REWARD_TEMPLATE_VERSION}.{files_hash(local)}"
+def _human_files(profile: Profile) -> DataFiles:
+    """The local human-pair files (PMP / agreement data); those marked ``optional`` may be missing."""
+    cfg = profile.reward_model
+    configs = [c for c in (cfg.human_eval, *((cfg.pmp.data, *cfg.pmp.more_data) if cfg.pmp else ())) if c is not None]
+    local = [(resolve_local(c.source), c.optional) for c in configs if c.source.endswith((".jsonl", ".jsonl.gz"))]
+    return DataFiles(required=tuple(p for p, optional in local if not optional),
+                     optional=tuple(p for p, optional in local if optional), hash=files_hash([p for p, _ in local]))
 
 
-RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, reads=RM_STAGE.reads, extra_version=_human_files)
-RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, reads=EVAL_STAGE.reads, extra_version=_human_files)
+RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, reads=RM_STAGE.reads, extra_version=lambda _s: REWARD_TEMPLATE_VERSION,
+                     data_files=_human_files)
+RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, reads=EVAL_STAGE.reads, extra_version=lambda _s: REWARD_TEMPLATE_VERSION,
+                          data_files=_human_files)
 
 
 def build_reward_model_assets(settings: Settings) -> list:

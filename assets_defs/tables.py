@@ -67,9 +67,14 @@ def materialize_table(
 
 def lineage_metadata(lineage: Lineage) -> dict[str, object]:
     meta: dict[str, object] = {f"lineage/{k}": v for k, v in lineage.as_dict().items()
-                               if v is not None and k != "rehearsal"}
+                               if v is not None and k not in ("rehearsal", "data_files")}
     if lineage.rehearsal is not None:
         meta.update(rehearsal_metadata(lineage.rehearsal))
+    if lineage.data_files is not None:
+        # which local data files it was built from; a missing optional one is said, not hidden
+        meta["lineage/data_files"] = dg.MetadataValue.md("| file | sha256 |\n|---|---|\n" + "\n".join(
+            f"| `{name}` | {digest[:16] if digest else 'missing: what needs it was skipped'} |"
+            for name, digest in sorted(lineage.data_files["files"].items())))
     return meta
 
 

@@ -23,6 +23,8 @@ class Lineage:
     model_id: str | None = None
     # a rehearsal's record for this asset (salmon_dag.rehearsal.stage_record): not a column
     rehearsal: dict | None = field(default=None, compare=False)
+    # the local data files it was built from (DataFiles.record): not a column
+    data_files: dict | None = field(default=None, compare=False)
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         """Append the lineage columns (string-typed, null where not applicable)."""
@@ -34,8 +36,9 @@ class Lineage:
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
-        if values["rehearsal"] is None:  # a real run's lineage has no such key
-            del values["rehearsal"]
+        for key in ("rehearsal", "data_files"):  # absent, not null, where they do not apply
+            if values[key] is None:
+                del values[key]
         return {**values, "salmon_version": __version__}
 
 
@@ -55,3 +58,48 @@ def files_hash(paths: list[Path | str], length: int = 16) -> str:
         else:
             h.update(b"<missing>")
     return h.hexdigest()[:length]
+
+
+def file_digest(path: Path | str) -> str | None:
+    """sha256 of a file's content; None when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """Local data files an asset reads besides its config and upstream assets, whose content counts
+    in its code version. ``optional`` ones may be missing on a machine (what needs them is skipped:
+    ``../shared/data`` beside a checkout); ``hash`` is the asset's own hash of the files as they are
+    here (its existing formula, so code versions stay those of before)."""
+
+    required: tuple[Path, ...]
+    optional: tuple[Path, ...]
+    hash: str
+
+    def record(self) -> dict[str, Any]:
+        """What the artifact built now records in its lineage: the hash and each file's digest."""
+        return {"hash": self.hash, "files": {p.name: file_digest(p) for p in (*self.required, *self.optional)}}
+
+    def version(self, built: dict[str, Any] | None) -> str:
+        """The hash for the code version. An optional file missing here that the artifact was built
+        with (``built``: its lineage's :meth:`record`) counts as it was then, as long as every file
+        present here is unchanged: where optional data lives, or whether this machine has it, does
+        not make what was built with it stale. Any present file that changed, or one that appeared
+        since, counts as it is."""
+        missing = [p for p in self.optional if not p.is_file()]
+        if not missing or not built or "files" not in built:
+            return self.hash
+        was = built["files"]
+        if any(was.get(p.name) is None for p in missing):
+            return self.hash  # built without it too
+        present = [p for p in (*self.required, *self.optional) if p.is_file()]
+        if any(was.get(p.name) != file_digest(p) for p in present):
+            return self.hash
+        return built.get("hash", self.hash)

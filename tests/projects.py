@@ -23,10 +23,10 @@ CI_PROFILE = ROOT / "tests" / "profiles" / "ci.yaml"
 Project = tuple[Path, dict[str, str]]
 
 
-def project_env(root: Path) -> dict[str, str]:
+def project_env(root: Path, profile: Path = CI_PROFILE) -> dict[str, str]:
     env = {
         **os.environ,
-        "SALMON_PROFILE": str(CI_PROFILE),
+        "SALMON_PROFILE": str(profile),
         "SALMON_WAREHOUSE": str(root / "warehouse"),
         "SALMON_PRINCIPLES": str(root / "principles"),
     }
@@ -49,10 +49,11 @@ def states(project: Project) -> dict[str, str]:
     return {s["asset"]: s["state"] for s in json.loads(salmon(project, "status", "--format", "json").stdout)}
 
 
-def make_project(root: Path) -> Project:
-    """The shipped principles in ``root/principles`` and everything materialized."""
+def make_project(root: Path, profile: Path = CI_PROFILE) -> Project:
+    """The shipped principles in ``root/principles`` and everything materialized (the ci profile,
+    or ``profile``)."""
     shutil.copytree(ROOT / "principles", root / "principles")
-    project = (root, project_env(root))
+    project = (root, project_env(root, profile))
     salmon(project, "run", "--quiet")
     return project
 

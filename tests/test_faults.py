@@ -121,3 +121,32 @@ def test_a_run_killed_mid_judging_redoes_at_most_one_chunk(project, tmp_path):
     assert not (wh / ".partial" / "synthetic_preferences").exists()
     assert all(p.read_bytes() == data for p, data in others.items())
     assert os.listdir(wh / "synthetic_preferences") == ["data.parquet"]
+
+
+@pytest.mark.slow
+def test_optional_data_missing_on_this_machine_does_not_make_what_was_built_with_it_stale(tmp_path):
+    """A warehouse built with an optional human-pair file, then looked at where that file is absent
+    (a checkout without ../shared): nothing is stale, and the artifacts say what they were built
+    from. The file back but edited: what reads it is stale."""
+    import shutil
+
+    from projects import CI_PROFILE, ROOT, make_project
+
+    data = tmp_path / "data" / "hh_pairs.jsonl"
+    data.parent.mkdir()
+    shutil.copy(ROOT / "salmon_dag" / "data" / "rehearsal" / "hh_rlhf_mini.jsonl", data)
+    profile = tmp_path / "with_data.yaml"
+    profile.write_text(f"extends: {CI_PROFILE}\nreward_model:\n  human_eval: {{source: {data}, optional: true}}\n")
+    root = tmp_path / "project"
+    root.mkdir()
+    project = make_project(root, profile=profile)
+    manifest = json.loads((root / "warehouse" / "models" / "reward_model.json").read_text())
+    assert manifest["lineage"]["data_files"]["files"]["hh_pairs.jsonl"]  # built with it, its digest recorded
+
+    kept = data.read_bytes()
+    data.unlink()
+    assert all(s["state"] == "materialized" for s in _states(project).values()), _states(project)
+
+    data.write_bytes(kept.replace(b"\n", b"\n\n", 1))  # back, edited
+    stale = {name for name, s in _states(project).items() if s["state"] == "stale"}
+    assert {"reward_model", "reward_model_eval"} <= stale and "response_pairs" not in stale
