@@ -48,6 +48,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _disk_full_line(exc: BaseException) -> str | None:
+    """One line for a command that failed because its disk is full (any library's wording), naming
+    the file it was writing where the error says, else the Dagster instance's records (SQLite says
+    only "disk I/O error"); None for any other failure."""
+    from salmon_dag.errors import DiskFullError, disk_full, is_no_space
+
+    records = os.environ.get("DAGSTER_HOME") or "."
+    if not is_no_space(exc, records):
+        return None
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    ours = next((str(e) for e in chain if isinstance(e, DiskFullError)), None)
+    where = next((e.filename for e in chain if isinstance(e, OSError) and e.filename), None)
+    return (f"{ours or disk_full(where or records)}: free some space and run again (a run cut off here is "
+            "marked failed, and its accelerator slot freed, by the next salmon run)")
+
+
 def _rehearsal(profile: str, warehouse: str) -> tuple[str, str]:
     """(profile file, warehouse) of ``profile``'s rehearsal: a profile file in the warehouse that
     extends it with ``rehearse: true``; its own warehouse unless one was given."""
@@ -486,7 +506,14 @@ def ui(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        line = _disk_full_line(exc)
+        if line is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,13 @@ def print_warning(console: Console, line: str) -> None:
     console.print(f"  [yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
 
 
+def _close_progress_bars() -> None:
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+
+
 @contextmanager
 def captured_output(log_path: Path) -> Iterator[TextIO]:
     """Send this process's stdout and stderr (file descriptors 1 and 2, so C libraries and
@@ -178,6 +185,7 @@ def captured_output(log_path: Path) -> Iterator[TextIO]:
     try:
         yield terminal
     finally:
+        _close_progress_bars()  # a step that failed mid-loop leaves its bar open: it would print at exit
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from salmon_dag.errors import first_line
+from salmon_dag.errors import DiskFullError, disk_full, first_line, is_no_space
 
 TABLE_FILE = "data.parquet"
 DB_FILE = "salmon.duckdb"
@@ -73,6 +73,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
             _remove(old)
         else:
             os.replace(tmp, target)
+    except Exception as exc:
+        # a full disk is said as such, naming the target (judged before the partial write goes)
+        if not isinstance(exc, DiskFullError) and is_no_space(exc, target.parent):
+            _remove(tmp)
+            raise disk_full(target) from exc
+        raise
     finally:
         _remove(tmp)
 

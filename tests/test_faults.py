@@ -150,3 +150,55 @@ def test_optional_data_missing_on_this_machine_does_not_make_what_was_built_with
     data.write_bytes(kept.replace(b"\n", b"\n\n", 1))  # back, edited
     stale = {name for name, s in _states(project).items() if s["state"] == "stale"}
     assert {"reward_model", "reward_model_eval"} <= stale and "response_pairs" not in stale
+
+
+def _mount_small_disk(path, size: int) -> None:
+    import subprocess
+
+    path.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_leaves_a_failed_run_a_free_slot_and_nothing_half_written(project, tmp_path):
+    """The warehouse on a small filesystem with 12 MiB left; a forced reward-model rebuild needs
+    more (each checkpoint is ~22 MB)."""
+    import shutil
+    import subprocess
+
+    from projects import instance_of
+
+    source = sum(p.stat().st_size for p in project[0].rglob("*") if p.is_file())
+    disk = tmp_path / "small_disk"
+    _mount_small_disk(disk, source + (64 << 20))
+    try:
+        copy = copy_project(project, disk / "project")
+        wh = disk / "project" / "warehouse"
+        for work in (wh / "models").glob(".*.work"):  # no checkpoints to resume from: it must save
+            shutil.rmtree(work)
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - (12 << 20)))
+        before = {p: p.read_bytes() for p in wh.rglob("*") if p.is_file() and ".dagster" not in p.parts
+                  and p.suffix != ".lock" and p.name != "salmon.duckdb"}
+
+        proc = salmon(copy, "run", "--select", "reward_model", "-q", check=False)
+        said = proc.stdout + proc.stderr
+        assert proc.returncode == 1 and "Traceback" not in said, said
+        errors = [line for line in said.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"no space left on device writing {wh}" in errors[0], said
+        assert "it/s]" not in said  # the failed step's progress bar stayed in the log
+
+        with instance_of(copy) as instance:  # the run is failed and holds no accelerator slot
+            assert str(instance.get_runs(limit=1)[0].status) == "DagsterRunStatus.FAILURE"
+            assert instance.event_log_storage.get_concurrency_info("accelerator").claimed_slots == []
+        # nothing half-written: every file as it was, no temporary or cut-off checkpoint left
+        assert all(p.read_bytes() == data for p, data in before.items())
+        assert not [p for p in wh.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+        checkpoints = [c for c in (wh / "models").glob(".*.work/checkpoint-*")]
+        assert all((c / "trainer_state.json").is_file() for c in checkpoints), checkpoints
+        filler.unlink()
+        assert all(s["state"] == "materialized" for s in _states(copy).values())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -133,3 +133,24 @@ def test_a_corrupt_table_is_one_line_naming_its_file_and_the_fix(tmp_path):
         wh.read_table("pairs")
     msg = str(info.value)
     assert "\n" not in msg and str(path) in msg and "salmon run --select pairs" in msg
+
+
+def test_a_write_that_finds_the_disk_full_says_so_naming_the_target(tmp_path):
+    """Libraries word ENOSPC differently (OSError, safetensors' Rust error, SQLite): each is one
+    DiskFullError naming what was being written, and the partial file is gone."""
+    import errno
+
+    from salmon_dag.errors import DiskFullError, is_no_space
+
+    target = tmp_path / "t" / "data.parquet"
+    for raised in (OSError(errno.ENOSPC, "No space left on device"),
+                   RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")):
+        with pytest.raises(DiskFullError, match=f"^no space left on device writing {target}$"):
+            with atomic_path(target) as tmp:
+                tmp.write_text("partial")
+                raise raised
+        assert not list(target.parent.iterdir())
+    with pytest.raises(ValueError):  # any other failure stays what it is
+        with atomic_path(target) as tmp:
+            raise ValueError("bad row")
+    assert not is_no_space(ValueError("bad row"), tmp_path)

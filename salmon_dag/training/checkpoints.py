@@ -103,6 +103,16 @@ def clear_work_dir(work_dir: Path) -> None:
             entry.unlink()
 
 
+def drop_incomplete_checkpoints(work_dir: Path) -> list[Path]:
+    """Remove the checkpoints in ``work_dir`` that the trainer did not finish saving (it writes
+    ``trainer_state.json`` last); returns them."""
+    dropped = [c for c in sorted(Path(work_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"))
+               if c.is_dir() and not (c / "trainer_state.json").is_file()]
+    for ckpt in dropped:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return dropped
+
+
 def find_resumable(work_dir: Path, fp: Fingerprint, log: Callable[[str], None]) -> str | None:
     """The newest checkpoint in ``work_dir`` stamped with ``fp``, or None. Checkpoints of other
     inputs are cleared; an unstamped newest checkpoint (interrupted between saving and stamping)

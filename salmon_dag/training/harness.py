@@ -22,6 +22,7 @@ from salmon_dag.config import TrainingConfig
 from salmon_dag.training.checkpoints import (
     StampCheckpoints,
     default_work_dir,
+    drop_incomplete_checkpoints,
     find_resumable,
     fingerprint,
     stamp_work_dir,
@@ -36,6 +37,7 @@ from salmon_dag.training.reporting import (
     plot_curves,
     point_tensorboard,
 )
+from salmon_dag.errors import disk_full, is_no_space
 from salmon_dag.warehouse import atomic_path
 
 CHECKPOINTS_PER_RUN = 4  # default save_steps gives about this many checkpoints
@@ -159,7 +161,16 @@ def run_training(
     train_examples = len(trainer.train_dataset)
     if resume:
         log(f"{stage}: resuming from {resume}")
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except Exception as exc:
+        full = is_no_space(exc, work_dir)  # before anything is freed
+        # a checkpoint cut off mid-save is useless (the next run would drop it): drop it now, so
+        # that a full disk has room again for the run's own failure to be recorded
+        partial = drop_incomplete_checkpoints(work_dir) if procs.is_main_process else []
+        if full:
+            raise disk_full(partial[0] if partial else work_dir) from exc
+        raise
 
     history = list(trainer.state.log_history)
     steps = int(trainer.state.global_step)
