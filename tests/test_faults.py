@@ -202,3 +202,24 @@ def test_a_full_disk_is_one_line_and_leaves_a_failed_run_a_free_slot_and_nothing
         assert all(s["state"] == "materialized" for s in _states(copy).values())
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+def test_a_reward_model_rebuilt_again_and_again_trains_no_further_step(project, tmp_path):
+    """Forced rebuilds of a finished reward model (PMP, then the principle fine-tune) with the same
+    inputs: nothing trained, the same steps and weights, every other table untouched."""
+    copy = copy_project(project, tmp_path)
+    wh = tmp_path / "warehouse"
+    model = wh / "models" / "reward_model"
+    steps = json.loads((model / "training_log.json").read_text())["steps"]
+    tables = {p: p.read_bytes() for p in wh.rglob("*.parquet")}
+    weights = []
+    for _ in range(2):
+        proc = salmon(copy, "run", "--select", "reward_model", "-q")
+        log = open(proc.stdout.split("full log: ", 1)[1].split()[0]).read()
+        # a copy (other paths, new file times) of what these inputs train: no training at all
+        assert "pmp: " in log and log.count("nothing to train") == 2, log[-2000:]
+        assert json.loads((model / "training_log.json").read_text())["steps"] == steps
+        weights.append((model / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+    assert all(p.read_bytes() == data for p, data in tables.items())

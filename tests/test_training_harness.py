@@ -105,9 +105,16 @@ def test_harness_trains_a_sequence_classifier_adapter(tiny_checkpoint, tmp_path)
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
     log = json.loads((out / "training_log.json").read_text())
     assert log["base_model_id"] == str(tiny_checkpoint) and log["is_adapter"] and log["steps"] == 2
-    # same inputs again: resumes from the last checkpoint, already at max_steps
+    # same inputs again: the model these inputs train is already there, nothing is trained
+    weights = (out / "adapter_model.safetensors").read_bytes()
+    again = run_training("reward_model", build, {"data": len(ds)}, out, log=lines.append)
+    assert again.steps == 2 and again.losses == res.losses and lines[-1].endswith("nothing to train")
+    assert (out / "adapter_model.safetensors").read_bytes() == weights
+    # its weights cut short: resumed from the last checkpoint instead, already at max_steps
+    (out / "adapter_model.safetensors").write_bytes(weights[:-10])
     again = run_training("reward_model", build, {"data": len(ds)}, out, log=_quiet)
     assert again.resumed_from is not None and again.steps == 2
+    assert (out / "adapter_model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])

@@ -62,13 +62,35 @@ def data_hash(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def base_model_stamp(model_id: str, revision: str | None = None) -> Any:
-    """Identity of a model to train from: the id (and revision), or for a local checkpoint its
-    path plus the name/size/mtime of its files (a rebuilt checkpoint must not resume old runs)."""
+    """Identity of a model to train from: the id (and revision), or for a local checkpoint the
+    names, sizes and content digests of its files (:func:`file_stamp`). Not its path or times: a
+    copied or moved warehouse, or a checkpoint rewritten with the same weights (a reward model's PMP
+    stage resumed to its end), still resumes; a retrained one never resumes the old runs."""
     path = Path(model_id).expanduser()
     if not path.is_dir():
         return [model_id, revision] if revision else model_id
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    return [str(path.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
+    return [[p.name, p.stat().st_size, file_stamp(p)] for p in sorted(path.iterdir()) if p.is_file()]
+
+
+# files up to this size are hashed whole; larger ones (a local 70B checkpoint's shards) by samples
+WHOLE_FILE_BYTES = 64 << 20
+_SAMPLE = 1 << 20
+
+
+def file_stamp(path: Path) -> str:
+    """sha256 of a file's content: whole up to WHOLE_FILE_BYTES, else of 1 MiB at its start, middle
+    and end (any retraining changes weights throughout; the header holds every tensor's offsets)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if size <= WHOLE_FILE_BYTES:
+            for chunk in iter(lambda: fh.read(_SAMPLE), b""):
+                h.update(chunk)
+        else:
+            for offset in (0, size // 2, size - _SAMPLE):
+                fh.seek(offset)
+                h.update(fh.read(_SAMPLE))
+    return h.hexdigest()[:16]
 
 
 def read_json(path: Path) -> Any:

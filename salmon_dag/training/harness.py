@@ -25,6 +25,7 @@ from salmon_dag.training.checkpoints import (
     drop_incomplete_checkpoints,
     find_resumable,
     fingerprint,
+    read_json,
     stamp_work_dir,
     write_json,
 )
@@ -147,6 +148,10 @@ def run_training(
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     fp = fingerprint(stage, inputs)
+    done = finished_result(out_dir, fp.value)
+    if done is not None:
+        log(f"{stage}: {out_dir} already holds the model these inputs train ({done.steps} steps); nothing to train")
+        return done
     trainer = build_trainer(work_dir, [ProgressLog(stage, log, metrics), StampCheckpoints(fp), *callbacks])
     # Under accelerate launch every rank gets here: the main one clears stale checkpoints and
     # stamps the work dir, then all read the same resumable checkpoint.
@@ -210,6 +215,24 @@ def _whole_parameters(trainer: Any, model: Any) -> Iterator[None]:
 
     with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
         yield
+
+
+def finished_result(out_dir: Path, fp: str) -> TrainResult | None:
+    """The result already in ``out_dir`` when a run with fingerprint ``fp`` wrote it and its weights
+    read whole: a finished stage rebuilt with the same inputs is a no-op (resuming from its last
+    checkpoint would not be: a ``max_steps`` run resumed there trains one step more)."""
+    from salmon_dag.integrity import safetensors_problem
+
+    saved = read_json(Path(out_dir) / TRAINING_LOG)
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fp:
+        return None
+    weights = sorted(Path(out_dir).glob("*.safetensors"))
+    if not weights or any(safetensors_problem(w) for w in weights):
+        return None
+    history = saved.get("log_history") or []
+    return TrainResult(out_dir=Path(out_dir), steps=int(saved.get("steps", 0)), losses=metric_points(history, "loss"),
+                       log_history=history, resumed_from=saved.get("resumed_from"), seconds=0.0,
+                       train_examples=int(saved.get("train_examples", 0)), is_adapter=bool(saved.get("is_adapter")))
 
 
 def _is_peft(model: Any) -> bool:
