@@ -16,7 +16,7 @@ import dagster as dg
 
 from salmon_dag.config import Profile, TrainingConfig
 from salmon_dag.launch.command import accelerate_command
-from salmon_dag.launch.jobs import TrainJob, decode_result, rank_failures, run_job
+from salmon_dag.launch.jobs import TrainJob, decode_result, rank_failures, resolve_warehouse, run_job
 from salmon_dag.paths import PROJECT_ROOT
 from salmon_dag.warehouse import Warehouse
 
@@ -41,11 +41,9 @@ def train(context: dg.AssetExecutionContext, job: TrainJob, profile: Profile, wa
     here = launch_dir(warehouse, job.stage)
     shutil.rmtree(here, ignore_errors=True)
     here.mkdir(parents=True)
-    job_file = job.write(here / "job.json")
+    job_file = job.write(here / "job.json", warehouse.root)
     device = "cuda" if cfg.launcher == "k8s" else _local_device(job.device)
-    # a pod runs its image's python; a local launch the interpreter running Dagster
-    command = accelerate_command(cfg, job_file, device, WORKER_MODULE,
-                                 **({"python": "python"} if cfg.launcher == "k8s" else {}))
+    command = launch_command(profile, cfg, job_file, warehouse, device)
     context.log.info(f"{job.stage}: {cfg.launcher} launch, {cfg.num_processes} process(es) on {device}: "
                      f"{shlex.join(command)}")
     # the ranks import this checkout's packages even when it is not pip-installed
@@ -65,7 +63,18 @@ def train(context: dg.AssetExecutionContext, job: TrainJob, profile: Profile, wa
     messages = invocation.get_custom_messages()
     if not messages:
         raise LaunchError(f"{job.stage}: the launched run ended without reporting a result (see {here})")
-    return decode_result(job, messages[-1])
+    return decode_result(job, resolve_warehouse(messages[-1], warehouse.root))
+
+
+def launch_command(profile: Profile, cfg: TrainingConfig, job_file: Path, warehouse: Warehouse, device: str) -> list[str]:
+    """The ``accelerate launch`` command of a job: with this interpreter here; in a pod with its
+    image's python, the shipped files under its working dir and the job file where the pod mounts
+    the warehouse (``kubernetes.warehouse_mount``, default the same path)."""
+    if cfg.launcher != "k8s":
+        return accelerate_command(cfg, job_file, device, WORKER_MODULE)
+    k8s = profile.kubernetes
+    pod_job = Path(k8s.warehouse_mount or warehouse.root) / job_file.relative_to(warehouse.root)
+    return accelerate_command(cfg, pod_job, device, WORKER_MODULE, python="python", project_root=k8s.working_dir)
 
 
 def _local_device(device: str) -> str:

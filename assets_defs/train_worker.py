@@ -27,18 +27,18 @@ def main(job_file: str, run: Callable[..., Any] | None = None) -> None:
     """Run the job in ``job_file`` as this rank; ``run`` replaces ``run_job`` (tests)."""
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    from salmon_dag.launch.jobs import TrainJob, run_job, write_failure, write_result
+    from salmon_dag.launch.jobs import TrainJob, job_warehouse, run_job, write_failure, write_result
 
     job = TrainJob.read(job_file)
     run = run or run_job
-    here, me = Path(job_file).parent, rank()
+    here, me, warehouse = Path(job_file).parent, rank(), job_warehouse(job_file)
     try:
         if me == 0 and PipesEnvVarParamsLoader().is_dagster_pipes_process():
             with open_dagster_pipes() as pipes:
                 result = run(job, pipes.log.info)
-                pipes.report_custom_message(write_result(here, job, result))
+                pipes.report_custom_message(write_result(here, job, result, warehouse))
         elif me == 0:
-            write_result(here, job, run(job, print))
+            write_result(here, job, run(job, print), warehouse)
         else:
             run(job, lambda _line: None)  # rank 0 reports for all
     except BaseException as exc:

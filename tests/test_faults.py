@@ -163,8 +163,8 @@ def _mount_small_disk(path, size: int) -> None:
 
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_a_failed_run_a_free_slot_and_nothing_half_written(project, tmp_path):
-    """The warehouse on a small filesystem with 12 MiB left; a forced reward-model rebuild needs
-    more (each checkpoint is ~22 MB)."""
+    """The warehouse on a small filesystem with 12 MiB left and its reward model gone; rebuilding it
+    needs more (each checkpoint is ~22 MB)."""
     import shutil
     import subprocess
 
@@ -176,8 +176,10 @@ def test_a_full_disk_is_one_line_and_leaves_a_failed_run_a_free_slot_and_nothing
     try:
         copy = copy_project(project, disk / "project")
         wh = disk / "project" / "warehouse"
-        for work in (wh / "models").glob(".*.work"):  # no checkpoints to resume from: it must save
-            shutil.rmtree(work)
+        # no model, no PMP stage's model, no checkpoints to resume from: it must train and save
+        for work in [*(wh / "models").glob(".*.work"), wh / "models" / "reward_model", wh / "models" / ".reward_model.pmp"]:
+            shutil.rmtree(work, ignore_errors=True)
+        (wh / "models" / "reward_model.json").unlink()
         filler = disk / "filler"
         filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - (12 << 20)))
         before = {p: p.read_bytes() for p in wh.rglob("*") if p.is_file() and ".dagster" not in p.parts
@@ -198,8 +200,10 @@ def test_a_full_disk_is_one_line_and_leaves_a_failed_run_a_free_slot_and_nothing
         assert not [p for p in wh.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
         checkpoints = [c for c in (wh / "models").glob(".*.work/checkpoint-*")]
         assert all((c / "trainer_state.json").is_file() for c in checkpoints), checkpoints
+        assert not (wh / "models" / "reward_model").exists() and not (wh / "models" / "reward_model.json").exists()
         filler.unlink()
-        assert all(s["state"] == "materialized" for s in _states(copy).values())
+        states = _states(copy)
+        assert states["reward_model"]["state"] == "missing" and states["response_pairs"]["state"] == "materialized"
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 

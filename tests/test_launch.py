@@ -85,6 +85,53 @@ def test_a_job_round_trips_and_a_bad_job_file_is_named(tmp_path):
         TrainJob.for_stage(profile, SFT_STAGE, tmp_path / "out", base={"model_id": "m"})
 
 
+def test_a_job_reads_the_same_where_the_warehouse_is_mounted_elsewhere(tmp_path):
+    """Written where Dagster runs, read in a pod that mounts the warehouse at another path: the
+    job's warehouse paths follow the mount, the rest stays; the result's paths come back."""
+    import shutil
+
+    from salmon_dag.launch.jobs import job_warehouse, resolve_warehouse, write_result
+    from salmon_dag.training.harness import TrainResult
+
+    here = tmp_path / "dagster" / "warehouse"
+    profile = load_profile("tiny")
+    base = asdict(ModelRef("base_model", str(here / "models" / "base_model"), adapter_path="/elsewhere/adapter"))
+    job = TrainJob.for_stage(profile, SFT_STAGE, here / "models" / "sft_model", base=base,
+                             data=str(here / "self_align_sft_data" / "data.parquet"))
+    job_file = job.write(here / ".dagster" / "launch" / "sft" / "job.json", here)
+    assert str(here) not in job_file.read_text()
+    pod = tmp_path / "mnt" / "wh"
+    shutil.copytree(here, pod)
+    shutil.rmtree(here)
+    read = TrainJob.read(pod / ".dagster" / "launch" / "sft" / "job.json")
+    assert read.out_dir == str(pod / "models" / "sft_model") and job_warehouse(pod / ".dagster/launch/sft/job.json") == pod
+    assert read.inputs["base"]["model_id"] == str(pod / "models" / "base_model")
+    assert read.inputs["base"]["adapter_path"] == "/elsewhere/adapter" and read.inputs["data"].startswith(str(pod))
+    result = TrainResult(Path(read.out_dir), 2, [(1, 0.5)], [], None, 1.0, 4, False)
+    sent = write_result(pod / ".dagster" / "launch" / "sft", read, result, pod)
+    assert str(pod) not in json.dumps(sent)
+    back = SFT_STAGE.decode(resolve_warehouse(sent, here))
+    assert back.out_dir == here / "models" / "sft_model"
+
+
+def test_a_pod_gets_the_job_where_it_mounts_the_warehouse_and_the_shipped_files_in_its_image(tmp_path):
+    from assets_defs.launch import launch_command
+
+    wh = Warehouse(tmp_path / "warehouse")
+    job_file = wh.dagster_home / "launch" / "sft" / "job.json"
+    k8s = {"image": "img", "working_dir": "/app", "warehouse_mount": "/data/wh"}
+    profile = load_profile("tiny", {"kubernetes": k8s, "sft": {"launcher": "k8s", "num_processes": 8, "deepspeed_stage": 2}})
+    cmd = launch_command(profile, profile.sft, job_file, wh, "cuda")
+    assert cmd[0] == "python" and cmd[-1] == "/data/wh/.dagster/launch/sft/job.json"
+    assert cmd[cmd.index("--deepspeed_config_file") + 1] == "/app/salmon_dag/launch/deepspeed/zero2.json"
+    same = load_profile("tiny", {"kubernetes": {**k8s, "warehouse_mount": None}, "sft": {"launcher": "k8s"}})
+    assert launch_command(same, same.sft, job_file, wh, "cuda")[-1] == str(job_file)
+    with pytest.raises(ProfileError, match="warehouse_mount"):
+        load_profile("tiny", {"kubernetes": {**k8s, "warehouse_mount": "data/wh"}})
+    local = load_profile("tiny", {"sft": {"launcher": "accelerate"}})
+    assert launch_command(local, local.sft, job_file, wh, "cpu")[-1] == str(job_file)
+
+
 def test_a_stage_reads_only_the_sections_it_declares(tmp_path):
     from salmon_dag.config import RLConfig
     from salmon_dag.stage import StageRun

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from salmon_dag.config import TrainingConfig
+from salmon_dag.paths import PROJECT_ROOT
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
 
@@ -31,13 +32,15 @@ def accelerate_command(
     worker: str,
     *,
     python: str = sys.executable,
+    project_root: str | None = None,
 ) -> list[str]:
     """``python -m accelerate.commands.launch ... -m <worker> <job_file>`` for ``cfg``: every rank
     runs module ``worker`` (the caller's: the Dagster layer's talks to Dagster through Pipes).
 
     ``device`` "cpu": CPU ranks (gloo); otherwise one rank per GPU (NCCL). With
     ``cfg.accelerate_config`` (an ``accelerate config`` file: multi-node, ...) that file supplies
-    the defaults, and only the process count and the DeepSpeed config are set here.
+    the defaults, and only the process count and the DeepSpeed config are set here. ``project_root``:
+    where this project is where the command runs (a pod's working dir), for the shipped files.
     """
     cmd = [python, "-m", "accelerate.commands.launch"]
     if cfg.accelerate_config:
@@ -54,5 +57,8 @@ def accelerate_command(
     elif device == "cpu" and not cfg.deepspeed_stage:  # accelerate refuses --cpu with DeepSpeed
         cmd.append("--cpu")
     if cfg.deepspeed_stage:
-        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_config_file(cfg.deepspeed_stage))]
+        shipped = deepspeed_config_file(cfg.deepspeed_stage)
+        if project_root is not None:
+            shipped = Path(project_root) / shipped.relative_to(PROJECT_ROOT)
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(shipped)]
     return [*cmd, "-m", worker, str(job_file)]

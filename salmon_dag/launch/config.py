@@ -44,6 +44,10 @@ class KubernetesConfig(_Strict):
     shm_size: str | None = "16Gi"
     # the project root inside the image (the command runs there)
     working_dir: str = "/app"
+    # where the pod mounts the warehouse volume (None: the same path as where Dagster runs); job
+    # files and results name warehouse paths relative to it, so the two may differ
+    warehouse_mount: str | None = Field(default=None, pattern=r"^/")
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("warehouse_mount",)
     env: dict[str, str] = {}
     node_selector: dict[str, str] = {}
     tolerations: list[dict[str, Any]] = []

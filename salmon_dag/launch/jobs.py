@@ -22,6 +22,49 @@ from salmon_dag.warehouse import atomic_path
 
 Log = Callable[[str], None]
 
+# A job file and a launched run's result name paths inside the warehouse as this token plus their
+# path in it, and the job file says where the warehouse is relative to itself: a pod that mounts the
+# warehouse elsewhere (kubernetes.warehouse_mount) reads the same job, and its result names the
+# Dagster side's paths again once read there.
+WAREHOUSE_TOKEN = "$WAREHOUSE"
+
+
+def warehouse_relative(value: Any, root: Path | str) -> Any:
+    """``value`` (JSON data) with every absolute path inside ``root`` written as the token path."""
+    if isinstance(value, dict):
+        return {k: warehouse_relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [warehouse_relative(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path, root = Path(value), Path(root)
+        if path == root:
+            return WAREHOUSE_TOKEN
+        if path.is_relative_to(root):
+            return f"{WAREHOUSE_TOKEN}/{path.relative_to(root).as_posix()}"
+    return value
+
+
+def resolve_warehouse(value: Any, root: Path | str) -> Any:
+    """:func:`warehouse_relative`'s inverse, against the warehouse ``root`` of this side."""
+    if isinstance(value, dict):
+        return {k: resolve_warehouse(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_warehouse(v, root) for v in value]
+    if value == WAREHOUSE_TOKEN:
+        return str(root)
+    if isinstance(value, str) and value.startswith(WAREHOUSE_TOKEN + "/"):
+        return str(Path(root) / value[len(WAREHOUSE_TOKEN) + 1:])
+    return value
+
+
+def job_warehouse(job_file: Path | str) -> Path | None:
+    """The warehouse root a job file names relative to itself (None for a job written without one)."""
+    try:
+        rel = json.loads(Path(job_file).read_text(encoding="utf-8")).get("warehouse")
+    except (OSError, ValueError):
+        return None
+    return Path(os.path.normpath(Path(job_file).parent / rel)) if rel else None
+
 
 @dataclass(frozen=True)
 class TrainJob:
@@ -50,15 +93,22 @@ class TrainJob:
         return cls(stage.name, stage.module, str(out_dir), profile.seed, profile.engine.device,
                    profile.section_values(*stage.sections), inputs)
 
-    def write(self, path: Path) -> Path:
+    def write(self, path: Path, warehouse: Path | str | None = None) -> Path:
+        """Write the job to ``path``; with ``warehouse``, its paths inside it relative to it (and
+        it relative to the job file), so the job reads the same wherever the warehouse is mounted."""
+        data: dict[str, Any] = asdict(self)
+        if warehouse is not None:
+            data = {**warehouse_relative(data, warehouse), "warehouse": os.path.relpath(warehouse, Path(path).parent)}
         with atomic_path(Path(path)) as tmp:
-            tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True), encoding="utf-8")
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
         return Path(path)
 
     @classmethod
     def read(cls, path: Path | str) -> "TrainJob":
         try:
-            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            root = job_warehouse(path) if data.pop("warehouse", None) else None
+            return cls(**(resolve_warehouse(data, root) if root is not None else data))
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: not a readable train job ({exc})") from None
 
@@ -114,9 +164,12 @@ RESULT_FILE = "result.json"
 _ERROR_GLOB = "rank-*.error"
 
 
-def write_result(launch_dir: Path, job: TrainJob, result: Any) -> dict[str, Any]:
-    """The main rank's result as JSON in ``launch_dir`` (for a by-hand run; Pipes gets it too)."""
+def write_result(launch_dir: Path, job: TrainJob, result: Any, warehouse: Path | None = None) -> dict[str, Any]:
+    """The main rank's result as JSON in ``launch_dir`` (for a by-hand run; Pipes gets it too), its
+    paths inside ``warehouse`` (this side's mount) warehouse-relative."""
     data = encode_result(job, result)
+    if warehouse is not None:
+        data = warehouse_relative(data, warehouse)
     with atomic_path(Path(launch_dir) / RESULT_FILE) as tmp:
         tmp.write_text(json.dumps(data), encoding="utf-8")
     return data
