@@ -49,11 +49,10 @@ def states(project: Project) -> dict[str, str]:
     return {s["asset"]: s["state"] for s in json.loads(salmon(project, "status", "--format", "json").stdout)}
 
 
-def make_project(root: Path, profile: Path = CI_PROFILE) -> Project:
-    """The shipped principles in ``root/principles`` and everything materialized (the ci profile,
-    or ``profile``)."""
+def make_project(root: Path) -> Project:
+    """The shipped principles in ``root/principles`` and everything materialized."""
     shutil.copytree(ROOT / "principles", root / "principles")
-    project = (root, project_env(root, profile))
+    project = (root, project_env(root))
     salmon(project, "run", "--quiet")
     return project
 

@@ -130,7 +130,7 @@ def test_optional_data_missing_on_this_machine_does_not_make_what_was_built_with
     from. The file back but edited: what reads it is stale."""
     import shutil
 
-    from projects import CI_PROFILE, ROOT, make_project
+    from projects import CI_PROFILE, ROOT, project_env
 
     data = tmp_path / "data" / "hh_pairs.jsonl"
     data.parent.mkdir()
@@ -138,14 +138,17 @@ def test_optional_data_missing_on_this_machine_does_not_make_what_was_built_with
     profile = tmp_path / "with_data.yaml"
     profile.write_text(f"extends: {CI_PROFILE}\nreward_model:\n  human_eval: {{source: {data}, optional: true}}\n")
     root = tmp_path / "project"
-    root.mkdir()
-    project = make_project(root, profile=profile)
+    shutil.copytree(ROOT / "principles", root / "principles")
+    project = (root, project_env(root, profile))
+    salmon(project, "run", "-q", "--select", "*reward_model_eval")  # what reads the file, and upstream
     manifest = json.loads((root / "warehouse" / "models" / "reward_model.json").read_text())
     assert manifest["lineage"]["data_files"]["files"]["hh_pairs.jsonl"]  # built with it, its digest recorded
 
     kept = data.read_bytes()
     data.unlink()
-    assert all(s["state"] == "materialized" for s in _states(project).values()), _states(project)
+    states = _states(project)
+    assert states["reward_model_eval"]["state"] == "materialized", states
+    assert not [name for name, s in states.items() if s["state"] == "stale"], states
 
     data.write_bytes(kept.replace(b"\n", b"\n\n", 1))  # back, edited
     stale = {name for name, s in _states(project).items() if s["state"] == "stale"}
