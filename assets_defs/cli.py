@@ -325,6 +325,51 @@ def score(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default; another one with a token).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    principle: Annotated[
+        list[str] | None,
+        typer.Option("--principle", help="Default principle(s) by name for requests that name none (repeatable; "
+                     "OpenRLHF's /get_reward requests usually name none)."),
+    ] = None,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch (requests that arrive while the model is busy join the next batch anyway).")] = 2.0,
+    max_batch_tokens: Annotated[int, typer.Option(help="Tokens per reward-model call at most.")] = 32768,
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
+) -> None:
+    """Serve the warehouse's reward model over HTTP: POST /score, POST /get_reward (OpenRLHF's
+    --remote_rm_url), GET /health, /ready, /metrics. A token in $SALMON_SERVE_TOKEN is required of
+    every request (Authorization: Bearer ...)."""
+    import uvicorn
+
+    from salmon_dag.principles import PrincipleError, load_principles, principle_texts
+    from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
+    from salmon_dag.serve import TOKEN_ENV, Model, ServeLimits, create_app
+    from salmon_dag.warehouse import Warehouse
+
+    settings = _settings(profile, warehouse, principles)
+    try:
+        checkpoint = warehouse_checkpoint(Warehouse(settings.warehouse_dir))
+        known = {p.name: p for p in principle_texts(load_principles(settings.principles_path, "reward_model"))}
+    except (WarehouseError, PrincipleError) as exc:
+        _fail(str(exc))
+    unknown = [n for n in principle or [] if n not in known]
+    if unknown:
+        _fail(f"--principle: unknown principle(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+    token = os.environ.get(TOKEN_ENV) or None
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        err.print(f"[yellow]warning:[/yellow] serving on {host} without a token: anyone who reaches it can use it "
+                  f"(set {TOKEN_ENV})", highlight=False)
+    app_ = create_app(lambda: Model(load_scorer(checkpoint), known, str(checkpoint)), principle or (), token,
+                      ServeLimits(max_wait_s=max_wait_ms / 1000, max_batch_tokens=max_batch_tokens))
+    out.print(f"serving {checkpoint} on http://{host}:{port} ({'token required' if token else 'no token'}); "
+              "POST /score, POST /get_reward; GET /health, /ready, /metrics", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def profiles(
     check: Annotated[str | None, typer.Option("--check", help="A profile (name or .yaml path): what it asks of "
                                               "the hardware, and its contradictions; exits 1 on any.")] = None,
@@ -365,13 +410,13 @@ def _check_profile(name: str, gpus: int | None) -> None:
         raise typer.Exit(1)
 
 
-BENCHMARKS = ("judge", "generate", "rl", "steer", "seeds")
+BENCHMARKS = ("judge", "generate", "rl", "serve", "steer", "seeds")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="judge, generate, rl, steer or seeds")],
+    name: Annotated[str, typer.Argument(help="judge, generate, rl, serve, steer or seeds")],
     model: Annotated[str | None, typer.Option("--model", help="Checkpoint dir or Hub id (default: tiny shape, random weights).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="seeds: how many seeds (1..N).")] = 5,
     seed_list: Annotated[str | None, typer.Option("--seed-list", help="seeds: the seeds, e.g. 1,2,3 (wins over --seeds).")] = None,

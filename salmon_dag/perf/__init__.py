@@ -1,4 +1,4 @@
-"""Throughput benchmarks (``salmon bench judge | generate | rl``, ``python -m salmon_dag.perf.gpu``):
+"""Throughput benchmarks (``salmon bench judge | generate | rl | serve``, ``python -m salmon_dag.perf.gpu``):
 how fast the pipeline's pieces run, measured in one run and reported as ratios. Apart from
 ``salmon_dag.benchmarks``, which evaluates the models (MT-Bench, win rate, GSM8K, HumanEval), and
 from ``salmon bench steer`` / ``seeds`` (``rl.steer``, ``study``), which measure the method's claims.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-BENCHMARKS = ("judge", "generate", "rl")
+BENCHMARKS = ("judge", "generate", "rl", "serve")
 
 
 def run_benchmark(name: str, model: str | None = None, log=print) -> None:
@@ -29,6 +29,10 @@ def run_benchmark(name: str, model: str | None = None, log=print) -> None:
             from salmon_dag.perf.inference import bench_generate
 
             bench_generate(path, log=log)
+        elif name == "serve":  # --model: a reward-model checkpoint
+            from salmon_dag.perf.serve import bench_serve
+
+            bench_serve(Path(model) if model else random_reward_model(Path(path), Path(tmp) / "rm"), log=log)
         elif name == "rl":
             from salmon_dag.perf.rl import bench_rl
 
