@@ -225,3 +225,15 @@ def test_salmon_serve_scores_like_the_reward_scorer(project):
     alone = scorer.score(["Name a colour."], ["Blue."], [known["Concise"].definition])  # batched alone, as served
     assert got == pytest.approx(want, abs=1e-5) and reward == pytest.approx(alone, abs=1e-5)
     assert json.dumps(got)  # plain floats
+
+
+@pytest.mark.slow
+def test_bench_serve_measures_both_servers_and_prints_the_ratio(tiny_checkpoint, tmp_path):
+    from salmon_dag.perf.models import random_reward_model
+    from salmon_dag.perf.serve import CONCURRENCY, bench_serve
+
+    lines: list[str] = []
+    results = bench_serve(random_reward_model(tiny_checkpoint, tmp_path / "rm"), log=lines.append, requests_per_client=1)
+    assert set(results) == {(mode, c) for mode in ("batched", "naive") for c in CONCURRENCY}
+    assert all(rps > 0 and p50 <= p99 for rps, p50, p99 in results.values())
+    assert lines[-1].startswith(f"batched / naive throughput at concurrency {CONCURRENCY[-1]}: ")

@@ -7,14 +7,69 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CONCURRENCY = (1, 8, 32)
-# original text: two principles a request is scored under, and replies of a few lengths
-PRINCIPLES = [{"text": "The reply answers the question directly."}, {"text": "The reply is brief and plain."}]
+# original text: three principles a request is scored under (the length of reward_model.yaml's, as
+# many as RL draws), and replies of a few lengths
+PRINCIPLES = [
+    {"text": "The AI answers the question that was asked, directly and correctly, and says plainly when "
+             "it is unsure instead of guessing or padding the answer with unrelated detail."},
+    {"text": "The AI keeps the reply short and plain: no preamble, no repeated points, no closing "
+             "pleasantries, only the sentences the user needs in order to act on it."},
+    {"text": "The AI stays safe and respectful: it gives no advice that could cause harm, and it "
+             "treats the user and any people mentioned without mockery or prejudice."},
+]
 REPLIES = ["Blue.", "The sky looks blue because air scatters short wavelengths of sunlight more than long ones.",
            "It depends on the time of day and the weather, but on a clear afternoon it is usually a light blue."]
+
+
+def _serve(reward_model: str, max_wait_s: float, max_batch_tokens: int, port: int) -> None:
+    """A server process: ``salmon serve``'s app on ``reward_model``."""
+    import uvicorn
+    from transformers.utils import logging as hf_logging
+
+    from salmon_dag.reward_model.checkpoint import load_scorer
+    from salmon_dag.serve import Model, ServeLimits, create_app
+
+    hf_logging.disable_progress_bar()
+    limits = ServeLimits(max_wait_s=max_wait_s, max_batch_tokens=max_batch_tokens)
+    app = create_app(lambda: Model(load_scorer(reward_model), {}, reward_model), limits=limits)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+@contextmanager
+def _server_process(reward_model: Path, limits) -> Iterator[str]:
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = (f"from salmon_dag.perf.serve import _serve; _serve({str(reward_model)!r}, {limits.max_wait_s!r}, "
+            f"{limits.max_batch_tokens!r}, {port})")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the benchmark's server on {url} did not become ready: {proc.stderr.read()[-500:]}"
+                                   if proc.poll() is not None else f"the benchmark's server on {url} did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 async def _load(url: str, concurrency: int, requests: int) -> tuple[float, list[float]]:
@@ -47,21 +102,17 @@ def _percentile(values: list[float], q: float) -> float:
 def bench_serve(reward_model: Path, log: Callable[[str], None] = print, requests_per_client: int = 4) -> dict:
     """Measure both servers at each of :data:`CONCURRENCY`; log a table and the ratio at the
     highest concurrency; return {(mode, concurrency): (rps, p50, p99)}."""
-    from salmon_dag.reward_model.checkpoint import load_scorer
-    from salmon_dag.serve import Model, ServeLimits, create_app
-    from salmon_dag.serve.local import served_here
+    from salmon_dag.serve import ServeLimits
 
-    scorer = load_scorer(reward_model)
+    # salmon serve against the same server making one model call per request; each server in a
+    # process of its own, as clients are in theirs
     modes = {"batched": ServeLimits(), "naive": ServeLimits(max_wait_s=0.0, max_batch_tokens=1)}
     results: dict = {}
-    log(f"salmon serve on {reward_model}: one-item requests, 2 principles; naive = one request per model call")
+    log(f"salmon serve on {reward_model}: one-item requests, {len(PRINCIPLES)} principles; naive = one request "
+        "per model call")
     log(f"{'concurrency':>11} {'mode':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for mode, limits in modes.items():
-        with served_here(create_app(lambda: Model(scorer, {}, str(reward_model)), limits=limits)) as url:
-            import httpx
-
-            while httpx.get(f"{url}/ready").status_code != 200:
-                time.sleep(0.05)
+        with _server_process(reward_model, limits) as url:
             asyncio.run(_load(url, 4, 8))  # warm up
             for c in CONCURRENCY:
                 n = max(16, c * requests_per_client)
