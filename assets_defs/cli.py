@@ -278,26 +278,29 @@ def score(
     response: Annotated[str, typer.Option("--response", help="The reply to score.")],
     principle: Annotated[
         list[str] | None,
-        typer.Option("--principle", help="A reward-model principle by name (repeatable; default: all)."),
+        typer.Option("--principle", help="A reward-model principle by name (repeatable; default: the total under "
+                     "rl.yaml's always-on principles, the breakdown under every principle)."),
     ] = None,
+    server: Annotated[str | None, typer.Option("--server", envvar="SALMON_SERVE_URL", help="A salmon serve URL to "
+                      "ask (default: the one serving this warehouse, if any; else the model is loaded here).")] = None,
     profile: ProfileOpt = DEFAULT_PROFILE,
     warehouse: WarehouseOpt = "warehouse",
     principles: PrinciplesOpt = "principles",
     fmt: FormatOpt = "table",
 ) -> None:
     """Score a reply with the trained reward model: under all chosen principles, and under each
-    principle alone and negated (the breakdown RL and evaluation use)."""
-    from salmon_dag.principles import principle_texts
-    from salmon_dag.principles import PrincipleError, load_principles
-    from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
+    principle alone and negated (the breakdown RL and evaluation use). A running `salmon serve` of
+    this warehouse answers it (no model load here)."""
+    from salmon_dag.principles import PrincipleError, load_principles, principle_texts
+    from salmon_dag.serve.client import running_server, score_remote
     from salmon_dag.warehouse import Warehouse
 
     _check_format(fmt, ("table", "json"))
     settings = _settings(profile, warehouse, principles)
     try:
-        checkpoint = warehouse_checkpoint(Warehouse(settings.warehouse_dir))
         pset = load_principles(settings.principles_path, "reward_model")
-    except (WarehouseError, PrincipleError) as exc:
+        always_on = load_principles(settings.principles_path, "rl").always_on()
+    except PrincipleError as exc:
         _fail(str(exc))
     known = principle_texts(pset)
     by_name = {p.name: p for p in known}
@@ -305,23 +308,47 @@ def score(
     if unknown:
         _fail(f"unknown principle(s) {', '.join(map(repr, unknown))} in {pset.path} (known: {', '.join(by_name)})")
     chosen = [by_name[n] for n in principle] if principle else known
+    # the total: under the chosen principles, or by default under those RL shows the model at every step
+    together = [{"name": p.name} for p in chosen] if principle else [{"text": p.definition} for p in always_on]
+    label = (f"the {len(chosen)} principle(s) together" if principle else
+             f"rl.yaml's {len(always_on)} always-on principles ({', '.join(p.name for p in always_on)})")
+    url = server or running_server(Warehouse(settings.warehouse_dir))
     try:
-        scorer = load_scorer(checkpoint)
-        total, rows = scorer.breakdown(prompt, response, chosen)
-    except (OSError, ValueError) as exc:
+        if url:
+            total, rows = score_remote(url, prompt, response, together, [p.name for p in chosen])
+        else:
+            total, rows = _score_here(settings, prompt, response, together, chosen, by_name)
+    except (OSError, ValueError, WarehouseError) as exc:
         _fail(str(exc).splitlines()[0])
     if fmt == "json":
-        print(json.dumps({"score": total, "principles": [
-            {"principle": r.principle, "score": r.score, "negated_score": r.negated_score, "delta": r.delta}
-            for r in rows]}, indent=2))
+        print(json.dumps({"score": total, "under": label, "principles": [
+            {"principle": name, "score": score, "negated_score": negated, "delta": score - negated}
+            for name, score, negated in rows]}, indent=2))
         return
     _print_rows(
         ["principle", "score", "negated", "score - negated"],
-        [(r.principle, f"{r.score:+.3f}", f"{r.negated_score:+.3f}", f"{r.delta:+.3f}") for r in rows],
+        [(name, f"{score:+.3f}", f"{negated:+.3f}", f"{score - negated:+.3f}") for name, score, negated in rows],
         "table",
-        title=(f"reward {total:+.3f} under the {len(chosen)} principle(s) together" if total is not None else
-               f"the {len(chosen)} principles together do not fit in {scorer.max_len} tokens: scored one by one"),
+        title=f"reward {total:+.3f} under {label}" if total is not None else f"{label} do not fit: scored one by one",
     )
+
+
+def _score_here(settings: Settings, prompt: str, response: str, together: list[dict], chosen, by_name):
+    """(total, [(principle, score, negated)]) with the reward model loaded in this process."""
+    from transformers.utils import logging as hf_logging
+
+    from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
+    from salmon_dag.warehouse import Warehouse
+
+    hf_logging.disable_progress_bar()  # stderr stays for errors
+    scorer = load_scorer(warehouse_checkpoint(Warehouse(settings.warehouse_dir)))
+    texts = [by_name[t["name"]].definition if "name" in t else t["text"] for t in together]
+    _, rows = scorer.breakdown(prompt, response, chosen)
+    try:
+        total = scorer.score([prompt], [response], texts)[0]
+    except ValueError:  # the principles alone are longer than max_len
+        total = None
+    return total, [(r.principle, r.score, r.negated_score) for r in rows]
 
 
 @app.command()
@@ -342,11 +369,14 @@ def serve(
     """Serve the warehouse's reward model over HTTP: POST /score, POST /get_reward (OpenRLHF's
     --remote_rm_url), GET /health, /ready, /metrics. A token in $SALMON_SERVE_TOKEN is required of
     every request (Authorization: Bearer ...)."""
+    import signal
+
     import uvicorn
 
     from salmon_dag.principles import PrincipleError, load_principles, principle_texts
     from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
     from salmon_dag.serve import TOKEN_ENV, Model, ServeLimits, create_app
+    from salmon_dag.serve.client import announce
     from salmon_dag.warehouse import Warehouse
 
     settings = _settings(profile, warehouse, principles)
@@ -366,7 +396,11 @@ def serve(
                       ServeLimits(max_wait_s=max_wait_ms / 1000, max_batch_tokens=max_batch_tokens))
     out.print(f"serving {checkpoint} on http://{host}:{port} ({'token required' if token else 'no token'}); "
               "POST /score, POST /get_reward; GET /health, /ready, /metrics", highlight=False)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    # uvicorn shuts down on SIGTERM, then raises it again: exit normally then, so the announcement goes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with announce(Warehouse(settings.warehouse_dir), f"http://{local}:{port}"):  # salmon score finds it
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -118,8 +118,12 @@ def test_reward_model_stage(project):
                             "--principle", "Concise", "--principle", "Harmless", "--format", "json").stdout)
     assert [p["principle"] for p in out["principles"]] == ["Concise", "Harmless"]
     assert all(p["score"] != p["negated_score"] for p in out["principles"])
-    table = salmon(project, "score", "--prompt", "Name a colour.", "--response", "Blue.").stdout
+    default = salmon(project, "score", "--prompt", "Name a colour.", "--response", "Blue.")
+    table = default.stdout
     assert "Matches User Language" in table and "negated" in table
+    # without --principle a total a user can read: under the principles RL shows at every step
+    assert "under rl.yaml's 3 always-on principles" in table and "do not fit" not in table
+    assert "Loading weights" not in default.stderr and "it/s]" not in default.stderr
     bad = salmon(project, "score", "--prompt", "x", "--response", "y", "--principle", "Nope", check=False)
     assert bad.returncode == 1 and bad.stderr.count("error:") == 1 and "unknown principle(s) 'Nope'" in bad.stderr
 

@@ -214,9 +214,23 @@ def test_salmon_serve_scores_like_the_reward_scorer(project):
         reward = httpx.post(f"{url}/get_reward", headers=auth,
                             json={"query": ["### User: Name a colour.\n\n### Assistant: Blue."]}).json()["rewards"]
         assert httpx.post(f"{url}/score", json={"items": items}).status_code == 401
+        # salmon score finds the server through the warehouse and asks it (no model load of its own)
+        served = json.loads(subprocess.run(
+            [sys.executable, "-m", "assets_defs.cli", "score", "--prompt", "Name a colour.", "--response", "Blue.",
+             "--principle", "Concise", "--format", "json"], env={**env, "SALMON_SERVE_TOKEN": "t0k"}, cwd=root,
+            capture_output=True, text=True, check=True).stdout)
+        assert (root / "warehouse" / ".serve.json").is_file()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+    assert not (root / "warehouse" / ".serve.json").exists()  # a stopped server is no longer announced
+    here = json.loads(subprocess.run(
+        [sys.executable, "-m", "assets_defs.cli", "score", "--prompt", "Name a colour.", "--response", "Blue.",
+         "--principle", "Concise", "--format", "json"], env=env, cwd=root, capture_output=True, text=True,
+        check=True).stdout)
+    # the same prompts in batches of another shape: equal up to the CPU's bf16 autocast
+    assert served["score"] == pytest.approx(here["score"], abs=1e-3)
+    assert served["principles"][0]["negated_score"] == pytest.approx(here["principles"][0]["negated_score"], abs=1e-3)
     known = {p.name: p for p in principle_texts(load_principles(root / "principles", "reward_model"))}
     scorer = load_scorer(warehouse_checkpoint(Warehouse(root / "warehouse")))
     want = scorer.score(["Name a colour.", "What is two plus two?"], ["Blue.", "Four, because two and two make four."],
