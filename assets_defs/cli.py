@@ -352,6 +352,29 @@ def _score_here(settings: Settings, prompt: str, response: str, together: list[d
 
 
 @app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="sft (self_align_sft_data) or preferences (rm_training_data).")],
+    fmt: Annotated[str, typer.Option("--format", help="hf (datasets save_to_disk), jsonl or parquet.")] = "hf",
+    out: Annotated[str | None, typer.Option("--out", help="Where to write (default: <warehouse>/exports/<name>).")] = None,
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    warehouse: WarehouseOpt = "warehouse",
+    principles: PrinciplesOpt = "principles",
+) -> None:
+    """Export a table as data other trainers take: SFT conversations (TRL SFTTrainer) or SALMON's
+    preferences as prompt / chosen / rejected conversations with their principles (DPOTrainer,
+    RewardTrainer)."""
+    from salmon_dag.export import export_table
+    from salmon_dag.warehouse import Warehouse
+
+    settings = _settings(profile, warehouse, principles)
+    try:
+        path, rows = export_table(Warehouse(settings.warehouse_dir), name, fmt, out)
+    except (WarehouseError, ValueError) as exc:
+        _fail(str(exc))
+    print(f"{name}: {rows} rows -> {path}")
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default; another one with a token).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
