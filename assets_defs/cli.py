@@ -274,8 +274,13 @@ def sql(
 
 @app.command()
 def score(
-    prompt: Annotated[str, typer.Option("--prompt", help="The user's request.")],
-    response: Annotated[str, typer.Option("--response", help="The reply to score.")],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="The user's request.")] = None,
+    response: Annotated[str | None, typer.Option("--response", help="The reply to score.")] = None,
+    input_file: Annotated[str | None, typer.Option("--input", help="Score a .jsonl / .parquet file instead: rows of "
+                          "prompt, response[, principles], or RewardBench's prompt, chosen, rejected[, subset] "
+                          "(accuracy overall and per subset).")] = None,
+    output_file: Annotated[str | None, typer.Option("--output", help="With --input: write the rows with their "
+                           "scores here (.jsonl / .parquet).")] = None,
     principle: Annotated[
         list[str] | None,
         typer.Option("--principle", help="A reward-model principle by name (repeatable; default: the total under "
@@ -312,6 +317,12 @@ def score(
     together = [{"name": p.name} for p in chosen] if principle else [{"text": p.definition} for p in always_on]
     label = (f"the {len(chosen)} principle(s) together" if principle else
              f"rl.yaml's {len(always_on)} always-on principles ({', '.join(p.name for p in always_on)})")
+    if input_file is not None:
+        _score_file(settings, input_file, output_file, [by_name[t["name"]].definition if "name" in t else t["text"]
+                                                         for t in together], by_name, label, fmt)
+        return
+    if prompt is None or response is None:
+        _fail("give --prompt and --response, or --input FILE")
     url = server or running_server(Warehouse(settings.warehouse_dir))
     try:
         if url:
@@ -331,6 +342,39 @@ def score(
         "table",
         title=f"reward {total:+.3f} under {label}" if total is not None else f"{label} do not fit: scored one by one",
     )
+
+
+def _score_file(settings: Settings, input_file: str, output_file: str | None, default: list[str], by_name,
+                label: str, fmt: str) -> None:
+    """Score every row of a file in this process; print the summary, write the rows when asked."""
+    from transformers.utils import logging as hf_logging
+
+    from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
+    from salmon_dag.reward_model.files import ScoreFileError, read_rows, score_rows, write_rows
+    from salmon_dag.warehouse import Warehouse
+
+    hf_logging.disable_progress_bar()
+    try:
+        rows = read_rows(input_file)
+        scorer = load_scorer(warehouse_checkpoint(Warehouse(settings.warehouse_dir)))
+        scored, summary = score_rows(scorer, rows, default, by_name, input_file)
+        if output_file is not None:
+            write_rows(scored, output_file)
+    except (ScoreFileError, WarehouseError, OSError) as exc:
+        _fail(str(exc).splitlines()[0])
+    except ValueError as exc:  # the principles do not fit the model's length, ...
+        _fail(f"{input_file}: {str(exc).splitlines()[0]}")
+    summary = {"input": input_file, "rows without principles scored under": label, **summary,
+               **({"output": output_file} if output_file else {})}
+    if fmt == "json":
+        print(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        if key != "subsets":
+            print(f"{key}: {value}")
+    if "subsets" in summary:
+        _print_rows(["subset", "accuracy", "n"], [(k, f"{v['accuracy']:.3f}", v["n"]) for k, v in summary["subsets"].items()],
+                    "table")
 
 
 def _score_here(settings: Settings, prompt: str, response: str, together: list[dict], chosen, by_name):
