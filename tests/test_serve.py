@@ -251,3 +251,51 @@ def test_bench_serve_measures_both_servers_and_prints_the_ratio(tiny_checkpoint,
     assert set(results) == {(mode, c) for mode in ("batched", "naive") for c in CONCURRENCY}
     assert all(rps > 0 and p50 <= p99 for rps, p50, p99 in results.values())
     assert lines[-1].startswith(f"batched / naive throughput at concurrency {CONCURRENCY[-1]}: ")
+
+
+def test_verl_and_trl_reward_functions_ask_the_server(monkeypatch):
+    from salmon_dag.serve.trl_reward import salmon_reward_funcs, verl_compute_score
+
+    with served(create_app(lambda: Model(Scorer(), KNOWN))) as url:
+        ready(url)
+        monkeypatch.setenv("SALMON_SERVE_URL", url)
+        monkeypatch.setenv("SALMON_SERVE_PRINCIPLES", "Concise, Honest")
+        got = verl_compute_score("gsm8k", "Blue.", None, {"question": "Name a colour."})
+        assert got == expected(["The reply is short.", "The reply is true."], "Name a colour.", "Blue.")
+        funcs, _ = salmon_reward_funcs(url, ["Concise"])
+        chat = funcs[0]([[{"role": "user", "content": "Hi?"}]], [[{"role": "assistant", "content": "Hello."}]])
+        assert chat == [expected(["The reply is short."], "Hi?", "Hello.")]  # conversations: the last messages
+    monkeypatch.delenv("SALMON_SERVE_PRINCIPLES")
+    with pytest.raises(RuntimeError, match="SALMON_SERVE_PRINCIPLES"):
+        verl_compute_score("x", "y")
+
+
+@pytest.mark.slow
+def test_trl_grpo_trains_against_the_served_reward_model_with_each_principle_logged(tiny_checkpoint, tmp_path):
+    """TRL's own GRPOTrainer, one step on the micro model, its reward from a served stand-in RM:
+    the total under both principles drives it, each principle is its own logged column."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from salmon_dag.serve.trl_reward import salmon_reward_funcs
+
+    scorer = Scorer()
+    with served(create_app(lambda: Model(scorer, KNOWN))) as url:
+        ready(url)
+        funcs, weights = salmon_reward_funcs(url, ["Concise", {"name": "Honest", "negated": True}])
+        assert [f.__name__ for f in funcs] == ["salmon", "salmon_concise", "salmon_not_honest"] and weights == [1, 0, 0]
+        tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        prompts = datasets.Dataset.from_dict({"prompt": ["### User: Name a colour.\n\n### Assistant:",
+                                                         "### User: Say hi.\n\n### Assistant:"]})
+        args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2, max_steps=1,
+                          max_completion_length=6, reward_weights=weights, report_to="none", use_cpu=True,
+                          logging_steps=1, save_strategy="no", disable_tqdm=True)
+        trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_checkpoint), reward_funcs=funcs,
+                              args=args, train_dataset=prompts, processing_class=tok)
+        trainer.train()
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert {"rewards/salmon/mean", "rewards/salmon_concise/mean", "rewards/salmon_not_honest/mean"} <= logged
+    assert len(scorer.calls) >= 3  # the total and both parts were asked of the server
