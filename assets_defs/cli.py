@@ -281,6 +281,8 @@ def score(
                           "(accuracy overall and per subset).")] = None,
     output_file: Annotated[str | None, typer.Option("--output", help="With --input: write the rows with their "
                            "scores here (.jsonl / .parquet).")] = None,
+    compare: Annotated[list[str] | None, typer.Option("--compare", help="With --input: also score the file with "
+                       "this reward model (a Hub id or folder transformers loads; repeatable), side by side.")] = None,
     principle: Annotated[
         list[str] | None,
         typer.Option("--principle", help="A reward-model principle by name (repeatable; default: the total under "
@@ -319,7 +321,7 @@ def score(
              f"rl.yaml's {len(always_on)} always-on principles ({', '.join(p.name for p in always_on)})")
     if input_file is not None:
         _score_file(settings, input_file, output_file, [by_name[t["name"]].definition if "name" in t else t["text"]
-                                                         for t in together], by_name, label, fmt)
+                                                         for t in together], by_name, label, fmt, compare or [])
         return
     if prompt is None or response is None:
         _fail("give --prompt and --response, or --input FILE")
@@ -345,12 +347,13 @@ def score(
 
 
 def _score_file(settings: Settings, input_file: str, output_file: str | None, default: list[str], by_name,
-                label: str, fmt: str) -> None:
-    """Score every row of a file in this process; print the summary, write the rows when asked."""
+                label: str, fmt: str, compare: list[str]) -> None:
+    """Score every row of a file in this process (and with each ``compare`` model); print the
+    summary, write the rows (with our scores) when asked."""
     from transformers.utils import logging as hf_logging
 
     from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
-    from salmon_dag.reward_model.files import ScoreFileError, read_rows, score_rows, write_rows
+    from salmon_dag.reward_model.files import PlainRewardModel, ScoreFileError, read_rows, score_rows, write_rows
     from salmon_dag.warehouse import Warehouse
 
     hf_logging.disable_progress_bar()
@@ -360,21 +363,27 @@ def _score_file(settings: Settings, input_file: str, output_file: str | None, de
         scored, summary = score_rows(scorer, rows, default, by_name, input_file)
         if output_file is not None:
             write_rows(scored, output_file)
+        others = {m: score_rows(PlainRewardModel(m), rows, default, by_name, input_file)[1] for m in compare}
     except (ScoreFileError, WarehouseError, OSError) as exc:
         _fail(str(exc).splitlines()[0])
     except ValueError as exc:  # the principles do not fit the model's length, ...
         _fail(f"{input_file}: {str(exc).splitlines()[0]}")
     summary = {"input": input_file, "rows without principles scored under": label, **summary,
-               **({"output": output_file} if output_file else {})}
+               **({"output": output_file} if output_file else {}), **({"compare": others} if others else {})}
     if fmt == "json":
         print(json.dumps(summary, indent=2))
         return
     for key, value in summary.items():
-        if key != "subsets":
+        if key not in ("subsets", "compare"):
             print(f"{key}: {value}")
-    if "subsets" in summary:
-        _print_rows(["subset", "accuracy", "n"], [(k, f"{v['accuracy']:.3f}", v["n"]) for k, v in summary["subsets"].items()],
-                    "table")
+    if "subsets" in summary or others:
+        # ours and each compared model side by side (the others take no principles)
+        names = ["salmon", *others]
+        all_ = [summary, *others.values()]
+        subsets = sorted(summary.get("subsets", {}))
+        rows_ = [("all", *(f"{s.get('accuracy', float('nan')):.3f}" for s in all_), summary["rows"])]
+        rows_ += [(k, *(f"{s['subsets'][k]['accuracy']:.3f}" for s in all_), summary["subsets"][k]["n"]) for k in subsets]
+        _print_rows(["subset", *names, "n"], rows_, "table")
 
 
 def _score_here(settings: Settings, prompt: str, response: str, together: list[dict], chosen, by_name):

@@ -64,5 +64,16 @@ def test_salmon_score_input_scores_the_bundled_comparisons(project, tmp_path):
     scored = pl.read_parquet(out)
     assert scored.height == 12 and {"score_chosen", "score_rejected", "correct"} <= set(scored.columns)
     assert scored["correct"].mean() == pytest.approx(summary["accuracy"], abs=1e-4)
+    # a reward model transformers loads (here: a sequence classifier on the project's base model), side by side
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base, other = project[0] / "warehouse" / "models" / "base_model", tmp_path / "other_rm"
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(other)
+    AutoTokenizer.from_pretrained(base).save_pretrained(other)
+    both = json.loads(salmon(project, "score", "--input", str(MINI), "--compare", str(other), "--format", "json").stdout)
+    theirs = both["compare"][str(other)]
+    assert both["accuracy"] == summary["accuracy"] and theirs["rows"] == 12 and set(theirs["subsets"]) == set(summary["subsets"])
+    table = salmon(project, "score", "--input", str(MINI), "--compare", str(other)).stdout
+    assert "salmon" in table and str(other)[:20] in table.replace("\n", "")
     bad = salmon(project, "score", "--input", str(tmp_path / "none.jsonl"), check=False)
     assert bad.returncode == 1 and "none.jsonl: no such file" in bad.stderr

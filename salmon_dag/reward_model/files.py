@@ -82,3 +82,40 @@ def score_rows(scorer, df: pl.DataFrame, default: Sequence[str], known: dict[str
         by = out.group_by("subset").agg(pl.col("correct").mean().alias("accuracy"), pl.len().alias("n")).sort("subset")
         summary["subsets"] = {s: {"accuracy": round(float(a), 4), "n": n} for s, a, n in by.iter_rows()}
     return out, summary
+
+
+class PlainRewardModel:
+    """Any reward model transformers loads as a sequence classifier (a Hub id or a folder), scored
+    the way it was trained: the conversation through its own chat template (else the project's
+    chat layout), its first logit read. It takes no principles: the same file, scored side by side
+    with ours (``salmon score --input ... --compare MODEL``)."""
+
+    def __init__(self, model_id: str, device: str = "cpu", batch_size: int = 8, max_len: int = 2048):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_id).to(device).eval()
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.device, self.batch_size, self.max_len, self._torch = device, batch_size, max_len, torch
+
+    def _text(self, prompt: str, response: str) -> str:
+        from salmon_dag.templates import ASSISTANT_TAG, USER_TAG
+
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False)
+        return f"{USER_TAG} {prompt}\n\n{ASSISTANT_TAG} {response}"
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], _principles: Any = None) -> list[float]:
+        texts = [self._text(p, r) for p, r in zip(prompts, responses)]
+        out: list[float] = []
+        with self._torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                       truncation=True, max_length=self.max_len).to(self.device)
+                out.extend(self.model(**batch).logits[:, 0].float().tolist())
+        return out
