@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from salmon_dag.config import DEFAULT_PROFILE, ProfileError, available_profiles, load_profile
+from salmon_dag.errors import first_line
 from salmon_dag.settings import ENV_PRINCIPLES, ENV_PROFILE, ENV_WAREHOUSE, Settings
 from salmon_dag.warehouse import WarehouseError
 
@@ -52,16 +53,12 @@ def _disk_full_line(exc: BaseException) -> str | None:
     """One line for a command that failed because its disk is full (any library's wording), naming
     the file it was writing where the error says, else the Dagster instance's records (SQLite says
     only "disk I/O error"); None for any other failure."""
-    from salmon_dag.errors import DiskFullError, disk_full, is_no_space
+    from salmon_dag.errors import DiskFullError, disk_full, exception_chain, is_no_space
 
     records = os.environ.get("DAGSTER_HOME") or "."
     if not is_no_space(exc, records):
         return None
-    chain: list[BaseException] = []
-    e: BaseException | None = exc
-    while e is not None and e not in chain:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
+    chain = exception_chain(exc)
     ours = next((str(e) for e in chain if isinstance(e, DiskFullError)), None)
     where = next((e.filename for e in chain if isinstance(e, OSError) and e.filename), None)
     return (f"{ours or disk_full(where or records)}: free some space and run again (a run cut off here is "
@@ -319,9 +316,9 @@ def score(
     together = [{"name": p.name} for p in chosen] if principle else [{"text": p.definition} for p in always_on]
     label = (f"the {len(chosen)} principle(s) together" if principle else
              f"rl.yaml's {len(always_on)} always-on principles ({', '.join(p.name for p in always_on)})")
+    texts = [by_name[t["name"]].definition if "name" in t else t["text"] for t in together]
     if input_file is not None:
-        _score_file(settings, input_file, output_file, [by_name[t["name"]].definition if "name" in t else t["text"]
-                                                         for t in together], by_name, label, fmt, compare or [])
+        _score_file(settings, input_file, output_file, texts, by_name, label, fmt, compare or [])
         return
     if prompt is None or response is None:
         _fail("give --prompt and --response, or --input FILE")
@@ -330,9 +327,9 @@ def score(
         if url:
             total, rows = score_remote(url, prompt, response, together, [p.name for p in chosen])
         else:
-            total, rows = _score_here(settings, prompt, response, together, chosen, by_name)
+            total, rows = _score_here(settings, prompt, response, texts, chosen, bool(principle))
     except (OSError, ValueError, WarehouseError) as exc:
-        _fail(str(exc).splitlines()[0])
+        _fail(first_line(exc, 400))
     if fmt == "json":
         print(json.dumps({"score": total, "under": label, "principles": [
             {"principle": name, "score": score, "negated_score": negated, "delta": score - negated}
@@ -365,9 +362,9 @@ def _score_file(settings: Settings, input_file: str, output_file: str | None, de
             write_rows(scored, output_file)
         others = {m: score_rows(PlainRewardModel(m), rows, default, by_name, input_file)[1] for m in compare}
     except (ScoreFileError, WarehouseError, OSError) as exc:
-        _fail(str(exc).splitlines()[0])
+        _fail(first_line(exc, 400))
     except ValueError as exc:  # the principles do not fit the model's length, ...
-        _fail(f"{input_file}: {str(exc).splitlines()[0]}")
+        _fail(f"{input_file}: {first_line(exc, 400)}")
     summary = {"input": input_file, "rows without principles scored under": label, **summary,
                **({"output": output_file} if output_file else {}), **({"compare": others} if others else {})}
     if fmt == "json":
@@ -386,8 +383,9 @@ def _score_file(settings: Settings, input_file: str, output_file: str | None, de
         _print_rows(["subset", *names, "n"], rows_, "table")
 
 
-def _score_here(settings: Settings, prompt: str, response: str, together: list[dict], chosen, by_name):
-    """(total, [(principle, score, negated)]) with the reward model loaded in this process."""
+def _score_here(settings: Settings, prompt: str, response: str, texts: list[str], chosen, total_is_chosen: bool):
+    """(total under ``texts``, [(principle, score, negated)] for ``chosen``) with the reward model
+    loaded in this process; the breakdown's own total when ``texts`` are the chosen principles."""
     from transformers.utils import logging as hf_logging
 
     from salmon_dag.reward_model.checkpoint import load_scorer, warehouse_checkpoint
@@ -395,12 +393,12 @@ def _score_here(settings: Settings, prompt: str, response: str, together: list[d
 
     hf_logging.disable_progress_bar()  # stderr stays for errors
     scorer = load_scorer(warehouse_checkpoint(Warehouse(settings.warehouse_dir)))
-    texts = [by_name[t["name"]].definition if "name" in t else t["text"] for t in together]
-    _, rows = scorer.breakdown(prompt, response, chosen)
-    try:
-        total = scorer.score([prompt], [response], texts)[0]
-    except ValueError:  # the principles alone are longer than max_len
-        total = None
+    total, rows = scorer.breakdown(prompt, response, chosen)
+    if not total_is_chosen:
+        try:
+            total = scorer.score([prompt], [response], texts)[0]
+        except ValueError:  # the principles alone are longer than max_len
+            total = None
     return total, [(r.principle, r.score, r.negated_score) for r in rows]
 
 

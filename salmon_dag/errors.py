@@ -23,6 +23,15 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (``__cause__``, else ``__context__``)."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def free_bytes(path: Path | str) -> int | None:
     """Free space on the filesystem of ``path`` (its nearest existing parent); None if unknown."""
     path = Path(path)
@@ -37,13 +46,9 @@ def free_bytes(path: Path | str) -> int | None:
 def is_no_space(exc: BaseException, path: Path | str) -> bool:
     """Whether ``exc`` (or an exception in its chain) is a full disk: its words say so, or the
     filesystem of ``path``, which it was writing, has (almost) no space left."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, DiskFullError) or any(w in str(e).lower() for w in _NO_SPACE_WORDS):
-            return True
-        e = e.__cause__ or e.__context__
+    if any(isinstance(e, DiskFullError) or any(w in str(e).lower() for w in _NO_SPACE_WORDS)
+           for e in exception_chain(exc)):
+        return True
     free = free_bytes(path)
     return free is not None and free < LOW_SPACE_BYTES
 

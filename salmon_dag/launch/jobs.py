@@ -60,9 +60,12 @@ def resolve_warehouse(value: Any, root: Path | str) -> Any:
 def job_warehouse(job_file: Path | str) -> Path | None:
     """The warehouse root a job file names relative to itself (None for a job written without one)."""
     try:
-        rel = json.loads(Path(job_file).read_text(encoding="utf-8")).get("warehouse")
+        return _warehouse_of(job_file, json.loads(Path(job_file).read_text(encoding="utf-8")).get("warehouse"))
     except (OSError, ValueError):
         return None
+
+
+def _warehouse_of(job_file: Path | str, rel: str | None) -> Path | None:
     return Path(os.path.normpath(Path(job_file).parent / rel)) if rel else None
 
 
@@ -107,7 +110,7 @@ class TrainJob:
     def read(cls, path: Path | str) -> "TrainJob":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            root = job_warehouse(path) if data.pop("warehouse", None) else None
+            root = _warehouse_of(path, data.pop("warehouse", None))
             return cls(**(resolve_warehouse(data, root) if root is not None else data))
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: not a readable train job ({exc})") from None

@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from salmon_dag.errors import first_line
 from salmon_dag.principles import PrincipleText
 
 
@@ -33,7 +34,7 @@ def read_rows(path: Path | str) -> pl.DataFrame:
         if path.suffix in (".jsonl", ".json"):
             return pl.read_ndjson(path)
     except Exception as exc:  # noqa: BLE001 - polars raises several kinds
-        raise ScoreFileError(f"{path}: unreadable ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+        raise ScoreFileError(f"{path}: unreadable ({first_line(exc)})") from None
     raise ScoreFileError(f"{path}: expected a .jsonl or .parquet file")
 
 

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from salmon_dag.errors import first_line
 from salmon_dag.principles import PrincipleText
 from salmon_dag.serve.batcher import Batcher
 from salmon_dag.serve.metrics import ServeMetrics
@@ -161,7 +162,7 @@ def create_app(load: Callable[[], Model], default_principles: Sequence[Any] = ()
             try:
                 state["model"] = await asyncio.to_thread(load)
             except Exception as exc:  # noqa: BLE001 - said by /ready and every request
-                state["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                state["error"] = first_line(exc, 400)
 
         loading = asyncio.get_running_loop().create_task(load_model())
         try:
@@ -223,16 +224,21 @@ def create_app(load: Callable[[], Model], default_principles: Sequence[Any] = ()
                     raise BadRequest(400, f"{at}: {exc}") from None
         return out
 
+    def request_principles(data: dict, model: Model) -> list[Principle] | None:
+        """The request's ``principles``, else the server's default (None: neither)."""
+        if data.get("principles") is not None:
+            return _principles(data["principles"], model.principles, "principles", limits)
+        if default_principles:
+            return _principles(list(default_principles), model.principles, "the server's --principle", limits)
+        return None
+
     def items_of(data: dict, model: Model) -> tuple[list[tuple[str, str, list[Principle]]], bool]:
         items = data.get("items")
         if not isinstance(items, list) or not items:
             raise BadRequest(400, "items: must be a non-empty list of {prompt, response, principles?}")
         if len(items) > limits.max_items:
             raise BadRequest(413, f"items: {len(items)}, more than the server's {limits.max_items}")
-        shared = data.get("principles")
-        base = (_principles(shared, model.principles, "principles", limits) if shared is not None else
-                _principles(list(default_principles), model.principles, "the server's --principle", limits)
-                if default_principles else None)
+        base = request_principles(data, model)
         out = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
@@ -290,10 +296,7 @@ def create_app(load: Callable[[], Model], default_principles: Sequence[Any] = ()
             raise BadRequest(413, f"query: {len(queries)}, more than the server's {limits.max_items}")
         if prompts is not None and (not isinstance(prompts, list) or len(prompts) != len(queries)):
             raise BadRequest(400, "prompts: must be a list as long as query")
-        specs = data.get("principles")
-        ps = (_principles(specs, model.principles, "principles", limits) if specs is not None else
-              _principles(list(default_principles), model.principles, "the server's --principle", limits)
-              if default_principles else None)
+        ps = request_principles(data, model)
         if ps is None:
             raise BadRequest(400, "no principles: send 'principles' or start the server with --principle")
         rows = []

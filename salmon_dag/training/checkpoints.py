@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from salmon_dag.config import stable_hash
+from salmon_dag.lineage import file_digest
 from salmon_dag.warehouse import atomic_path
 
 FINGERPRINT_FILE = "salmon_fingerprint.json"
@@ -80,16 +81,14 @@ _SAMPLE = 1 << 20
 def file_stamp(path: Path) -> str:
     """sha256 of a file's content: whole up to WHOLE_FILE_BYTES, else of 1 MiB at its start, middle
     and end (any retraining changes weights throughout; the header holds every tensor's offsets)."""
-    h = hashlib.sha256()
     size = path.stat().st_size
+    if size <= WHOLE_FILE_BYTES:
+        return file_digest(path)[:16]
+    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        if size <= WHOLE_FILE_BYTES:
-            for chunk in iter(lambda: fh.read(_SAMPLE), b""):
-                h.update(chunk)
-        else:
-            for offset in (0, size // 2, size - _SAMPLE):
-                fh.seek(offset)
-                h.update(fh.read(_SAMPLE))
+        for offset in (0, size // 2, size - _SAMPLE):
+            fh.seek(offset)
+            h.update(fh.read(_SAMPLE))
     return h.hexdigest()[:16]
 
 
