@@ -9,8 +9,9 @@ from assets_defs.preferences import RM_DATA
 from assets_defs.resources import SalmonResource
 from assets_defs.tables import read_table, table_name
 from salmon_dag.config import Profile
-from salmon_dag.lineage import DataFiles, files_hash
+from salmon_dag.lineage import DataFiles
 from salmon_dag.paths import resolve_local
+from salmon_dag.reward_model.bench import STAGE as BENCH_STAGE
 from salmon_dag.reward_model.job import STAGE as RM_STAGE
 from salmon_dag.reward_model.stage import EVAL_STAGE
 from salmon_dag.settings import ACCELERATOR_POOL, Settings
@@ -20,6 +21,7 @@ STAGE_VERSION = "1"
 GROUP = "reward_model"
 REWARD_MODEL = dg.AssetKey("reward_model")
 RM_EVAL = dg.AssetKey("reward_model_eval")
+RM_BENCH = dg.AssetKey("rm_benchmarks")
 
 
 def _human_files(profile: Profile) -> DataFiles:
@@ -27,14 +29,25 @@ def _human_files(profile: Profile) -> DataFiles:
     cfg = profile.reward_model
     configs = [c for c in (cfg.human_eval, *((cfg.pmp.data, *cfg.pmp.more_data) if cfg.pmp else ())) if c is not None]
     local = [(resolve_local(c.source), c.optional) for c in configs if c.source.endswith((".jsonl", ".jsonl.gz"))]
-    return DataFiles(required=tuple(p for p, optional in local if not optional),
-                     optional=tuple(p for p, optional in local if optional), hash=files_hash([p for p, _ in local]))
+    return DataFiles.of(local)
+
+
+def _comparison_files(profile: Profile) -> DataFiles:
+    """The local comparison files of ``rm_benchmarks`` (bundled ones included): editing one makes
+    the benchmark stale; those marked ``optional`` may be missing."""
+    from salmon_dag.benchmarks.data import resolve_path
+
+    local = [(path, src.optional) for src in profile.rm_benchmarks.files.values()
+             if (path := resolve_path(src.source)) is not None]
+    return DataFiles.of(local)
 
 
 RM_ASSET = AssetDecl(REWARD_MODEL, STAGE_VERSION, reads=RM_STAGE.reads, extra_version=lambda _s: REWARD_TEMPLATE_VERSION,
                      data_files=_human_files)
 RM_EVAL_ASSET = AssetDecl(RM_EVAL, STAGE_VERSION, reads=EVAL_STAGE.reads, extra_version=lambda _s: REWARD_TEMPLATE_VERSION,
                           data_files=_human_files)
+RM_BENCH_ASSET = AssetDecl(RM_BENCH, STAGE_VERSION, reads=BENCH_STAGE.reads, extra_version=lambda _s: REWARD_TEMPLATE_VERSION,
+                           data_files=_comparison_files)
 
 
 def build_reward_model_assets(settings: Settings) -> list:
@@ -83,7 +96,20 @@ def build_reward_model_assets(settings: Settings) -> list:
         made = EVAL_STAGE.run(salmon.stage_inputs(EVAL_STAGE), log=context.log.info)
         return RM_EVAL_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
 
-    return [reward_model, reward_model_eval, *_checks()]
+    @RM_BENCH_ASSET.asset(
+        settings,
+        description="The reward model and other reward models (rm_benchmarks.compare) side by side on comparison "
+        "files in RewardBench's format (rm_benchmarks.files): accuracy per file, subset and model.",
+        group_name=GROUP,
+        kinds={"parquet", "pytorch"},
+        pool=ACCELERATOR_POOL,
+    )
+    def rm_benchmarks(context: dg.AssetExecutionContext, salmon: SalmonResource) -> dg.MaterializeResult:
+        made = BENCH_STAGE.run(salmon.stage_inputs(BENCH_STAGE), log=context.log.info)
+        made.metadata["side_by_side"] = dg.MetadataValue.md(made.metadata["side_by_side"])
+        return RM_BENCH_ASSET.materialize(context, salmon.warehouse, salmon.load_profile(), made)
+
+    return [reward_model, reward_model_eval, rm_benchmarks, *_checks()]
 
 
 def _checks() -> list:

@@ -40,7 +40,7 @@ from salmon_dag.launch.config import KubernetesConfig, KubernetesVolume
 from salmon_dag.pairs.config import PairsConfig
 from salmon_dag.preferences.config import JudgeConfig
 from salmon_dag.prompt_pool.config import PromptFormat, PromptPoolConfig, PromptSource
-from salmon_dag.reward_model.config import HumanPairsConfig, PMPConfig, RewardModelConfig
+from salmon_dag.reward_model.config import HumanPairsConfig, PMPConfig, RewardModelConfig, RMBenchmarksConfig
 from salmon_dag.rl.config import PPOConfig, RLConfig, RLRewardConfig
 from salmon_dag.rm_training_data.config import AggregationConfig
 from salmon_dag.self_align.config import SelfAlignConfig
@@ -112,6 +112,7 @@ class Profile(_Strict):
     aggregation: AggregationConfig = AggregationConfig()
     sft: SFTStageConfig = SFTStageConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
+    rm_benchmarks: RMBenchmarksConfig = RMBenchmarksConfig()
     ppo: PPOConfig = PPOConfig()
     rl: RLConfig = RLConfig()
     benchmarks: BenchmarksConfig = BenchmarksConfig()

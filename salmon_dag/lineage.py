@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,12 @@ class DataFiles:
     required: tuple[Path, ...]
     optional: tuple[Path, ...]
     hash: str
+
+    @classmethod
+    def of(cls, files: Sequence[tuple[Path, bool]]) -> "DataFiles":
+        """``(path, optional)`` pairs, hashed together with :func:`files_hash`."""
+        return cls(required=tuple(p for p, optional in files if not optional),
+                   optional=tuple(p for p, optional in files if optional), hash=files_hash([p for p, _ in files]))
 
     def record(self) -> dict[str, Any]:
         """What the artifact built now records in its lineage: the hash and each file's digest."""

@@ -176,6 +176,15 @@ def _benchmarks(ed: _Editor) -> None:
         ed.at_most(f"benchmarks.{field}", NEW_TOKENS)
 
 
+def _rm_benchmarks(ed: _Editor) -> None:
+    files = ed.get("rm_benchmarks.files") or {}
+    local = {"source": "bundled:rm_bench_mini.jsonl", "split": "test"}
+    for name in files:
+        ed.set(f"rm_benchmarks.files.{name}", local, "data sources: the bundled small file in the same format")
+    if ed.get("rm_benchmarks.compare"):
+        ed.set("rm_benchmarks.compare", [], "no Hub downloads: the compared public reward models are not loaded")
+
+
 def rehearsal_data(real: dict[str, Any]) -> tuple[dict[str, Any], list[RehearsalChange]]:
     """The rehearsal of a real profile's JSON form (validated): (its JSON form, the changes)."""
     ed = _Editor(real)
@@ -186,6 +195,7 @@ def rehearsal_data(real: dict[str, Any]) -> tuple[dict[str, Any], list[Rehearsal
     for stage in ("sft",):
         _training(ed, stage)
     _reward_model(ed)
+    _rm_benchmarks(ed)
     _ppo(ed)
     _benchmarks(ed)
     return ed.data, ed.changes

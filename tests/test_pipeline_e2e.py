@@ -29,7 +29,7 @@ def test_everything_materialized_and_queryable(project):
     assert set(st) >= {"principles/self_align", "principles/reward_model", "principles/rl",
                        "prompt_pool", "prompt_pool_rejects", "base_model",
                        "self_align_sft_data", "sft_model", "response_pairs",
-                       "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval",
+                       "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval", "rm_benchmarks",
                        "ppo_policy", "ppo_steps", "ppo_samples", *BENCHMARKS}
     assert set(st.values()) == {"materialized"}, st
 
@@ -214,7 +214,8 @@ def test_self_align_edit_makes_its_side_stale(project, tmp_path):
         sa.write_text(original.replace("definition: ", "definition: Always, ", 1))
         stale = {a for a, s in states(project).items() if s != "materialized"}
         assert stale == {"principles/self_align", "self_align_sft_data", "sft_model", "response_pairs",
-                         "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval", *RL_SIDE}
+                         "synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval", "rm_benchmarks",
+                         *RL_SIDE}
     finally:
         sa.write_text(original)
     assert set(states(project).values()) == {"materialized"}  # staleness follows the content

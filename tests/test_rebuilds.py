@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 # The contract, spelled out (README "Principles drive rebuilds"); the tests also derive each set
 # from the asset graph (everything downstream of the file's observable source) and compare.
 RL_SIDE = {"ppo_policy", "ppo_steps", "ppo_samples", "benchmark_scores", "benchmark_outputs"}
-RM_SIDE = {"synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval"}
+RM_SIDE = {"synthetic_preferences", "rm_training_data", "reward_model", "reward_model_eval", "rm_benchmarks"}
 SA_SIDE = {"self_align_sft_data", "sft_model", "response_pairs"}
 EXPECTED_STALE = {
     "rl": {"principles/rl", *RL_SIDE},

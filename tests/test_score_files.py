@@ -7,12 +7,12 @@ import json
 import polars as pl
 import pytest
 
-from projects import ROOT, salmon
+from projects import CI_PROFILE, ROOT, copy_project, salmon
 from salmon_dag.principles import PrincipleText
 from salmon_dag.reward_model.files import ScoreFileError, read_rows, score_rows
 
 KNOWN = {"Concise": PrincipleText("Concise", "The reply is short.", "The reply is long.")}
-MINI = ROOT / "salmon_dag" / "data" / "rm_bench_mini.jsonl"
+MINI = ROOT / "salmon_dag" / "data" / "benchmarks" / "rm_bench_mini.jsonl"
 
 
 class ShortIsBetter:
@@ -56,6 +56,16 @@ def test_files_that_cannot_be_scored_are_named(tmp_path):
         read_rows(tmp_path / "x.csv")
 
 
+def other_reward_model(project, tmp_path):
+    """A reward model that is not ours: a sequence classifier on the project's base model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base, other = project[0] / "warehouse" / "models" / "base_model", tmp_path / "other_rm"
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(other)
+    AutoTokenizer.from_pretrained(base).save_pretrained(other)
+    return other
+
+
 @pytest.mark.slow
 def test_salmon_score_input_scores_the_bundled_comparisons(project, tmp_path):
     out = tmp_path / "scored.parquet"
@@ -64,12 +74,14 @@ def test_salmon_score_input_scores_the_bundled_comparisons(project, tmp_path):
     scored = pl.read_parquet(out)
     assert scored.height == 12 and {"score_chosen", "score_rejected", "correct"} <= set(scored.columns)
     assert scored["correct"].mean() == pytest.approx(summary["accuracy"], abs=1e-4)
+    # the rm_benchmarks asset (the tiny profile's file) says the same, overall and per subset
+    table = json.loads(salmon(project, "sql", "select subset, n, accuracy from rm_benchmarks where model = 'reward_model'",
+                              "--format", "json").stdout)
+    assert {r["subset"]: (r["n"], r["accuracy"]) for r in table} == {
+        "overall": (12, pytest.approx(summary["accuracy"], abs=1e-4)),
+        **{s: (v["n"], pytest.approx(v["accuracy"], abs=1e-4)) for s, v in summary["subsets"].items()}}
     # a reward model transformers loads (here: a sequence classifier on the project's base model), side by side
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    base, other = project[0] / "warehouse" / "models" / "base_model", tmp_path / "other_rm"
-    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(other)
-    AutoTokenizer.from_pretrained(base).save_pretrained(other)
+    other = other_reward_model(project, tmp_path)
     both = json.loads(salmon(project, "score", "--input", str(MINI), "--compare", str(other), "--format", "json").stdout)
     theirs = both["compare"][str(other)]
     assert both["accuracy"] == summary["accuracy"] and theirs["rows"] == 12 and set(theirs["subsets"]) == set(summary["subsets"])
@@ -77,3 +89,52 @@ def test_salmon_score_input_scores_the_bundled_comparisons(project, tmp_path):
     assert "salmon" in table and str(other)[:20] in table.replace("\n", "")
     bad = salmon(project, "score", "--input", str(tmp_path / "none.jsonl"), check=False)
     assert bad.returncode == 1 and "none.jsonl: no such file" in bad.stderr
+
+
+def test_rm_benchmarks_files_that_cannot_be_read_are_named(tmp_path):
+    from salmon_dag.benchmarks.config import BenchmarkSource
+    from salmon_dag.reward_model.bench import read_comparisons
+
+    assert read_comparisons("mini", BenchmarkSource(source="bundled:rm_bench_mini.jsonl"), 5).height == 5
+    assert read_comparisons("gone", BenchmarkSource(source=str(tmp_path / "gone.jsonl"), optional=True), None) is None
+    with pytest.raises(ScoreFileError, match="rm_benchmarks.files.gone: .*gone.jsonl"):
+        read_comparisons("gone", BenchmarkSource(source=str(tmp_path / "gone.jsonl")), None)
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n")
+    with pytest.raises(ScoreFileError, match="rm_benchmarks.files.replies: .* lacks column.*chosen, rejected"):
+        read_comparisons("replies", BenchmarkSource(source=str(replies)), None)
+
+
+@pytest.mark.slow
+def test_rm_benchmarks_asset_scores_ours_and_another_reward_model_side_by_side(project, tmp_path):
+    from salmon_dag.config import load_profile
+    from salmon_dag.reward_model.bench import STAGE
+    from salmon_dag.reward_model.files import PlainRewardModel
+    from salmon_dag.stage import StageInputs
+    from salmon_dag.warehouse import Warehouse
+
+    # another reward model in the profile: only rm_benchmarks is stale, and its table holds both
+    copy = copy_project(project, tmp_path / "copy")
+    other = other_reward_model(project, tmp_path)
+    profile = tmp_path / "profiles" / CI_PROFILE.name
+    profile.parent.mkdir()
+    profile.write_text(f"extends: {CI_PROFILE}\nrm_benchmarks:\n  compare: [{other}]\n")
+    copy = (copy[0], {**copy[1], "SALMON_PROFILE": str(profile)})
+    stale = {s["asset"] for s in json.loads(salmon(copy, "status", "--format", "json").stdout) if s["state"] != "materialized"}
+    assert stale == {"rm_benchmarks"}
+    salmon(copy, "run", "-q")
+    table = pl.read_parquet(copy[0] / "warehouse" / "rm_benchmarks" / "data.parquet")
+    assert set(table["model"]) == {"reward_model", str(other)} and table.height == 2 * 5
+    ours = pl.read_parquet(project[0] / "warehouse" / "rm_benchmarks" / "data.parquet")
+    assert table.filter(pl.col("model") == "reward_model").select("subset", "n", "accuracy").equals(
+        ours.select("subset", "n", "accuracy"))  # ours did not change
+    _, theirs = score_rows(PlainRewardModel(str(other)), read_rows(MINI), [], {})
+    got = table.filter(pl.col("model") == str(other), pl.col("subset") == "overall")["accuracy"].item()
+    assert got == pytest.approx(theirs["accuracy"], abs=1e-4)
+
+    # a principle the reward model does not have: named with the profile field
+    profile.write_text(f"extends: {CI_PROFILE}\nrm_benchmarks:\n  principles: [Brevity]\n")
+    inputs = StageInputs(STAGE.name, STAGE.reads, load_profile(str(profile)), Warehouse(copy[0] / "warehouse"),
+                         copy[0] / "principles")
+    with pytest.raises(ScoreFileError, match="rm_benchmarks.principles: unknown principle\\(s\\) 'Brevity'"):
+        STAGE.run(inputs, log=lambda _: None)

@@ -41,6 +41,7 @@ def test_each_asset_depends_on_what_its_stage_reads():
     from salmon_dag.benchmarks.stage import STAGE as BENCH
     from salmon_dag.pairs import STAGE as PAIRS
     from salmon_dag.preferences import STAGE as PREFS
+    from salmon_dag.reward_model.bench import STAGE as RM_BENCH
     from salmon_dag.reward_model.stage import EVAL_STAGE
     from salmon_dag.rl.job import STAGE as RL
     from salmon_dag.rm_training_data import STAGE as RM_DATA
@@ -50,7 +51,8 @@ def test_each_asset_depends_on_what_its_stage_reads():
     settings = Settings("tiny", "/tmp/salmon-unused-warehouse", str(ROOT / "principles"))
     graph = build_definitions(settings).resolve_asset_graph()
     for asset, stage in (("self_align_sft_data", SFT_DATA), ("response_pairs", PAIRS), ("synthetic_preferences", PREFS),
-                         ("rm_training_data", RM_DATA), ("reward_model_eval", EVAL_STAGE), ("ppo_policy", RL),
+                         ("rm_training_data", RM_DATA), ("reward_model_eval", EVAL_STAGE), ("rm_benchmarks", RM_BENCH),
+                         ("ppo_policy", RL),
                          ("benchmark_scores", BENCH)):
         parents = {k.to_user_string() for k in graph.get(next(k for k in graph.materializable_asset_keys
                                                               if k.to_user_string() == asset)).parent_keys}

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from salmon_dag.benchmarks.config import BenchmarkSource
 from salmon_dag.config_base import _Strict
 from salmon_dag.training.config import TrainingConfig
 
@@ -108,3 +109,22 @@ class RewardModelConfig(TrainingConfig):
             bf16=args["bf16"] or (device == "cpu" and use_bf16_autocast(self.cpu_precision)),
         )
         return RewardConfig(**args)
+
+
+class RMBenchmarksConfig(_Strict):
+    """``rm_benchmarks``: comparison files the reward model is measured on, and other reward models
+    measured on the same files."""
+
+    # name -> a file of comparisons (RewardBench's format); a local file, bundled:<name>, an
+    # hf://datasets/... file or a Hub dataset id with its split (RewardBench: allenai/reward-bench,
+    # split filtered)
+    files: dict[str, BenchmarkSource] = {}
+    # principle names of reward_model.yaml for rows that name none (RewardBench's rows name none)
+    principles: list[str] = []
+    # other reward models, scored on the same files without principles
+    compare: list[str] = []
+    # rows per file (None: all)
+    limit: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    # what a compared model sees at most (our reward model keeps its own max_seq_len)
+    compare_max_len: int = Field(default=2048, gt=0)

@@ -116,7 +116,9 @@ class PlainRewardModel:
         out: list[float] = []
         with self._torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
+                # a chat template writes its own BOS: the tokenizer must not add a second one
                 batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                       truncation=True, max_length=self.max_len).to(self.device)
+                                       truncation=True, max_length=self.max_len,
+                                       add_special_tokens=not self.tokenizer.chat_template).to(self.device)
                 out.extend(self.model(**batch).logits[:, 0].float().tolist())
         return out
