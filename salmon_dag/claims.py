@@ -47,11 +47,23 @@ def probe_claims(eval_table: pl.DataFrame) -> list[Claim]:
     PROBE_THRESHOLD, and its held-out accuracy and negation flip rate as information."""
     rows = [claim(f"rm/{r['metric']}", r["value"], PROBE_THRESHOLD, ">=", f"n={r['n']}")
             for r in eval_table.sort("metric").iter_rows(named=True) if r["metric"].startswith("probe/")]
+    # the same probes on hand-written pairs (not the policy's own samples): information
+    rows += [claim(f"rm/{r['metric']}", r["value"], detail=f"n={r['n']}")
+             for r in eval_table.sort("metric").iter_rows(named=True) if r["metric"].startswith("pairs/")]
     for metric in ("heldout_accuracy", "negation_flip_rate"):
         hit = eval_table.filter(pl.col("metric") == metric)
         if hit.height:
             rows.append(claim(f"rm/{metric}", hit["value"][0], detail=f"n={hit['n'][0]}"))
     return rows
+
+
+def rm_bench_claims(bench_table: pl.DataFrame) -> list[Claim]:
+    """``rm_benchmarks``' accuracies of the reward model (not of compared models), per file and
+    subset: information."""
+    from salmon_dag.reward_model.bench import OURS
+
+    return [claim(f"rm/bench/{r['file']}/{r['subset']}", r["accuracy"], detail=f"n={r['n']}")
+            for r in bench_table.filter(pl.col("model") == OURS).iter_rows(named=True)]
 
 
 def rl_claims(ppo_steps: pl.DataFrame) -> list[Claim]:
@@ -110,7 +122,9 @@ def steer_claims(means: dict[str, float]) -> list[Claim]:
 
 def warehouse_claims(warehouse: Warehouse, reference: str, failed_checks: Sequence[str]) -> list[Claim]:
     """Claims 1-4 of a seed: reward-model probes, RL's rise, benchmarks, failed asset checks."""
+    bench = warehouse.read_table("rm_benchmarks") if warehouse.table_path("rm_benchmarks").is_file() else None
     return [*probe_claims(warehouse.read_table("reward_model_eval")),
+            *(rm_bench_claims(bench) if bench is not None else []),
             *rl_claims(warehouse.read_table("ppo_steps")),
             *benchmark_claims(warehouse.read_table("benchmark_scores"), reference),
             *check_claims(failed_checks)]

@@ -35,10 +35,12 @@ def test_replies_get_a_score_and_comparisons_an_accuracy_per_subset(tmp_path):
 
     pairs = read_rows(MINI)
     scored, summary = score_rows(ShortIsBetter(), pairs, [], {})
-    assert summary["rows"] == pairs.height == 12 and set(summary["subsets"]) == {"length", "boilerplate", "language",
+    assert summary["rows"] == pairs.height == 16 and set(summary["subsets"]) == {"length", "boilerplate", "language",
                                                                                   "sign-off"}
-    # the shorter reply wins every pair but the three language ones (same length class, other language)
-    assert summary["subsets"]["length"]["accuracy"] == 1.0 and scored["correct"].dtype == pl.Boolean
+    # the shorter reply wins every pair but the language ones (the English reply is the shorter there)
+    assert {s: v["accuracy"] for s, v in summary["subsets"].items()} == {"length": 1.0, "boilerplate": 1.0,
+                                                                        "sign-off": 1.0, "language": 0.0}
+    assert scored["correct"].dtype == pl.Boolean
     scorer = ShortIsBetter()
     score_rows(scorer, pl.DataFrame({"prompt": ["a"], "response": ["b"], "principles": [["Concise", "Own text."]]}), [], KNOWN)
     assert scorer.texts == [["The reply is short.", "Own text."]]  # names resolved, texts kept
@@ -70,21 +72,21 @@ def other_reward_model(project, tmp_path):
 def test_salmon_score_input_scores_the_bundled_comparisons(project, tmp_path):
     out = tmp_path / "scored.parquet"
     summary = json.loads(salmon(project, "score", "--input", str(MINI), "--output", str(out), "--format", "json").stdout)
-    assert summary["rows"] == 12 and 0 <= summary["accuracy"] <= 1 and summary["subsets"]["language"]["n"] == 3
+    assert summary["rows"] == 16 and 0 <= summary["accuracy"] <= 1 and summary["subsets"]["language"]["n"] == 4
     scored = pl.read_parquet(out)
-    assert scored.height == 12 and {"score_chosen", "score_rejected", "correct"} <= set(scored.columns)
+    assert scored.height == 16 and {"score_chosen", "score_rejected", "correct"} <= set(scored.columns)
     assert scored["correct"].mean() == pytest.approx(summary["accuracy"], abs=1e-4)
     # the rm_benchmarks asset (the tiny profile's file) says the same, overall and per subset
     table = json.loads(salmon(project, "sql", "select subset, n, accuracy from rm_benchmarks where model = 'reward_model'",
                               "--format", "json").stdout)
     assert {r["subset"]: (r["n"], r["accuracy"]) for r in table} == {
-        "overall": (12, pytest.approx(summary["accuracy"], abs=1e-4)),
+        "overall": (16, pytest.approx(summary["accuracy"], abs=1e-4)),
         **{s: (v["n"], pytest.approx(v["accuracy"], abs=1e-4)) for s, v in summary["subsets"].items()}}
     # a reward model transformers loads (here: a sequence classifier on the project's base model), side by side
     other = other_reward_model(project, tmp_path)
     both = json.loads(salmon(project, "score", "--input", str(MINI), "--compare", str(other), "--format", "json").stdout)
     theirs = both["compare"][str(other)]
-    assert both["accuracy"] == summary["accuracy"] and theirs["rows"] == 12 and set(theirs["subsets"]) == set(summary["subsets"])
+    assert both["accuracy"] == summary["accuracy"] and theirs["rows"] == 16 and set(theirs["subsets"]) == set(summary["subsets"])
     table = salmon(project, "score", "--input", str(MINI), "--compare", str(other)).stdout
     assert "salmon" in table and str(other)[:20] in table.replace("\n", "")
     bad = salmon(project, "score", "--input", str(tmp_path / "none.jsonl"), check=False)
@@ -124,7 +126,7 @@ def test_rm_benchmarks_asset_scores_ours_and_another_reward_model_side_by_side(p
     assert stale == {"rm_benchmarks"}
     salmon(copy, "run", "-q")
     table = pl.read_parquet(copy[0] / "warehouse" / "rm_benchmarks" / "data.parquet")
-    assert set(table["model"]) == {"reward_model", str(other)} and table.height == 2 * 5
+    assert set(table["model"]) == {"reward_model", str(other)} and table.height == 2 * 5  # overall and four subsets, each model
     ours = pl.read_parquet(project[0] / "warehouse" / "rm_benchmarks" / "data.parquet")
     assert table.filter(pl.col("model") == "reward_model").select("subset", "n", "accuracy").equals(
         ours.select("subset", "n", "accuracy"))  # ours did not change

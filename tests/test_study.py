@@ -26,9 +26,9 @@ def by_claim(rows: list[dict]) -> dict[str, dict]:
 def eval_table() -> pl.DataFrame:
     return pl.DataFrame({
         "metric": ["heldout_accuracy", "negation_flip_rate", "probe/Concise/negation", "probe/Concise/principle",
-                   "hh_harmless_agreement"],
-        "value": [0.84, 0.83, 0.80, 0.90, 0.5],
-        "n": [336, 336, 48, 48, 16],
+                   "hh_harmless_agreement", "pairs/Concise/principle"],
+        "value": [0.84, 0.83, 0.80, 0.90, 0.5, 0.75],
+        "n": [336, 336, 48, 48, 16, 8],
     })
 
 
@@ -53,7 +53,8 @@ def scores_table() -> pl.DataFrame:
 def test_probe_claims_threshold_every_probe_and_inform_the_rest():
     rows = by_claim(claims.probe_claims(eval_table()))
     assert set(rows) == {"rm/probe/Concise/principle", "rm/probe/Concise/negation", "rm/heldout_accuracy",
-                         "rm/negation_flip_rate"}
+                         "rm/negation_flip_rate", "rm/pairs/Concise/principle"}
+    assert rows["rm/pairs/Concise/principle"]["passed"] is None  # hand-written pairs: information
     assert rows["rm/probe/Concise/principle"] == {
         "claim": "rm/probe/Concise/principle", "value": 0.9, "threshold": 0.85, "direction": ">=", "passed": True,
         "detail": "n=48"}
@@ -109,7 +110,13 @@ def test_warehouse_claims_read_the_seed_tables(tmp_path):
     wh.write_table("benchmark_scores", scores_table())
     rows = claims.warehouse_claims(wh, "sft_model", ["x:y"])
     names = [r["claim"] for r in rows]
-    assert names[0].startswith("rm/probe/") and names[-1] == "checks/failed" and len(names) == 4 + 3 + 3 + 1
+    assert names[0].startswith("rm/probe/") and names[-1] == "checks/failed" and len(names) == 5 + 3 + 3 + 1
+    # with rm_benchmarks: the reward model's accuracies (not the compared models')
+    wh.write_table("rm_benchmarks", pl.DataFrame({"file": ["mini"] * 3, "subset": ["overall", "length", "overall"],
+                                                  "model": ["reward_model", "reward_model", "other"],
+                                                  "n": [4, 2, 4], "accuracy": [0.75, 1.0, 0.5]}))
+    bench = {r["claim"]: r["value"] for r in claims.warehouse_claims(wh, "sft_model", []) if "/bench/" in r["claim"]}
+    assert bench == {"rm/bench/mini/overall": 0.75, "rm/bench/mini/length": 1.0}
     frame = study.claims_frame(rows, seed=3, precision="auto", shared_data=False)
     assert frame.schema == pl.Schema(study.STUDY_SCHEMA) and frame["seed"].unique().to_list() == [3]
 
