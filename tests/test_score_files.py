@@ -107,6 +107,18 @@ def test_rm_benchmarks_files_that_cannot_be_read_are_named(tmp_path):
         read_comparisons("replies", BenchmarkSource(source=str(replies)), None)
 
 
+def test_rm_benchmarks_scoring_shows_its_progress():
+    from salmon_dag.progress import parse_progress
+    from salmon_dag.reward_model.bench import WithProgress
+
+    lines = []
+    scoring = WithProgress(ShortIsBetter(), "Org/some-rm on reward_bench", 2 * 16, lines.append, chunk=5)
+    _, summary = score_rows(scoring, read_rows(MINI), [], {})
+    assert summary["rows"] == 16 and len(lines) == 2 * 4  # 16 chosen, then 16 rejected, in chunks of 5
+    last = parse_progress(lines[-1])  # the run view draws a bar from these lines
+    assert (last.task, last.done, last.total) == ("rm_benchmarks", 32, 32) and "Org/some-rm" in lines[-1]
+
+
 @pytest.mark.slow
 def test_rm_benchmarks_asset_scores_ours_and_another_reward_model_side_by_side(project, tmp_path):
     from salmon_dag.config import load_profile

@@ -47,6 +47,24 @@ def read_comparisons(name: str, src: BenchmarkSource, limit: int | None) -> pl.D
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+class WithProgress:
+    """A scorer that scores in chunks and logs a progress line after each: RewardBench's ~6,000
+    replies on a 7B-8B reward model are a long step."""
+
+    def __init__(self, scorer: Any, what: str, total: int, log: Callable[[str], None], chunk: int = 256):
+        self.scorer, self.what, self.total, self.log, self.chunk, self.done = scorer, what, total, log, chunk, 0
+
+    def score(self, prompts: list[str], responses: list[str], texts: Any) -> list[float]:
+        from salmon_dag.progress import progress_line
+
+        out: list[float] = []
+        for i in range(0, len(prompts), self.chunk):
+            out += self.scorer.score(prompts[i:i + self.chunk], responses[i:i + self.chunk], texts[i:i + self.chunk])
+            self.done += len(prompts[i:i + self.chunk])
+            self.log(progress_line("rm_benchmarks", self.done, self.total, f"replies ({self.what})"))
+        return out
+
+
 def accuracy_rows(file: str, model: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """:func:`~salmon_dag.reward_model.files.score_rows`' summary as table rows: overall, then each subset."""
     rows = [{"file": file, "subset": OVERALL, "model": model, "n": summary["rows"], "accuracy": summary["accuracy"]}]
@@ -98,7 +116,8 @@ def run(inputs: StageInputs, log: Callable[[str], None] = print) -> TableResult:
         for model, load in scorers:  # one model in memory at a time
             scorer = load()
             for name, df in files.items():
-                _, summary = score_rows(scorer, df, default, known, f"rm_benchmarks.files.{name}")
+                scoring = WithProgress(scorer, f"{model} on {name}", 2 * df.height, log)
+                _, summary = score_rows(scoring, df, default, known, f"rm_benchmarks.files.{name}")
                 log(f"rm_benchmarks: {model} on {name}: accuracy {summary['accuracy']:.3f} ({summary['rows']} pairs)")
                 rows += accuracy_rows(name, model, summary)
             del scorer
