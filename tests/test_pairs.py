@@ -5,7 +5,7 @@ import polars as pl
 from salmon_dag.config import EngineConfig
 from salmon_dag.engine import SamplingParams, create_engine
 from salmon_dag.engine.base import Completion
-from salmon_dag.pairs import contrast_pair, make_pairs, pair_id
+from salmon_dag.pairs import contrast_pair, make_pairs, pair_id, pick_pairs
 from salmon_dag.rules import ForbiddenPhraseRule, LengthRule
 from salmon_dag.templates import format_chat_prompt
 
@@ -63,6 +63,34 @@ def test_rule_contrast_picks_the_pair_the_rules_tell_apart():
     # without rules the selection is unchanged: the first two usable, distinct candidates
     pairs, _ = make_pairs(PROMPTS[:1], outputs, min_words=3)
     assert pairs.select("response_a", "response_b").row(0) == (texts[0], texts[1])
+
+
+def test_several_pairs_per_prompt_use_each_candidate_once():
+    texts = ["plain short answer", "plain short reply", "As an AI language model, a plain reply here",
+             "plain short answer with many more words in it", "one more plain answer"]
+    # the best contrast first (0, 2), then the best among the rest (1, 3): the lengths differ
+    assert pick_pairs("q?", texts, [BOILERPLATE, SHORTER], 2) == [(0, 2), (1, 3)]
+    assert pick_pairs("q?", texts, [BOILERPLATE, SHORTER], 1) == [contrast_pair("q?", texts, [BOILERPLATE, SHORTER])]
+    # without rules: two by two in order; never more pairs than the candidates allow
+    assert pick_pairs("q?", texts, [], 3) == [(0, 1), (2, 3)]
+    outputs = [[comp("no"), *(comp(t) for t in texts)], [comp("one two three"), comp("four five six")]]
+    pairs, counts = make_pairs(PROMPTS[:2], outputs, min_words=3, contrast_rules=[BOILERPLATE, SHORTER],
+                               pairs_per_prompt=2)
+    assert pairs["prompt_id"].to_list() == ["p1", "p1", "p2"]
+    assert pairs.select("response_a", "response_b").rows()[:2] == [(texts[0], texts[2]), (texts[1], texts[3])]
+    assert pairs["pair_id"].n_unique() == 3
+    assert counts["fewer_pairs"] == 1  # p2 had two candidates: one pair
+
+
+def test_pairs_per_prompt_needs_two_candidates_each():
+    import pytest
+    from pydantic import ValidationError
+
+    from salmon_dag.config import PairsConfig
+
+    assert PairsConfig(candidates=8, pairs_per_prompt=4).pairs_per_prompt == 4
+    with pytest.raises(ValidationError, match="pairs_per_prompt 3 needs candidates >= 6"):
+        PairsConfig(candidates=5, pairs_per_prompt=3)
 
 
 def test_sampling_gives_two_distinct_responses_per_prompt(tiny_checkpoint):

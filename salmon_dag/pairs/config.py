@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from salmon_dag.config_base import _Strict
 
@@ -28,3 +28,15 @@ class PairsConfig(_Strict):
     # single-response rules first: a habit the policy shows in a few percent of its samples still
     # reaches the judge as a contrast; pairs are then no longer a random draw)
     select: Literal["first", "rule_contrast"] = "first"
+    # pairs made from one prompt's candidates, each candidate in one pair at most (SALMON: 1).
+    # More pairs from the same samples cost no generation: the judge and the reward model get
+    # more distinct replies, and the held-out probes more pairs to measure on
+    pairs_per_prompt: int = Field(default=1, ge=1)
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("pairs_per_prompt",)
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> "PairsConfig":
+        if self.candidates < 2 * self.pairs_per_prompt:
+            raise ValueError(f"pairs_per_prompt {self.pairs_per_prompt} needs candidates >= "
+                             f"{2 * self.pairs_per_prompt} (each candidate is in one pair at most), got {self.candidates}")
+        return self

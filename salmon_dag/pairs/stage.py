@@ -1,4 +1,5 @@
-"""Response pairs (SALMON §1.2): two sampled SFT-policy responses per prompt, the judge's input."""
+"""Response pairs (SALMON §1.2): two sampled SFT-policy responses per prompt (or several disjoint
+pairs of its samples), the judge's input."""
 
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def contrast_pair(prompt: str, texts: Sequence[str], rules: Sequence[AnyRule]) -
     return best
 
 
+def pick_pairs(prompt: str, texts: Sequence[str], rules: Sequence[AnyRule], k: int) -> list[tuple[int, int]]:
+    """Up to ``k`` disjoint pairs of indices into ``texts`` (each text in one pair at most): with
+    ``rules``, greedily the pair :func:`contrast_pair` picks among the texts not yet used; without,
+    the texts in order, two by two."""
+    left = list(range(len(texts)))
+    out = []
+    while len(out) < k and len(left) >= 2:
+        i, j = contrast_pair(prompt, [texts[x] for x in left], rules) if rules else (0, 1)
+        out.append((left[i], left[j]))
+        left = [x for n, x in enumerate(left) if n not in (i, j)]
+    return out
+
+
 def contrast_rules(pset: PrincipleSet, judged: Sequence[str] | None) -> list[AnyRule]:
     """The verifiable rules ``pairs.select: rule_contrast`` picks pairs by: those of the principles
     in reward_model.yaml (``pset``) that the judge judges (``judged``; all when None)."""
@@ -66,18 +80,22 @@ def contrast_rules(pset: PrincipleSet, judged: Sequence[str] | None) -> list[Any
 
 
 def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], min_words: int = 1,
-               min_chars: int = 1, contrast_rules: Sequence[AnyRule] = ()) -> tuple[pl.DataFrame, dict[str, int]]:
-    """At most one pair per prompt: the first two of its sampled completions that both have at
-    least ``min_chars`` characters and ``min_words`` words (after stripping) and differ.
+               min_chars: int = 1, contrast_rules: Sequence[AnyRule] = (),
+               pairs_per_prompt: int = 1) -> tuple[pl.DataFrame, dict[str, int]]:
+    """At most ``pairs_per_prompt`` pairs per prompt: its sampled completions that have at least
+    ``min_chars`` characters and ``min_words`` words (after stripping), without repeats, two by two
+    in order (:func:`pick_pairs`; one pair: the first two).
 
     With ``contrast_rules`` (``pairs.select: rule_contrast``) the pair is instead the two distinct
-    usable completions that the most rules tell apart (:func:`contrast_pair`): a policy that shows
-    a habit in a few percent of its samples then still gives the judge pairs that differ in it.
+    usable completions that the most rules tell apart (:func:`contrast_pair`; a second pair the
+    same among the rest): a policy that shows a habit in a few percent of its samples then still
+    gives the judge pairs that differ in it.
 
     ``prompts`` has prompt_id, prompt, question_type (row order = ``outputs`` order); each prompt
     has two or more completions (more than two: spare candidates for a policy whose samples are
     often too short). Returns the pairs and counts: prompts dropped by reason (``too_short``:
-    fewer than two long-enough completions; ``identical``: no two different ones) and, under
+    fewer than two long-enough completions; ``identical``: no two different ones; ``fewer_pairs``:
+    prompts with too few distinct completions for ``pairs_per_prompt`` pairs) and, under
     ``candidates/``, how many completions were sampled and how many were too short.
     """
     rows, counts = [], Counter()
@@ -103,15 +121,18 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
         if len(distinct) < 2:
             counts["identical"] += 1
             continue
-        i, j = contrast_pair(prompt, [t for t, _ in distinct], contrast_rules) if contrast_rules else (0, 1)
-        (a, ca), (b, cb) = distinct[i], distinct[j]
-        rows.append({
-            "pair_id": pair_id(pid, a, b), "prompt_id": pid, "prompt": prompt, "question_type": qtype,
-            "response_a": a, "response_b": b,
-            "finish_reason_a": ca.finish_reason, "finish_reason_b": cb.finish_reason,
-            "tokens_a": len(ca.token_ids), "tokens_b": len(cb.token_ids),
-            "words_a": word_count(a), "words_b": word_count(b),
-        })
+        picked = pick_pairs(prompt, [t for t, _ in distinct], contrast_rules, pairs_per_prompt)
+        if len(picked) < pairs_per_prompt:
+            counts["fewer_pairs"] += 1
+        for i, j in picked:
+            (a, ca), (b, cb) = distinct[i], distinct[j]
+            rows.append({
+                "pair_id": pair_id(pid, a, b), "prompt_id": pid, "prompt": prompt, "question_type": qtype,
+                "response_a": a, "response_b": b,
+                "finish_reason_a": ca.finish_reason, "finish_reason_b": cb.finish_reason,
+                "tokens_a": len(ca.token_ids), "tokens_b": len(cb.token_ids),
+                "words_a": word_count(a), "words_b": word_count(b),
+            })
     return pl.DataFrame(rows, schema=PAIR_SCHEMA), dict(counts)
 
 
@@ -130,7 +151,7 @@ def run(inputs: StageInputs, rules: Sequence[AnyRule] = (), log: Log = print) ->
         outputs = generate_in_chunks(engine, [format_chat_prompt(p) for p in prompts["prompt"].to_list()], params,
                                      "response pairs", log=log, store=inputs.partial(), model=inputs.resume_key(sft))
     pairs, counts = make_pairs(prompts, outputs, min_words=cfg.min_words, min_chars=cfg.min_chars,
-                               contrast_rules=rules)
+                               contrast_rules=rules, pairs_per_prompt=cfg.pairs_per_prompt)
     log(f"response_pairs: {pairs.height} pairs from {prompts.height} prompts; {counts}")
     sampled = counts.get("candidates/sampled", 0)
     metadata = {
