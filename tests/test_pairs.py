@@ -79,7 +79,7 @@ def test_several_pairs_per_prompt_use_each_candidate_once():
     assert pairs["prompt_id"].to_list() == ["p1", "p1", "p2"]
     assert pairs.select("response_a", "response_b").rows()[:2] == [(texts[0], texts[2]), (texts[1], texts[3])]
     assert pairs["pair_id"].n_unique() == 3
-    assert counts["fewer_pairs"] == 1  # p2 had two candidates: one pair
+    assert counts["candidates/fewer_pairs"] == 1  # p2 had two candidates: one pair (kept)
 
 
 def test_pairs_per_prompt_needs_two_candidates_each():

@@ -94,9 +94,9 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
     ``prompts`` has prompt_id, prompt, question_type (row order = ``outputs`` order); each prompt
     has two or more completions (more than two: spare candidates for a policy whose samples are
     often too short). Returns the pairs and counts: prompts dropped by reason (``too_short``:
-    fewer than two long-enough completions; ``identical``: no two different ones; ``fewer_pairs``:
-    prompts with too few distinct completions for ``pairs_per_prompt`` pairs) and, under
-    ``candidates/``, how many completions were sampled and how many were too short.
+    fewer than two long-enough completions; ``identical``: no two different ones) and, under
+    ``candidates/``, how many completions were sampled, how many were too short, and on how many
+    prompts they made fewer than ``pairs_per_prompt`` pairs (``fewer_pairs``: kept, not dropped).
     """
     rows, counts = [], Counter()
     for (pid, prompt, qtype), comps in zip(prompts.select("prompt_id", "prompt", "question_type").iter_rows(), outputs):
@@ -123,7 +123,7 @@ def make_pairs(prompts: pl.DataFrame, outputs: Sequence[Sequence[Completion]], m
             continue
         picked = pick_pairs(prompt, [t for t, _ in distinct], contrast_rules, pairs_per_prompt)
         if len(picked) < pairs_per_prompt:
-            counts["fewer_pairs"] += 1
+            counts["candidates/fewer_pairs"] += 1
         for i, j in picked:
             (a, ca), (b, cb) = distinct[i], distinct[j]
             rows.append({
