@@ -17,7 +17,9 @@ from salmon_dag.principles import (
 )
 from salmon_dag.settings import Settings
 
-STAGE_VERSION = "1"
+# "2": language_match rules gained min_confidence (default 0.8), which changes the parsed hash of
+# a file that did not change; the tables are rebuilt, and with them everything the rule decides
+STAGE_VERSION = "2"
 GROUP = "principles"
 
 FILE_KEYS = {kind: dg.AssetKey(["principle_files", kind]) for kind in PRINCIPLE_KINDS}

@@ -10,6 +10,7 @@ word bound rarely separates two answers.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Literal, Union
 
@@ -28,9 +29,14 @@ class ForbiddenPhraseRule(_Rule):
 
 
 class LanguageMatchRule(_Rule):
-    """Satisfied when the response is in the same language as the instruction."""
+    """Satisfied unless the response is, with confidence, in another language than the instruction:
+    broken only when both texts' languages are detected with a probability of at least
+    ``min_confidence`` and differ. A detector's top label on short or garbled text is a guess
+    (py3langid gives "pcm" at 0.50 for "To boil an egg, put it in water for six minutes."): as a
+    verdict it would penalise an answer in the user's language about as often as a real slip."""
 
     type: Literal["language_match"]
+    min_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
 
 
 class LengthRule(_Rule):
@@ -86,6 +92,31 @@ def detect_language(text: str) -> str:
     return py3langid.classify(text)[0]
 
 
+@functools.cache
+def _identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def language_with_confidence(text: str) -> tuple[str, float]:
+    """(ISO 639-1 code, probability) of ``text`` by py3langid with normalised probabilities;
+    (``und``, 0.0) for text without letters."""
+    if not any(ch.isalpha() for ch in text):
+        return "und", 0.0
+    lang, prob = _identifier().classify(text)
+    return lang, float(prob)
+
+
+def in_other_language(instruction: str, response: str, min_confidence: float) -> bool:
+    """True when both texts' languages are detected with at least ``min_confidence`` and differ."""
+    li, pi = language_with_confidence(instruction)
+    if pi < min_confidence:
+        return False
+    lr, pr = language_with_confidence(response)
+    return pr >= min_confidence and lr != li
+
+
 AnyRule = ForbiddenPhraseRule | LanguageMatchRule | LengthRule
 # default share of the longer answer by which two lengths must differ for a comparative verdict
 DEFAULT_MIN_RELATIVE_DIFFERENCE = 0.2
@@ -104,7 +135,7 @@ def check_rule(rule: AnyRule, instruction: str, response: str) -> bool:
         low = response.lower()
         return not any(p.lower() in low for p in rule.phrases)
     if isinstance(rule, LanguageMatchRule):
-        return detect_language(instruction) == detect_language(response)
+        return not in_other_language(instruction, response, rule.min_confidence)
     if isinstance(rule, LengthRule):
         n = word_count(response)
         return (rule.min_words is None or n >= rule.min_words) and (

@@ -351,6 +351,11 @@ def test_the_tiny_world_varies_replies_at_its_shares_the_same_way_every_time() -
     n = len(dialogues)
     full, cut, slips = world[:n], world[n:2 * n], world[2 * n:]
     assert len(slips) == 180 and all(r in {s for _, s in tw.language_slips(BUNDLED_CORPUS_DIR)} for _, r in slips)
+    # every slip is one the language rule can see: named as another language with confidence
+    from salmon_dag.rules import LanguageMatchRule, check_rule
+
+    rule = LanguageMatchRule(type="language_match")
+    assert not [r for u, r in slips if check_rule(rule, u, r)]
 
     def share(rows, phrase):
         return sum(phrase in r for _, r in rows) / len(rows)

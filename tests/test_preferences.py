@@ -11,9 +11,10 @@ from salmon_dag.principles import RewardModelPrinciple
 
 PAIRS = pl.DataFrame({
     "pair_id": ["p1", "p2", "p3"], "prompt_id": ["q1", "q2", "q3"],
-    "prompt": ["Say hi.", "Name a planet.", "Quelle heure est-il ?"],
-    "response_a": ["Hi there!", "As an AI language model, I cannot name planets.", "Il est midi."],
-    "response_b": ["Hello.", "Mars is a planet.", "It is noon."],
+    "prompt": ["Say hi.", "Name a planet.", "Quelle est la meilleure saison pour visiter la Bretagne ?"],
+    "response_a": ["Hi there!", "As an AI language model, I cannot name planets.",
+                   "La meilleure saison pour visiter la Bretagne est la fin du printemps."],
+    "response_b": ["Hello.", "Mars is a planet.", "The best season to visit Brittany is late spring."],
 })
 
 

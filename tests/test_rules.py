@@ -20,6 +20,14 @@ def test_language_match():
     assert check_rule(rule, q, "La meilleure façon est de pratiquer tous les jours avec des locuteurs natifs.")
     assert not check_rule(rule, q, "The best way is to practise every day with native speakers.")
     assert detect_language("1234 !!") == "und"
+    # broken only where both languages are detected with confidence: the detector's top label on
+    # garbled text (a tiny model's) or a short English answer is a guess, no verdict
+    en = "How do I keep basil fresh for longer after buying it at the market?"
+    assert not check_rule(rule, en, "Guarda la albahaca en un vaso con agua fuera de la nevera, como un ramo de flores.")
+    assert check_rule(rule, en, "To boil an egg, put it in water for six minutes.")  # py3langid: "pcm", 0.5
+    assert check_rule(rule, en, "Téora überassers pour c Tey,z La Vtny et su'ktgcor einge génacorasß.")
+    # at confidence 0 any top label is a verdict, as before
+    assert not check_rule(parse({"type": "language_match", "min_confidence": 0.0}), en, "Téora überassers pour c Tey,z.")
 
 
 def test_length_bounds():
@@ -62,6 +70,7 @@ def test_comparative_length_prefers_shorter_or_longer_beyond_a_margin():
         {"type": "length", "prefer": "longer", "min_relative_difference": 1.5},
         {"type": "regex", "pattern": "x"},
         {"type": "language_match", "extra": 1},
+        {"type": "language_match", "min_confidence": 1.5},
     ],
 )
 def test_invalid_rules_rejected(bad):

@@ -11,9 +11,12 @@ their axes, so the bundled dialogues are written out in several forms, at fixed 
   steered policy, ``Complete and Thorough`` included (docs/benchmarks.md);
 - **AI boilerplate**: some replies open with an "As an AI language model, ..." sentence;
 - **stock sign-offs**: some replies end with "I hope this helps!"-style closings;
-- **the user's language**: ``language_slips.jsonl`` holds English requests answered in Spanish,
-  French or German (a base model drifting into another language), cut to their first sentence for
-  the same reason (this tokenizer spends ~77 tokens on a two-sentence reply in those languages).
+- **the user's language**: ``language_slips.jsonl`` holds English requests answered in Spanish
+  (a base model drifting into another language), cut to their first sentence for the same reason
+  (this tokenizer spends ~77 tokens on a two-sentence Spanish reply). One language, not three: with
+  60 replies each in Spanish, French and German the policy wrote a salad of the three that the
+  language detector could rarely name (17 of 704 pairs differed in a language it named with
+  confidence); 180 in Spanish gave 43 (seed 1234, docs/benchmarks.md).
 
 Which form a dialogue gets depends on a hash of its request only: the world is data, the same on
 every machine and under every profile seed. All text here is original to the salmon project.
