@@ -112,18 +112,29 @@ REWARD_TEMPLATE_VERSION = "2"
 REWARD_PRINCIPLES_HEADER = "Rate the reply by these principles only:"
 REWARD_CUE = f"{ASSISTANT_TAG} The reply's rating under these principles is"
 PMP_CUE = f"{ASSISTANT_TAG} The reply's rating is"
+# Layouts of the reviewer prompt (``reward_model.reviewer_layout``): the same order, in words
+# ("standard", every real profile) or with only the labels ("compact"). The tiny profile's
+# ~4M-parameter RM learns its principles better and faster from the compact one: the framing was
+# 74 of an example's ~173 tokens (seed 3: held-out 0.82 -> 0.89, docs/benchmarks.md).
+REVIEWER_LAYOUTS = ("standard", "compact")
 
 
-def reward_prompt_parts(principle_texts: list[str], instruction: str) -> tuple[str, str]:
-    """(head, tail) of a reviewer prompt: the reply goes between them.
+def reward_prompt_parts(principle_texts: list[str], instruction: str, layout: str = "standard") -> tuple[str, str]:
+    """(head, tail) of a reviewer prompt in ``layout`` (``REVIEWER_LAYOUTS``): the reply goes
+    between them.
 
     Kept as two parts so a long reply can be shortened without ever cutting the principles, the
     request or the cue."""
     if not principle_texts:
         raise ValueError("a reviewer prompt needs at least one principle (use pmp_prompt_parts for none)")
     rules = "\n".join(f"- {t.strip()}" for t in principle_texts)
+    request = instruction.strip()
+    if layout == "compact":
+        return f"{USER_TAG} Reply:\n", f"\n\nRequest:\n{request}\n\nPrinciples:\n{rules}\n\n{ASSISTANT_TAG} Rating:"
+    if layout != "standard":
+        raise ValueError(f"unknown reviewer layout {layout!r} (one of {', '.join(REVIEWER_LAYOUTS)})")
     head = f"{USER_TAG} You are reviewing a reply that an AI assistant wrote to a request.\n\nReply:\n"
-    return head, f"\n\nRequest:\n{instruction.strip()}\n\n{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n{REWARD_CUE}"
+    return head, f"\n\nRequest:\n{request}\n\n{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n{REWARD_CUE}"
 
 
 def pmp_prompt_parts(context: str) -> tuple[str, str]:

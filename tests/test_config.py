@@ -110,6 +110,10 @@ def test_reward_model_config():
         rm = load_profile(name).reward_model
         assert rm.lora.quantization == "4bit" and "score" not in rm.lora.target_modules
         assert rm.save == "adapter" and rm.lr_scheduler == "cosine" and rm.pmp.data.split == "train"
+        assert rm.reviewer_layout == "standard"  # real models read the reviewer prompt in words
+    assert tiny.reviewer_layout == "compact"
+    with pytest.raises(ProfileError, match=r"reward_model\.reviewer_layout"):
+        load_profile("tiny", {"reward_model": {"reviewer_layout": "short"}})
     with pytest.raises(ProfileError, match=r"reward_model\.pmp\.share"):
         load_profile("tiny", {"reward_model": {"pmp": {"share": 1.0}}})
     with pytest.raises(ProfileError, match=r"reward_model\.human_eval\.source"):

@@ -49,6 +49,27 @@ def test_reviewer_prompt_lists_exactly_the_example_principles_in_order():
     assert text.index(CONCISE.definition) < text.index(templates.REWARD_CUE) and text.endswith(templates.REWARD_CUE)
 
 
+def test_compact_layout_keeps_the_order_and_drops_only_the_wording(tok):
+    """The compact reviewer prompt has the standard one's parts in the same order (reply, request,
+    principles, cue last), without the framing sentence, in fewer tokens; an unknown layout is
+    refused before any example is encoded."""
+    principles = [KIND.negative_definition, CONCISE.definition]
+    standard = "".join(templates.reward_prompt_parts(principles, "Name a colour."))
+    head, tail = templates.reward_prompt_parts(principles, "Name a colour.", "compact")
+    text = head + "Blue." + tail
+    assert text.index("Blue.") < text.index("Name a colour.") < text.index(KIND.negative_definition)
+    assert [l[2:] for l in text.splitlines() if l.startswith("- ")] == principles
+    assert text.startswith(templates.USER_TAG) and text.endswith(f"{templates.ASSISTANT_TAG} Rating:")
+    assert "reviewing" not in text and "reviewing" in standard
+    n = lambda t: len(tok(t)["input_ids"])
+    assert n(head + tail) < n(standard) - 20
+    for layout in ("standard", "compact"):  # the score is read at the cue's last token
+        ids = encode_review(tok, review_parts(principles, layout), "Say hi. " * 200, "Hi! " * 300, 160)
+        assert len(ids) <= 160 and tok.decode(ids).rstrip().endswith("Rating:" if layout == "compact" else " is")
+    with pytest.raises(ValueError, match="unknown reviewer layout 'tiny'"):
+        review_parts(principles, "tiny")
+
+
 def test_pmp_prompt_has_no_principles():
     head, tail = templates.pmp_prompt_parts("### User: hi\n\n### Assistant:")
     assert templates.REWARD_PRINCIPLES_HEADER not in head and "- " not in head
@@ -153,6 +174,28 @@ def test_a_reward_model_trained_under_bf16_autocast_scores_under_it(rm, tok, tmp
     assert scorer.score(prompts, replies, [KIND.definition]) == pytest.approx(fp32, abs=0.05)
     save_reward_model(rm, tok, tmp_path / "rm32", _manifest("merged", str(tiny_checkpoint)))
     assert not load_scorer(tmp_path / "rm32").cpu_bf16_autocast  # trained in float32: scored so
+
+
+def test_a_reward_model_is_scored_in_the_reviewer_layout_it_trained_on(rm, tok, tmp_path, tiny_checkpoint):
+    """The manifest records the layout (``reward_model.reviewer_layout``); the one scoring path
+    encodes in it, and a checkpoint written before the field existed reads as standard."""
+    from salmon_dag.reward_model.checkpoint import MANIFEST, load_scorer
+
+    manifest = RewardModelManifest(kind="merged", base_model_id=str(tiny_checkpoint), revision=None,
+                                   trust_remote_code=False, max_seq_len=256, reviewer_layout="compact")
+    save_reward_model(rm, tok, tmp_path / "rm", manifest)
+    scorer = load_scorer(tmp_path / "rm")
+    prompts, replies = _texts()
+    compact = RewardScorer(rm, tok, 256, layout="compact")
+    assert scorer.encode([KIND.definition], prompts[0], replies[0]) == compact.encode([KIND.definition], prompts[0], replies[0])
+    assert scorer.score(prompts, replies, [KIND.definition]) == pytest.approx(
+        compact.score(prompts, replies, [KIND.definition]), abs=1e-4)
+    assert compact.score(prompts, replies, [KIND.definition]) != pytest.approx(
+        RewardScorer(rm, tok, 256).score(prompts, replies, [KIND.definition]), abs=1e-4)
+    data = json.loads((tmp_path / "rm" / MANIFEST).read_text())
+    del data["reviewer_layout"]
+    (tmp_path / "rm" / MANIFEST).write_text(json.dumps(data))
+    assert load_scorer(tmp_path / "rm").layout == "standard"
 
 
 @pytest.mark.parametrize("pad_is_eos", [False, True])

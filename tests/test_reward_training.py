@@ -27,11 +27,11 @@ def _cfg(**kw) -> RewardModelConfig:
     return RewardModelConfig(**base)
 
 
-def _data(tok):
+def _data(tok, layout: str = "standard"):
     from salmon_dag.reward_model.train import RewardData
 
     pairs = [ReviewPair(f"g{i}", p, (BRIEF,), s, l) for i, (p, s, l) in enumerate(zip(PROMPTS, SHORT, LONG))]
-    return RewardData(tokenize_pairs(tok, pairs * 2, 192), tokenize_pairs(tok, pairs, 192))
+    return RewardData(tokenize_pairs(tok, pairs * 2, 192, layout), tokenize_pairs(tok, pairs, 192, layout))
 
 
 def _quiet(_: str) -> None:
@@ -77,11 +77,13 @@ def test_adapter_save_keeps_the_head(base, tok, tmp_path):
     from salmon_dag.reward_model.checkpoint import adapter_has_head, load_reward_model
     from salmon_dag.reward_model.train import train_reward_model
 
-    res = train_reward_model("reward_model", base, _data(tok), _cfg(max_steps=2), tmp_path / "rm", seed=0,
+    cfg = _cfg(max_steps=2, reviewer_layout="compact")
+    res = train_reward_model("reward_model", base, _data(tok, "compact"), cfg, tmp_path / "rm", seed=0,
                              device="cpu", save="adapter", log=_quiet)
     assert res.is_adapter and adapter_has_head(tmp_path / "rm")
     _, _, manifest = load_reward_model(tmp_path / "rm")
     assert manifest.kind == "adapter" and manifest.base_model_id == base.model_id
+    assert manifest.reviewer_layout == "compact"  # scoring encodes as it trained
 
 
 def test_resume_continues_from_the_last_checkpoint(base, tok, tmp_path):

@@ -3,7 +3,8 @@
 A checkpoint directory is what ``from_pretrained`` loads: either a whole
 ``AutoModelForSequenceClassification`` (LoRA merged in) or a PEFT adapter whose saved weights
 include the scalar head (``modules_to_save=["score"]``). Beside it, ``salmon_reward_model.json``
-records what it is (kind, base model, revision, max length, template version, CPU precision). A checkpoint
+records what it is (kind, base model, revision, max length, template version and layout, CPU
+precision). A checkpoint
 without trained head weights is refused: the public SALMON code silently scored with a random head.
 """
 
@@ -38,6 +39,8 @@ class RewardModelManifest:
     # True when it trained on a CPU under bf16 autocast: scoring on a CPU then uses the same
     # numeric path (and runs ~2.5x faster than float32 on a CPU with native bf16)
     cpu_bf16_autocast: bool = False
+    # the reviewer prompt's layout it trained on (templates.REVIEWER_LAYOUTS); scoring uses the same
+    reviewer_layout: str = "standard"
 
     def write(self, directory: Path) -> None:
         """A base model beside the checkpoint (the same warehouse's ``models/``) is named relative
@@ -141,4 +144,4 @@ def load_scorer(directory: str | Path, device: str = "cpu", batch_size: int = 16
     model, tokenizer, manifest = load_reward_model(directory, device=device)
     autocast = manifest.cpu_bf16_autocast and str(device).startswith("cpu") and cpu_has_native_bf16()
     return RewardScorer(model, tokenizer, manifest.max_seq_len, batch_size=batch_size, cpu_bf16_autocast=autocast,
-                        cache_size=cache_size)
+                        cache_size=cache_size, layout=manifest.reviewer_layout)

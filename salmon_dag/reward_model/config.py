@@ -83,6 +83,10 @@ class RewardModelConfig(TrainingConfig):
     probe_min_principles: int = Field(default=2, ge=0)
     # hand-written (principle, prompt, chosen, rejected) pairs probed both ways (pairs/... metrics)
     principle_pairs: str | None = None
+    # the reviewer prompt in words ("standard") or with only its labels ("compact": the tiny
+    # profile's RM learns its principles from fewer tokens; templates.reward_prompt_parts)
+    reviewer_layout: Literal["standard", "compact"] = "standard"
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("reviewer_layout",)
 
     def trl_config(self, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None,
                    heldout: bool = False):

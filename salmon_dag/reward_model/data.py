@@ -80,13 +80,14 @@ def heldout_split(pairs: Sequence[ReviewPair], fraction: float, seed: int) -> tu
     return train, held
 
 
-def tokenize_pairs(tok, pairs: Sequence[ReviewPair], max_len: int) -> datasets.Dataset:
-    """TRL's pre-tokenized preference format: ``chosen_ids`` / ``rejected_ids``."""
+def tokenize_pairs(tok, pairs: Sequence[ReviewPair], max_len: int, layout: str = "standard") -> datasets.Dataset:
+    """TRL's pre-tokenized preference format: ``chosen_ids`` / ``rejected_ids``, reviewer prompts
+    in ``layout`` (``templates.REVIEWER_LAYOUTS``)."""
     import datasets  # here: the Dagster definitions import this module's dataclasses
 
     chosen, rejected = [], []
     for p in pairs:
-        parts = review_parts(p.principles)
+        parts = review_parts(p.principles, layout)
         chosen.append(encode_review(tok, parts, p.prompt, p.chosen, max_len))
         rejected.append(encode_review(tok, parts, p.prompt, p.rejected, max_len))
     return datasets.Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})

@@ -18,14 +18,15 @@ _MAX_FIT_ROUNDS = 8
 PartsFn = Callable[[str], tuple[str, str]]
 
 
-def review_parts(principle_texts: Sequence[str] | None) -> PartsFn:
-    """``instruction -> (head, tail)`` for the reviewer prompt under ``principle_texts``, or the
-    principle-free (PMP) prompt when ``principle_texts`` is None (the instruction is then the
-    conversation so far)."""
+def review_parts(principle_texts: Sequence[str] | None, layout: str = "standard") -> PartsFn:
+    """``instruction -> (head, tail)`` for the reviewer prompt under ``principle_texts`` in
+    ``layout`` (``templates.REVIEWER_LAYOUTS``), or the principle-free (PMP) prompt when
+    ``principle_texts`` is None (the instruction is then the conversation so far)."""
     if principle_texts is None:
         return templates.pmp_prompt_parts
     texts = list(principle_texts)
-    return lambda instruction: templates.reward_prompt_parts(texts, instruction)
+    templates.reward_prompt_parts(texts, "", layout)  # an unknown layout fails here, not per example
+    return lambda instruction: templates.reward_prompt_parts(texts, instruction, layout)
 
 
 def _n_tokens(tok, text: str) -> int:

@@ -46,10 +46,11 @@ class RewardScorer:
 
     The model is frozen while a scorer holds it: ``cache_size`` > 0 memoizes scores by token ids
     across calls (at most that many; off by default). ``cpu_bf16_autocast``: forward passes under bf16
-    autocast (the numeric path a CPU-trained model learned in; the head reads float32)."""
+    autocast (the numeric path a CPU-trained model learned in; the head reads float32). ``layout``:
+    the reviewer layout the model trained on (its manifest's ``reviewer_layout``)."""
 
     def __init__(self, model, tokenizer, max_len: int, batch_size: int = 16, cache_size: int = 0,
-                 cpu_bf16_autocast: bool = False):
+                 cpu_bf16_autocast: bool = False, layout: str = "standard"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_len = max_len
@@ -57,11 +58,12 @@ class RewardScorer:
         self.device = next(model.parameters()).device
         self.cache_size = cache_size
         self.cpu_bf16_autocast = cpu_bf16_autocast
+        self.layout = layout
         self._cache: dict[tuple[int, ...], float] = {}
 
     # ------------------------------------------------------------------ ids
     def encode(self, principle_texts: Sequence[str] | None, instruction: str, response: str) -> list[int]:
-        return encode_review(self.tokenizer, review_parts(principle_texts), instruction, response, self.max_len)
+        return encode_review(self.tokenizer, review_parts(principle_texts, self.layout), instruction, response, self.max_len)
 
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[float]:
         """Scores of pre-tokenized reviewer prompts, in input order; each distinct sequence is

@@ -113,8 +113,8 @@ def reward_data(tok, examples: pl.DataFrame, cfg: RewardModelConfig, seed: int):
     from salmon_dag.reward_model.train import RewardData
 
     train, held = heldout_split(pairs_from_examples(examples), cfg.eval_fraction, seed)
-    return RewardData(tokenize_pairs(tok, train, cfg.max_seq_len),
-                      tokenize_pairs(tok, held, cfg.max_seq_len) if held else None)
+    return RewardData(tokenize_pairs(tok, train, cfg.max_seq_len, cfg.reviewer_layout),
+                      tokenize_pairs(tok, held, cfg.max_seq_len, cfg.reviewer_layout) if held else None)
 
 
 def pmp_training_config(cfg: RewardModelConfig) -> RewardModelConfig:

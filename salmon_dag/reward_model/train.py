@@ -116,7 +116,8 @@ def train_reward_model(
     kind = "adapter" if (save == "adapter" and cfg.lora is not None) else "merged"
     manifest = RewardModelManifest(kind=kind, base_model_id=base.model_id, revision=base.revision,
                                    trust_remote_code=base.trust_remote_code, max_seq_len=cfg.max_seq_len,
-                                   cpu_bf16_autocast=device == "cpu" and use_bf16_autocast(cfg.cpu_precision))
+                                   cpu_bf16_autocast=device == "cpu" and use_bf16_autocast(cfg.cpu_precision),
+                                   reviewer_layout=cfg.reviewer_layout)
     inputs = {
         "base_model": base_model_stamp(base.model_id, base.revision),
         "init_from": base_model_stamp(str(init_from)) if init_from else None,
