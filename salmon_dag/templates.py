@@ -8,6 +8,7 @@ the turn markers that later stages generate and stop on.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 USER_TAG = "### User:"
 ASSISTANT_TAG = "### Assistant:"
@@ -116,7 +117,8 @@ PMP_CUE = f"{ASSISTANT_TAG} The reply's rating is"
 # ("standard", every real profile) or with only the labels ("compact"). The tiny profile's
 # ~4M-parameter RM learns its principles better and faster from the compact one: the framing was
 # 74 of an example's ~173 tokens (seed 3: held-out 0.82 -> 0.89, docs/benchmarks.md).
-REVIEWER_LAYOUTS = ("standard", "compact")
+ReviewerLayout = Literal["standard", "compact"]
+REVIEWER_LAYOUTS: tuple[str, ...] = get_args(ReviewerLayout)
 
 
 def reward_prompt_parts(principle_texts: list[str], instruction: str, layout: str = "standard") -> tuple[str, str]:

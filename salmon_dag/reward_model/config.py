@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from salmon_dag.benchmarks.config import BenchmarkSource
 from salmon_dag.config_base import _Strict
+from salmon_dag.templates import ReviewerLayout
 from salmon_dag.training.config import TrainingConfig
 
 
@@ -85,7 +86,7 @@ class RewardModelConfig(TrainingConfig):
     principle_pairs: str | None = None
     # the reviewer prompt in words ("standard") or with only its labels ("compact": the tiny
     # profile's RM learns its principles from fewer tokens; templates.reward_prompt_parts)
-    reviewer_layout: Literal["standard", "compact"] = "standard"
+    reviewer_layout: ReviewerLayout = "standard"
     _HASH_NEUTRAL_WHEN_DEFAULT = ("reviewer_layout",)
 
     def trl_config(self, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None,
