@@ -16,6 +16,8 @@ from salmon_dag.training.config import TrainingConfig
 # reward_model_eval's metrics of agreement with human labels: under the Harmless principle, and
 # ".../principle_free"
 AGREEMENT_METRIC = "hh_harmless_agreement"
+# the per-pair length column the length-grouped sampler reads (RewardModelConfig.group_by_length)
+LENGTH_COLUMN = "length"
 
 class HumanPairsConfig(_Strict):
     """Human preference pairs: a local .jsonl / .jsonl.gz file, or a Hub id / dataset folder read
@@ -87,7 +89,10 @@ class RewardModelConfig(TrainingConfig):
     # the reviewer prompt in words ("standard") or with only its labels ("compact": the tiny
     # profile's RM learns its principles from fewer tokens; templates.reward_prompt_parts)
     reviewer_layout: ReviewerLayout = "standard"
-    _HASH_NEUTRAL_WHEN_DEFAULT = ("reviewer_layout",)
+    # batches of pairs of similar length (transformers' LengthGroupedSampler): a batch pads its 2 x
+    # batch prompts to the longest, so this spends less compute on padding per step
+    group_by_length: bool = False
+    _HASH_NEUTRAL_WHEN_DEFAULT = ("reviewer_layout", "group_by_length")
 
     def trl_config(self, work_dir: Path, seed: int, device: str, n_examples: int, save_steps: int | None = None,
                    heldout: bool = False):
@@ -113,6 +118,11 @@ class RewardModelConfig(TrainingConfig):
             eval_steps=eval_steps,
             bf16=args["bf16"] or (device == "cpu" and use_bf16_autocast(self.cpu_precision)),
         )
+        if self.group_by_length:
+            # the sampler reads the "length" column (train.with_pair_lengths), which the trainer
+            # would otherwise drop before sampling; TRL's collator ignores it
+            args.update(train_sampling_strategy="group_by_length", length_column_name=LENGTH_COLUMN,
+                        remove_unused_columns=False)
         return RewardConfig(**args)
 
 

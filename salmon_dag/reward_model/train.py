@@ -64,6 +64,15 @@ def _load_model(base: ModelRef, cfg: TrainingConfig, device: str, init_from: Pat
     return peft.PeftModel.from_pretrained(model, str(init_from), is_trainable=True), None
 
 
+def with_pair_lengths(data: datasets.Dataset) -> datasets.Dataset:
+    """``data`` with the column the length-grouped sampler sorts by: a pair's longer prompt (its
+    chosen and rejected prompts are padded together)."""
+    from salmon_dag.reward_model.config import LENGTH_COLUMN
+
+    lengths = [max(len(c), len(r)) for c, r in zip(data["chosen_ids"], data["rejected_ids"])]
+    return data.add_column(LENGTH_COLUMN, lengths)
+
+
 def build_reward_trainer(
     base: ModelRef,
     data: RewardData,
@@ -85,7 +94,7 @@ def build_reward_trainer(
     return RewardTrainer(
         model=model,
         args=cfg.trl_config(work_dir, seed, device, len(data.train), save_steps, heldout=data.heldout is not None),
-        train_dataset=data.train,
+        train_dataset=with_pair_lengths(data.train) if cfg.group_by_length else data.train,
         eval_dataset=data.heldout,
         processing_class=tokenizer,
         peft_config=lora,
