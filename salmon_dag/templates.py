@@ -121,6 +121,12 @@ ReviewerLayout = Literal["standard", "compact"]
 REVIEWER_LAYOUTS: tuple[str, ...] = get_args(ReviewerLayout)
 
 
+def check_reviewer_layout(layout: str) -> None:
+    """Raise ValueError naming ``REVIEWER_LAYOUTS`` unless ``layout`` is one of them."""
+    if layout not in REVIEWER_LAYOUTS:
+        raise ValueError(f"unknown reviewer layout {layout!r} (one of {', '.join(REVIEWER_LAYOUTS)})")
+
+
 def reward_prompt_parts(principle_texts: list[str], instruction: str, layout: str = "standard") -> tuple[str, str]:
     """(head, tail) of a reviewer prompt in ``layout`` (``REVIEWER_LAYOUTS``): the reply goes
     between them.
@@ -129,12 +135,11 @@ def reward_prompt_parts(principle_texts: list[str], instruction: str, layout: st
     request or the cue."""
     if not principle_texts:
         raise ValueError("a reviewer prompt needs at least one principle (use pmp_prompt_parts for none)")
+    check_reviewer_layout(layout)
     rules = "\n".join(f"- {t.strip()}" for t in principle_texts)
     request = instruction.strip()
     if layout == "compact":
         return f"{USER_TAG} Reply:\n", f"\n\nRequest:\n{request}\n\nPrinciples:\n{rules}\n\n{ASSISTANT_TAG} Rating:"
-    if layout != "standard":
-        raise ValueError(f"unknown reviewer layout {layout!r} (one of {', '.join(REVIEWER_LAYOUTS)})")
     head = f"{USER_TAG} You are reviewing a reply that an AI assistant wrote to a request.\n\nReply:\n"
     return head, f"\n\nRequest:\n{request}\n\n{REWARD_PRINCIPLES_HEADER}\n{rules}\n\n{REWARD_CUE}"
 

@@ -24,8 +24,8 @@ def review_parts(principle_texts: Sequence[str] | None, layout: str = "standard"
     ``principle_texts`` is None (the instruction is then the conversation so far)."""
     if principle_texts is None:
         return templates.pmp_prompt_parts
+    templates.check_reviewer_layout(layout)  # here, not per example
     texts = list(principle_texts)
-    templates.reward_prompt_parts(texts, "", layout)  # an unknown layout fails here, not per example
     return lambda instruction: templates.reward_prompt_parts(texts, instruction, layout)
 
 
