@@ -571,6 +571,21 @@ def _bench_steer(settings: Settings, log) -> None:
         _fail(f"{exc} (salmon bench steer needs sft_model, reward_model and prompt_pool: salmon run)")
 
 
+def _built_with(settings: Settings, asset: str | None) -> tuple[str, ...]:
+    """The other outputs of ``asset``'s multi-asset, which any run of it rebuilds (none for a
+    single asset or no ``asset``); fails with one line when the graph has no such asset."""
+    if not asset:
+        return ()
+    from assets_defs.definitions import build_definitions
+    from assets_defs.project import resolve_selection
+
+    try:
+        keys = resolve_selection(build_definitions(settings), f'key:"{asset}"')
+    except ValueError:
+        _fail(f"--from {asset}: no such asset (salmon status lists them)")
+    return tuple(k.to_user_string() for k in keys if k.to_user_string() != asset)
+
+
 def _bench_seeds(settings: Settings, seeds: int, seed_list: str | None, from_asset: str | None,
                  precision: str | None, out_dir: str | None, steer: bool, intervention: bool,
                  reuse: bool = False) -> None:
@@ -585,7 +600,7 @@ def _bench_seeds(settings: Settings, seeds: int, seed_list: str | None, from_ass
             profile=settings.profile_name, warehouse=wh_dir, principles=settings.principles_path,
             out=Path(out_dir).resolve() if out_dir else wh_dir / study.DEFAULT_OUT,
             seeds=study.seed_list(seeds, seed_list), precision=precision, from_asset=from_asset, steer=steer,
-            intervention=intervention, reuse=reuse)
+            intervention=intervention, reuse=reuse, from_siblings=_built_with(settings, from_asset))
         out.print(f"seed study: profile {settings.profile_name}, seeds {', '.join(map(str, plan.seeds))}"
                   f"{f', from {from_asset}' if from_asset else ', whole graph'}{' (reusing the seed warehouses)' if reuse else ''}; seed projects in {plan.out}",
                   highlight=False, markup=False)

@@ -191,12 +191,15 @@ class StudyPlan:
     # with from_asset: rebuild in each seed's warehouse of an earlier study (its own base model
     # and SFT policy), not in a copy of the project warehouse
     reuse: bool = False
+    # the other outputs of from_asset's multi-asset (ppo_steps: ppo_policy, ppo_samples): they are
+    # rebuilt with it, so what reads them is rebuilt too
+    from_siblings: tuple[str, ...] = ()
 
     def run_args(self) -> list[str]:
         # key:ASSET+ is every asset downstream (the legacy ASSET+ would be one layer only)
         if not self.from_asset:
             return ["run", "-q"]
-        tail = f"key:{self.from_asset}+"
+        tail = " or ".join(f"key:{key}+" for key in (self.from_asset, *self.from_siblings))
         # reuse: the principle files are copied anew, so their assets are rebuilt too (the RL
         # stage refuses an rl.yaml newer than its principles/rl asset)
         return ["run", "-q", "--select", f"key:principles/* or {tail}" if self.reuse else tail]

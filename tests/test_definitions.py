@@ -190,3 +190,20 @@ def test_editing_a_benchmark_question_file_makes_only_the_benchmarks_stale(setti
     questions.write_text('{"instruction": "Say hello."}\n')
     after = versions()
     assert {k for k in before if before[k] != after[k]} == {"benchmark_scores", "benchmark_outputs"}
+
+
+def test_a_study_from_a_multi_asset_output_rebuilds_what_reads_its_siblings(settings):
+    from assets_defs.cli import _built_with
+    from assets_defs.project import resolve_selection
+    from salmon_dag.study import StudyPlan
+
+    # ppo_steps is one output of the RL multi-asset: its run rebuilds the policy, so the benchmarks
+    # that read the policy are part of the tail (key:ppo_steps+ alone left them stale)
+    siblings = _built_with(settings, "ppo_steps")
+    assert set(siblings) == {"ppo_policy", "ppo_samples"}
+    plan = StudyPlan(profile="tiny", warehouse=Path("w"), principles=Path("p"), out=Path("o"), seeds=[1],
+                     precision=None, from_asset="ppo_steps", steer=False, intervention=False, from_siblings=siblings)
+    selection = plan.run_args()[-1]
+    tail = {k.to_user_string() for k in resolve_selection(build_definitions(settings), selection)}
+    assert {"ppo_steps", "ppo_policy", "ppo_samples", "benchmark_outputs", "benchmark_scores"} <= tail
+    assert "reward_model" not in tail and _built_with(settings, "reward_model") == ()
