@@ -26,6 +26,7 @@ from salmon_dag.base_model.loading import load_tokenizer
 from salmon_dag.config import RewardModelConfig, TrainingConfig
 from salmon_dag.model_ref import ModelRef
 from salmon_dag.reward_model.checkpoint import RewardModelManifest, save_reward_model
+from salmon_dag.reward_model.config import LENGTH_COLUMN
 from salmon_dag.training.checkpoints import base_model_stamp, data_hash
 from salmon_dag.training.harness import TrainResult, run_training
 from salmon_dag.training.lora import describe_mode, load_for_training, peft_config, training_device
@@ -67,8 +68,6 @@ def _load_model(base: ModelRef, cfg: TrainingConfig, device: str, init_from: Pat
 def with_pair_lengths(data: datasets.Dataset) -> datasets.Dataset:
     """``data`` with the column the length-grouped sampler sorts by: a pair's longer prompt (its
     chosen and rejected prompts are padded together)."""
-    from salmon_dag.reward_model.config import LENGTH_COLUMN
-
     lengths = [max(len(c), len(r)) for c, r in zip(data["chosen_ids"], data["rejected_ids"])]
     return data.add_column(LENGTH_COLUMN, lengths)
 
