@@ -349,13 +349,19 @@ def test_the_tiny_world_varies_replies_at_its_shares_the_same_way_every_time() -
     world = tw.world_dialogues(dialogues, BUNDLED_CORPUS_DIR)
     assert world == tw.world_dialogues(dialogues, BUNDLED_CORPUS_DIR)  # a hash of the text, no seed
     n = len(dialogues)
-    full, cut, slips = world[:n], world[n:2 * n], world[2 * n:]
-    assert len(slips) == 180 and all(r in {s for _, s in tw.language_slips(BUNDLED_CORPUS_DIR)} for _, r in slips)
-    # every slip is one the language rule can see: named as another language with confidence
-    from salmon_dag.rules import LanguageMatchRule, check_rule
+    full, cut, slips, spanish = world[:n], world[n:2 * n], world[2 * n:2 * n + 180], world[2 * n + 180:]
+    assert all(r in {s for _, s in tw.language_slips(BUNDLED_CORPUS_DIR)} for _, r in slips)
+    # every slip is one the language rule can see: named as another language with confidence, both
+    # ways (English requests answered in Spanish, Spanish requests answered in English)
+    from salmon_dag.rules import LanguageMatchRule, check_rule, detect_language
 
     rule = LanguageMatchRule(type="language_match")
     assert not [r for u, r in slips if check_rule(rule, u, r)]
+    assert len(spanish) == 180 and all(detect_language(u) == "es" for u, _ in spanish)
+    in_english = [(u, r) for u, r in spanish if detect_language(r) == "en"]
+    assert len(in_english) / len(spanish) == pytest.approx(tw.ENGLISH_REPLY_SHARE, abs=0.06)
+    assert not [r for u, r in in_english if check_rule(rule, u, r)]
+    assert all(check_rule(rule, u, r) for u, r in spanish if (u, r) not in in_english)
 
     def share(rows, phrase):
         return sum(phrase in r for _, r in rows) / len(rows)

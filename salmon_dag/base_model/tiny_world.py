@@ -6,17 +6,21 @@ their axes, so the bundled dialogues are written out in several forms, at fixed 
 
 - **length**, both ways: every dialogue once at length (its first sentences, up to
   :data:`FULL_MAX_WORDS` words) and once cut to its first sentence. Both end well before the tiny
-  policy's 48-token cap: a world whose long replies ran past it (the written dialogues are ~76
-  words, ~110 tokens) taught the policy not to stop, and RL's no-stop penalty then shortened every
-  steered policy, ``Complete and Thorough`` included (docs/benchmarks.md);
+  pairs' 48-token cap (RL samples up to 64): a world whose long replies ran past it (the written
+  dialogues are ~76 words, ~110 tokens) taught the policy not to stop, and RL's no-stop penalty
+  then shortened every steered policy, ``Complete and Thorough`` included (docs/benchmarks.md);
 - **AI boilerplate**: some replies open with an "As an AI language model, ..." sentence;
 - **stock sign-offs**: some replies end with "I hope this helps!"-style closings;
 - **the user's language**: ``language_slips.jsonl`` holds English requests answered in Spanish
   (a base model drifting into another language), cut to their first sentence for the same reason
-  (this tokenizer spends ~77 tokens on a two-sentence Spanish reply). One language, not three: with
-  60 replies each in Spanish, French and German the policy wrote a salad of the three that the
-  language detector could rarely name (17 of 704 pairs differed in a language it named with
-  confidence); 180 in Spanish gave 43 (seed 1234, docs/benchmarks.md).
+  (this tokenizer spends ~77 tokens on a two-sentence Spanish reply), and the same requests
+  written in Spanish (``user_es``), answered in Spanish or, at :data:`ENGLISH_REPLY_SHARE`, in
+  English (``assistant_en``). The Spanish dialogues are there for the model's Spanish: with them
+  the 4M policy writes its slips on English requests legibly enough for the language detector
+  (seed 1234, the tiny pool's English requests: 99 of 680 pairs differ in a language it names
+  with confidence, against 23 without; docs/benchmarks.md). One language, not three: with 60 replies each in
+  Spanish, French and German the policy wrote a salad of the three that the detector could
+  rarely name.
 
 Which form a dialogue gets depends on a hash of its request only: the world is data, the same on
 every machine and under every profile seed. All text here is original to the salmon project.
@@ -42,6 +46,10 @@ FULL_MAX_WORDS = 28
 # answers dilutes it further: these put each habit in roughly a tenth of the policy's samples.
 BOILERPLATE_SHARE = {"full": 0.15, "cut": 0.4}
 SIGN_OFF_SHARE = {"full": 0.15, "cut": 0.4}
+# Share of the Spanish requests answered in English: a base model asked in another language often
+# answers in English. The tiny profile's prompt pool is English, so the policy is never asked in
+# Spanish; these dialogues teach it Spanish, and that the language can change between turns.
+ENGLISH_REPLY_SHARE = 0.4
 
 # Each contains the phrase the "No Boilerplate Self-Reference" rule forbids.
 BOILERPLATE = (
@@ -112,18 +120,35 @@ def varied_reply(user: str, reply: str, copy: str) -> str:
     return text
 
 
-def language_slips(bundled_dir: Path) -> list[tuple[str, str]]:
-    """(English request, first sentence of a reply in another language) pairs of
-    ``language_slips.jsonl``, if present."""
+def _language_rows(bundled_dir: Path) -> list[dict]:
     path = bundled_dir / LANGUAGE_SLIPS
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [(r["user"], cut_reply(r["assistant"])) for r in rows]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def language_slips(bundled_dir: Path) -> list[tuple[str, str]]:
+    """(English request, first sentence of a reply in another language) pairs of
+    ``language_slips.jsonl``, if present."""
+    return [(r["user"], cut_reply(r["assistant"])) for r in _language_rows(bundled_dir)]
+
+
+def spanish_requests(bundled_dir: Path) -> list[tuple[str, str]]:
+    """(Spanish request, reply) of the ``language_slips.jsonl`` rows that have a Spanish request
+    (``user_es``): the reply's first sentence in Spanish, or at :data:`ENGLISH_REPLY_SHARE` in
+    English (``assistant_en``)."""
+    out = []
+    for r in _language_rows(bundled_dir):
+        if not r.get("user_es"):
+            continue
+        english = r.get("assistant_en") and _draw(r["user_es"], "english-reply") < ENGLISH_REPLY_SHARE
+        out.append((r["user_es"], r["assistant_en"] if english else cut_reply(r["assistant"])))
+    return out
 
 
 def world_dialogues(dialogues: list[tuple[str, str]], bundled_dir: Path) -> list[tuple[str, str]]:
-    """Every dialogue in full, then cut, each with its habits; then the language slips."""
+    """Every dialogue in full, then cut, each with its habits; then the language slips, then the
+    Spanish requests."""
     return ([(user, varied_reply(user, reply, "full")) for user, reply in dialogues]
             + [(user, varied_reply(user, reply, "cut")) for user, reply in dialogues]
-            + language_slips(bundled_dir))
+            + language_slips(bundled_dir) + spanish_requests(bundled_dir))
