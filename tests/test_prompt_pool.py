@@ -542,3 +542,14 @@ def test_real_public_prompts_cover_all_question_types():
     assert by_source[f"jsonl:{SHARED_DATA / 'gsm8k_test.jsonl'}"] == 200
     hh = pool.filter(pl.col("source").str.contains("hh_rlhf"))
     assert not hh["prompt"].str.contains("Human:|Assistant:").any()
+
+
+def test_tiny_pool_keeps_english_requests_only():
+    """The tiny profile claims its language principle for English requests (README): its pool
+    holds no other language, and the bundled requests in other languages go to the rejects."""
+    from salmon_dag.config import load_profile
+
+    pool, rejects = build_from_config(load_profile("tiny").prompt_pool, 1234, log=lambda _: None)
+    assert set(pool["language"].to_list()) == {"en"} and pool.height > 300
+    dropped = rejects.filter(pl.col("reason") == "language_not_allowed")
+    assert {"fr", "de", "es"} <= set(dropped["detail"].to_list())
