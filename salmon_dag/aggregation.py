@@ -222,7 +222,8 @@ def aggregate(
     principle has no rule). ``pairs`` gives the texts. Scores are normalised per principle
     (:func:`normalise_scores`). For each pass and each judged pair (in pair_id order) a subset of
     the pair's judged principles, minus ``cfg.exclude_principles``, is drawn, each is negated with
-    probability ``cfg.negation_prob``, and the label comes from the principle with the largest
+    probability ``cfg.negation_prob`` (with ``cfg.paired_negation`` every odd pass repeats the
+    pass before it with each negation flipped), and the label comes from the principle with the largest
     |signed score| (first in subset order on ties).
 
     Rules, ``cfg.rule_scope="principle"``: a sampled principle's rule, signed by its negation,
@@ -250,8 +251,10 @@ def aggregate(
     ix = _index(prefs, pairs, principles, cfg)
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {c: [] for c in EXAMPLE_SCHEMA}
+    draw = None
     for pass_no in range(cfg.passes):
-        draw = _draw(ix, cfg, rng)
+        paired = cfg.paired_negation and pass_no % 2 == 1
+        draw = _mirror(draw, ix, rng) if paired else _draw(ix, cfg, rng)
         _emit(ix, draw, _label(ix, draw, cfg, stats), pass_no, out)
     df = pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
     stats["examples"] = df.height
@@ -368,6 +371,14 @@ def _draw(ix: _Index, cfg: AggregationConfig, rng: np.random.Generator) -> _Draw
     if cfg.undecided_neutral:
         subset = _with_neutral(subset, ix.neutral, valid, rng)
     return _Draw(k, subset, valid, negate_draw[:, : ix.width] & valid, swap, noise_u, coin_u)
+
+
+def _mirror(d: _Draw, ix: _Index, rng: np.random.Generator) -> _Draw:
+    """Pass ``d``'s subsets with every negation flipped; order, noise and coins drawn afresh."""
+    swap = rng.random(ix.n_pairs) < 0.5
+    noise_u = rng.random(ix.n_pairs)
+    coin_u = rng.random((ix.n_pairs, len(ix.coin)))
+    return _Draw(d.k, d.subset, d.valid, ~d.negated & d.valid, swap, noise_u, coin_u)
 
 
 @dataclass(frozen=True)

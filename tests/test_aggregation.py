@@ -522,3 +522,33 @@ def test_rule_score_alone_never_drops_an_example_in_global_scope():
     prefs = make_prefs([(pid, n, 1.0, 0 if n == "lang" else None) for pid in pairs["pair_id"] for n in ("p0", "lang")])
     df, st = aggregate(prefs, pairs, GLOBAL[:3], cfg(rule_scope="global", exclude_principles=["lang"]), seed=0)
     assert df.height == 20 and st["dropped_rule"] == 0 and not df["rule_decided"].any()
+
+
+def test_paired_negation_shows_each_pair_and_principle_both_ways():
+    pairs = make_pairs(200)
+    # p1's rule prefers a on every pair, p2's prefers b on every other pair
+    prefs = make_prefs([(pid, p, 0.0, r) for i, pid in enumerate(pairs["pair_id"])
+                        for p, r in (("p1", 1), ("p2", -1 if i % 2 == 0 else 0))])
+    c = cfg(passes=6, subset_p=1.0, negation_prob=0.5, undecided="drop", paired_negation=True)
+    df, _ = aggregate(prefs, pairs, PRINCIPLES, c, seed=5)
+    assert df.height == 6 * 200
+    wants_a = [(r1 == f"A{int(pid[4:])}") == (p == 1) for pid, r1, p in
+               df.select("pair_id", "response_1", "preferred").iter_rows()]
+    df = df.with_columns(pl.Series("wants_a", wants_a))
+    for pass_no in (0, 2, 4):
+        first = df.filter(pl.col("pass") == pass_no).sort("pair_id")
+        second = df.filter(pl.col("pass") == pass_no + 1).sort("pair_id")
+        # the same principle, the other polarity, the other label; the order is drawn afresh
+        assert first["deciding_principle"].to_list() == second["deciding_principle"].to_list()
+        assert (first["deciding_negated"] != second["deciding_negated"]).all()
+        assert (first["wants_a"] != second["wants_a"]).all()
+        assert 0.3 < (first["response_1"] == second["response_1"]).mean() < 0.7
+    # every (pair, principle) is negated exactly as often as not: a reply-only feature predicts nothing
+    per = df.group_by("pair_id", "deciding_principle").agg(pl.col("deciding_negated").mean().alias("neg"),
+                                                          pl.col("wants_a").mean().alias("a"))
+    assert (per["neg"] == 0.5).all() and (per["a"] == 0.5).all()
+    unpaired, _ = aggregate(prefs, pairs, PRINCIPLES, c.model_copy(update={"paired_negation": False}), seed=5)
+    per_unpaired = unpaired.group_by("pair_id", "deciding_principle").agg(pl.col("deciding_negated").mean())
+    assert (per_unpaired["deciding_negated"] != 0.5).any()
+    with pytest.raises(ValueError, match="paired_negation needs negation_prob 0.5"):
+        cfg(negation_prob=0.3, paired_negation=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from salmon_dag.config_base import _Strict
 
@@ -18,6 +18,11 @@ class AggregationConfig(_Strict):
     subset_p: float = Field(default=0.2, gt=0, le=1)
     max_principles: int = Field(default=8, gt=0)
     negation_prob: float = Field(default=0.5, ge=0, le=1)
+    # SALMON negates each sampled principle independently (False). True: pass 2m+1 repeats pass
+    # 2m's subsets with every negation flipped (and fresh order and noise), so each (pair,
+    # principle) is shown as often negated as not and no feature of the replies alone lowers the
+    # loss: only reading the principle does. Needs negation_prob 0.5, the same marginal rate.
+    paired_negation: bool = False
     label_noise: float = Field(default=0.1, ge=0, lt=0.5)
     rule_label_noise: float = Field(default=0.25, ge=0, lt=0.5)
     # principles that are judged (synthetic_preferences) but never sampled for a training
@@ -47,3 +52,10 @@ class AggregationConfig(_Strict):
     # global scope: probability that a decisive single-response rule (e.g. the boilerplate
     # phrase) overrides the label; the language rule always does
     global_rule_prob: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _paired_negation_is_half(self) -> "AggregationConfig":
+        if self.paired_negation and self.negation_prob != 0.5:
+            raise ValueError(f"aggregation.paired_negation needs negation_prob 0.5 (it negates half of"
+                             f" the examples by construction), got {self.negation_prob}")
+        return self
