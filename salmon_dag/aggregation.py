@@ -6,7 +6,9 @@ truncated geometric distribution), negates each with some probability (a negated
 its *negative definition* and flips the sign of its score), and takes its label from the principle
 with the largest |score|. Verifiable rules may override (or be blended into) the model's verdict,
 the order of the two responses is randomised, and a small share of labels is flipped as noise.
-Every pair is used ``cfg.passes`` times with fresh draws.
+Every pair is used ``cfg.passes`` times with fresh draws (with ``cfg.paired_negation``, every
+second pass keeps the subsets of the pass before and flips each negation: a balanced design with
+SALMON's marginal negation rate, under which no feature of the replies alone predicts a label).
 
 Everything is deterministic given ``seed``: pairs are processed in ``pair_id`` order, principles
 are indexed in name order, and the random draws of a pass have shapes that depend only on the
