@@ -365,9 +365,7 @@ def _draw(ix: _Index, cfg: AggregationConfig, rng: np.random.Generator) -> _Draw
     # exponential keys: the ascending order is a draw without replacement, weighted by `weight`
     keys = np.where(ix.avail, -np.log1p(-rng.random(ix.avail.shape)) / ix.weight[None, :], np.inf)
     negate_draw = rng.random(ix.avail.shape) < cfg.negation_prob
-    swap = rng.random(ix.n_pairs) < 0.5
-    noise_u = rng.random(ix.n_pairs)
-    coin_u = rng.random((ix.n_pairs, len(ix.coin)))
+    swap, noise_u, coin_u = _order_and_noise(ix, rng)
     subset = np.argsort(keys, axis=1, kind="stable")[:, : ix.width]  # random order of available ones
     valid = (np.arange(ix.width)[None, :] < k[:, None]) & (ix.n_avail[:, None] > 0)
     if cfg.undecided_neutral:
@@ -375,12 +373,14 @@ def _draw(ix: _Index, cfg: AggregationConfig, rng: np.random.Generator) -> _Draw
     return _Draw(k, subset, valid, negate_draw[:, : ix.width] & valid, swap, noise_u, coin_u)
 
 
+def _order_and_noise(ix: _Index, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pass's per-pair response swap, label-noise uniforms and global-rule coin uniforms."""
+    return rng.random(ix.n_pairs) < 0.5, rng.random(ix.n_pairs), rng.random((ix.n_pairs, len(ix.coin)))
+
+
 def _mirror(d: _Draw, ix: _Index, rng: np.random.Generator) -> _Draw:
     """Pass ``d``'s subsets with every negation flipped; order, noise and coins drawn afresh."""
-    swap = rng.random(ix.n_pairs) < 0.5
-    noise_u = rng.random(ix.n_pairs)
-    coin_u = rng.random((ix.n_pairs, len(ix.coin)))
-    return _Draw(d.k, d.subset, d.valid, ~d.negated & d.valid, swap, noise_u, coin_u)
+    return _Draw(d.k, d.subset, d.valid, ~d.negated & d.valid, *_order_and_noise(ix, rng))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ class AggregationConfig(_Strict):
     # SALMON negates each sampled principle independently (False). True: pass 2m+1 repeats pass
     # 2m's subsets with every negation flipped (and fresh order and noise), so each (pair,
     # principle) is shown as often negated as not and no feature of the replies alone lowers the
-    # loss: only reading the principle does. Needs negation_prob 0.5, the same marginal rate.
+    # loss: only reading the principle does. Needs negation_prob 0.5, the same marginal rate; with
+    # an odd number of passes the last one is drawn unpaired.
     paired_negation: bool = False
     label_noise: float = Field(default=0.1, ge=0, lt=0.5)
     rule_label_noise: float = Field(default=0.25, ge=0, lt=0.5)
